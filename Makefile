@@ -1,0 +1,41 @@
+# The lab's two commands: `make demo` and `make test` (each installs first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test test-slow test-gpu lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml scripts/install.sh | $(PY)
+	bash scripts/install.sh $(PY)
+	touch $@
+
+install: $(STAMP)
+
+## demo: a small scaling sweep (4 sizes x 3 token budgets) on the embedded corpus, then fit and plot
+demo: install
+	$(VENV)/bin/lab-sweep demo hydra.sweep.dir=$(DEMO_DIR)
+	$(VENV)/bin/lab-analyze fit $(DEMO_DIR) --out $(DEMO_DIR)/analysis
+
+## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1)
+test: install
+	$(PY) -m pytest -q
+
+## test-slow: the long checks left out of `make test`
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+## test-gpu: the CUDA-only tests (on a machine with a GPU)
+test-gpu: install
+	$(PY) -m pytest -q -m gpu
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs outputs multirun .pytest_cache .ruff_cache

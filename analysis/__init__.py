@@ -1,0 +1,1 @@
+"""Scaling-law analysis: load run records, fit laws, plot. Never imports torch."""

@@ -1,0 +1,1 @@
+"""The lab: model, data, training loop, counting, configs and the command lines."""

@@ -1,0 +1,160 @@
+"""Entry points: ``lab-train`` (the Hydra app) and ``lab-sweep NAME`` (a sweep file).
+
+    lab-train model=tiny data.tokens=500000           one run
+    lab-train -m model=nano,micro data.tokens=1e5,2e5  a multirun over the grid
+    lab-sweep demo [overrides]                         = lab-train -m +sweeps=demo [overrides]
+
+The Hydra layer stops here: the composed config becomes ``lab.config.Config`` and goes to
+``lab.train.train``. In a multirun each run is kept apart: a run that fails is recorded
+as failed and the others go on; a run whose record says ok for the same config is kept,
+not retrained. When a multirun ends, the sweep's table (``runs.csv``) is written and
+printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lab.config import (
+    CONF_DIR,
+    SWEEPS_DIR,
+    Config,
+    config_hash,
+    from_dict,
+    register_configs,
+    to_dict,
+)
+from lab.records import RECORD_NAME, read_record, write_json_atomic
+
+SWEEP_TABLE = "runs.csv"
+
+log = logging.getLogger("lab")
+
+register_configs()
+
+
+def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
+    """Train one configured run in ``out_dir``; in a multirun, never raise."""
+    from lab.train import train  # torch loads here, not for --help or config errors
+
+    if multirun and cfg.train.skip_done:
+        done = read_record(out_dir)
+        if done and done.get("status") == "ok" and done.get("config_hash") == config_hash(cfg):
+            log.info("already done (same config, status ok): %s", out_dir)
+            return done
+    try:
+        record = train(cfg, out_dir)
+    except (ValueError, FileNotFoundError) as e:
+        if not multirun:
+            print(f"lab-train: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        log.error("run failed before training: %s", e)
+        return _record_failure(cfg, out_dir, e)
+    except Exception as e:
+        if not multirun:
+            raise
+        log.exception("run failed")
+        return _record_failure(cfg, out_dir, e)
+    log.info(
+        "%s: val loss %.4f, train loss %.4f, %.1fs; record: %s",
+        record["status"],
+        record["val_loss"],
+        record["train_loss"],
+        record["wall_time_s"],
+        out_dir / RECORD_NAME,
+    )
+    return record
+
+
+def _record_failure(cfg: Config, out_dir: Path, error: Exception) -> dict:
+    record = read_record(out_dir)
+    if record is None or record.get("status") == "running":
+        record = {
+            **(record or {"config": to_dict(cfg), "config_hash": config_hash(cfg)}),
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+        }
+        write_json_atomic(out_dir / RECORD_NAME, record)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_app(dcfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
+    run_job(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
+
+
+def train_main() -> None:
+    """``lab-train``: the Hydra app (single run or ``-m`` multirun)."""
+    _hydra_app()
+
+
+def available_sweeps() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def sweep_main(argv: list[str] | None = None) -> None:
+    """``lab-sweep NAME [overrides]``: run sweeps/NAME.yaml as a Hydra multirun."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: lab-sweep NAME [hydra overrides...]")
+        print(f"sweeps: {', '.join(available_sweeps())}")
+        sys.exit(0 if args else 2)
+    name, overrides = args[0], args[1:]
+    if name not in available_sweeps():
+        print(
+            f"lab-sweep: error: unknown sweep {name!r}; available: {', '.join(available_sweeps())}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *overrides]
+    _hydra_app()
+
+
+class SweepTable(Callback):
+    """At the end of a multirun: write the sweep-level table and print a summary."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from analysis.load import read_records
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = read_records(sweep_dir)
+        if table.empty:
+            return
+        table = table.sort_values(["n_params_non_embedding", "tokens", "run"], na_position="last")
+        table.to_csv(sweep_dir / SWEEP_TABLE, index=False)
+        print(summarize(table, sweep_dir))
+
+
+def summarize(table, sweep_dir: Path) -> str:
+    """The sweep's runs, one line each: N, D, C, validation loss, time, status, name."""
+    from analysis.load import format_si
+
+    def num(v, fmt=format_si):
+        return "-" if v is None or v != v else fmt(v)
+
+    lines = [
+        f"\nsweep {sweep_dir}: {len(table)} runs",
+        f"{'N':>8} {'D':>8} {'C':>8} {'val loss':>9} {'time':>6}  {'status':<8} run",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"{num(r['n_params_non_embedding']):>8} {num(r['tokens']):>8} {num(r['flops_6N']):>8} "
+            f"{num(r['val_loss'], '{:.4f}'.format):>9} "
+            f"{num(r['wall_time_s'], '{:.0f}s'.format):>6}  "
+            f"{str(r['status']):<8} {r['run']}"
+        )
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        lines.append(f"{len(failed)} run(s) not ok; their result.json holds the error")
+    lines.append(f"N: non-embedding parameters; C = 6ND FLOPs; table: {sweep_dir / SWEEP_TABLE}")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Parameter and FLOP counting, in one place, under the usual conventions.
+
+Parameters (``param_counts``):
+- ``embedding``: the token table V·d, the position table T·d, and an untied output
+  head V·d (the vocabulary-sized matrices Kaplan et al. 2020 leave out of N).
+- ``non_embedding``: everything else, per layer 12·d² + 13·d with biases (d_ff = 4d):
+  Kaplan's N, whose laws are cleanest in it.
+- ``total``: all parameters, Chinchilla's N (Hoffmann et al. 2022 count embeddings).
+
+Training FLOPs per token (``flops_per_token``), forward + backward = 3 × forward:
+- ``6N``: 6·N_non_embedding (Kaplan's C ≈ 6ND).
+- ``6N_attn``: + 12·L·T·d, the attention scores and weighted sum (QKᵀ and AV, 2·T·d
+  each forward, no causal discount), as in PaLM (Chowdhery et al. 2022, appendix B),
+  which is also the convention of this lab's MFU figures.
+- ``6N_attn_head``: + 6·d·V, the output projection onto the vocabulary.
+C for a run is flops_per_token × D.
+"""
+
+from __future__ import annotations
+
+from lab.config import ModelConfig
+
+FLOP_CONVENTIONS = ("6N", "6N_attn", "6N_attn_head")
+
+
+def param_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Exact parameter counts of ``lab.model.GPT(cfg)``: total, non_embedding, embedding."""
+    d, L, V, T, ff = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.context, cfg.ff_dim
+    b = 1 if cfg.bias else 0
+    norm = d * (1 + b)  # weight (+ bias)
+    attn = (3 * d * d + 3 * d * b) + (d * d + d * b)  # qkv, output projection
+    mlp = (d * ff + ff * b) + (ff * d + d * b)  # up, down
+    per_layer = 2 * norm + attn + mlp
+    non_embedding = L * per_layer + norm  # + the final norm
+    embedding = V * d + T * d + (0 if cfg.tie_embeddings else V * d)
+    return {
+        "total": non_embedding + embedding,
+        "non_embedding": non_embedding,
+        "embedding": embedding,
+    }
+
+
+def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
+    """Training FLOPs per token under each convention in FLOP_CONVENTIONS."""
+    n = param_counts(cfg)["non_embedding"]
+    six_n = 6 * n
+    attn = 12 * cfg.n_layer * cfg.context * cfg.d_model
+    head = 6 * cfg.d_model * cfg.vocab_size
+    return {"6N": six_n, "6N_attn": six_n + attn, "6N_attn_head": six_n + attn + head}
+
+
+def training_flops(cfg: ModelConfig, tokens: int) -> dict[str, float]:
+    """C = flops_per_token × D under each convention."""
+    return {k: float(v) * tokens for k, v in flops_per_token(cfg).items()}

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests run on the CPU; CUDA-only tests carry the `gpu` marker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `make test-gpu` on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _reset_backend():
+    import kernels
+
+    saved = kernels.get_backend()
+    yield
+    kernels.set_backend(**saved)

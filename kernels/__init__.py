@@ -2,6 +2,7 @@
 
     attention(q, k, v, causal=True, sm_scale=None)   q, k, v: (B, H, T, D)
     layer_norm(x, weight, bias, eps=1e-5)            x: (..., N)
+    rms_norm(x, weight, eps=1e-5)                    x: (..., N)
     linear(x, weight, bias=None, activation=None)    x: (..., K), weight: (N, K)
 
 Backends:
@@ -30,11 +31,14 @@ import torch.nn.functional as F
 from kernels import reference
 from kernels._checks import check_attention, check_layer_norm, check_linear
 
-OPS = ("attention", "layer_norm", "linear")
+OPS = ("attention", "layer_norm", "rms_norm", "linear")
 BACKENDS = ("auto", "torch", "triton")
 
 # Ops that have a Triton kernel, as "module:function"; an op joins when its kernel lands.
-TRITON_KERNELS: dict[str, str] = {}
+TRITON_KERNELS: dict[str, str] = {
+    "layer_norm": "kernels.layernorm:layer_norm",
+    "rms_norm": "kernels.layernorm:rms_norm",
+}
 
 _backend: dict[str, str] = dict.fromkeys(OPS, "auto")
 
@@ -47,6 +51,7 @@ __all__ = [
     "layer_norm",
     "linear",
     "reference",
+    "rms_norm",
     "set_backend",
     "use_backend",
 ]
@@ -155,6 +160,17 @@ def layer_norm(
     if backend_for("layer_norm", x.device) == "triton":
         return _triton_op("layer_norm")(x, weight, bias, eps)
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight. x: (..., N);
+    weight: (N,). Raises ValueError like ``layer_norm``."""
+    if _autocast_dtype(x.device) is not None:
+        weight = weight.to(x.dtype)
+    check_layer_norm(x, weight, None, eps, op="rms_norm")
+    if backend_for("rms_norm", x.device) == "triton":
+        return _triton_op("rms_norm")(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def linear(

@@ -47,15 +47,15 @@ def check_attention(q, k, v, sm_scale) -> None:
         raise ValueError(f"attention: sm_scale must be > 0, got {sm_scale}")
 
 
-def check_layer_norm(x, weight, bias, eps) -> None:
-    _same_dtype_device("layer_norm", {"x": x, "weight": weight, "bias": bias})
+def check_layer_norm(x, weight, bias, eps, op: str = "layer_norm") -> None:
+    _same_dtype_device(op, {"x": x, "weight": weight, "bias": bias})
     n = x.shape[-1] if x.dim() > 0 else None
     if weight.dim() != 1 or weight.shape[0] != n:
-        raise ValueError(f"layer_norm: weight must be shaped ({n},), got {tuple(weight.shape)}")
+        raise ValueError(f"{op}: weight must be shaped ({n},), got {tuple(weight.shape)}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != n):
-        raise ValueError(f"layer_norm: bias must be shaped ({n},), got {tuple(bias.shape)}")
+        raise ValueError(f"{op}: bias must be shaped ({n},), got {tuple(bias.shape)}")
     if not eps > 0:
-        raise ValueError(f"layer_norm: eps must be > 0, got {eps}")
+        raise ValueError(f"{op}: eps must be > 0, got {eps}")
 
 
 def check_linear(x, weight, bias, activation) -> None:

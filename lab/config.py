@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # noqa: UP035 - OmegaConf reads typing.Dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # kernel backend for every op: auto | torch | triton
+    backend_ops: dict[str, str] = field(default_factory=dict)  # per op, e.g. {linear: triton}
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
 
@@ -177,5 +178,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"train.device must be one of ('auto', 'cpu', 'cuda'), got {t.device!r}")
     if t.backend not in BACKEND_CHOICES:
         raise ValueError(f"train.backend must be one of {BACKEND_CHOICES}, got {t.backend!r}")
+    for op, b in t.backend_ops.items():
+        if b not in BACKEND_CHOICES:
+            raise ValueError(f"train.backend_ops.{op} must be one of {BACKEND_CHOICES}, got {b!r}")
     if t.eval_every < 0 or t.threads < 0:
         raise ValueError("train.eval_every and train.threads must be >= 0")

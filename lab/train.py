@@ -116,7 +116,7 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
-    kernels.set_backend(cfg.train.backend)
+    kernels.set_backend(cfg.train.backend, **cfg.train.backend_ops)
     tokenizer = ByteTokenizer()
     corpus = cached_corpus(cfg.data, cfg.model.context)
     if cfg.model.vocab_size and cfg.model.vocab_size < tokenizer.vocab_size:

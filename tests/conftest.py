@@ -8,6 +8,10 @@ import pytest
 import torch
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+if not torch.cuda.is_available():
+    # Triton kernels run on the CPU through Triton's interpreter; it must be chosen before
+    # any kernel module is imported (the @triton.jit decorator reads it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,169 @@
+"""Kernel benchmarks: the Triton kernels against PyTorch, measured side by side in one run.
+
+    python -m kernels.bench layernorm [--csv PATH] [--dtype bf16]
+    python -m kernels.bench layernorm --smoke     tiny shapes, any device (checks the script)
+
+Reports bandwidth (GB/s) or throughput (TFLOP/s), never milliseconds alone, with the ratio
+to torch and to this GPU's device-to-device copy bandwidth measured in the same run.
+Timing: ``triton.testing.do_bench`` (median) on CUDA; a median of wall-clock repeats on
+the CPU, where figures only show that the code runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+LAYERNORM_SHAPES = [(16384, 768), (16384, 2048), (16384, 4096), (32768, 8192)]
+SMOKE_LAYERNORM_SHAPES = [(64, 768), (16, 2048)]
+
+
+def timer(device: torch.device) -> Callable[..., float]:
+    """ms per call of fn: median over repeats (grads of ``grad_to_none`` reset each call)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        def cuda_ms(fn, grad_to_none=None):
+            return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none)
+
+        return cuda_ms
+
+    def cpu_ms(fn, grad_to_none=None):
+        times = []
+        for _ in range(3):
+            for t in grad_to_none or []:
+                t.grad = None
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    return cpu_ms
+
+
+def copy_bandwidth_gbs(device: torch.device, ms: Callable, nbytes: int) -> float:
+    """Device-to-device copy: bytes read + written per second."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / (ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
+
+
+def bench_layernorm(shapes, dtype, device, ms) -> list[dict]:
+    """Forward GB/s = 2·bytes(x)/t, backward GB/s = 3·bytes(x)/t (the anchors' convention)."""
+    return [row for M, N in shapes for row in _bench_layernorm_shape(M, N, dtype, device, ms)]
+
+
+def _bench_layernorm_shape(M: int, N: int, dtype, device, ms) -> list[dict]:
+    import torch.nn.functional as F
+
+    from kernels import layernorm
+
+    x = torch.randn(M, N, device=device, dtype=dtype, requires_grad=True)
+    w = torch.randn(N, device=device, dtype=dtype, requires_grad=True)
+    b = torch.randn(N, device=device, dtype=dtype, requires_grad=True)
+    dy = torch.randn(M, N, device=device, dtype=dtype)
+    nbytes = x.numel() * x.element_size()
+    impls = {
+        "triton": lambda: layernorm.layer_norm(x, w, b, 1e-5),
+        "torch": lambda: F.layer_norm(x, (N,), w, b, 1e-5),
+    }
+    rows = []
+    for impl, fwd in impls.items():
+        t_fwd = ms(fwd)
+        y = fwd()
+        t_bwd = ms(lambda y=y: y.backward(dy, retain_graph=True), grad_to_none=[x, w, b])
+        rows.append(
+            {
+                "op": "layernorm",
+                "shape": f"{M}x{N}",
+                "impl": impl,
+                "fwd_GBps": 2 * nbytes / t_fwd / 1e6,
+                "bwd_GBps": 3 * nbytes / t_bwd / 1e6,
+            }
+        )
+    return rows
+
+
+def with_ratios(rows: list[dict], copy_gbs: float) -> list[dict]:
+    torch_rows = {r["shape"]: r for r in rows if r["impl"] == "torch"}
+    for r in rows:
+        base = torch_rows[r["shape"]]
+        for k in ("fwd", "bwd"):
+            r[f"{k}_vs_torch"] = r[f"{k}_GBps"] / base[f"{k}_GBps"]
+            r[f"{k}_vs_copy"] = r[f"{k}_GBps"] / copy_gbs
+    return rows
+
+
+def print_table(rows: list[dict], header: str) -> None:
+    print(header)
+    print(
+        f"{'shape':<12} {'impl':<7} {'fwd GB/s':>9} {'x torch':>8} {'x copy':>7} "
+        f"{'bwd GB/s':>9} {'x torch':>8} {'x copy':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['shape']:<12} {r['impl']:<7} {r['fwd_GBps']:>9.1f} {r['fwd_vs_torch']:>8.2f} "
+            f"{r['fwd_vs_copy']:>7.2f} {r['bwd_GBps']:>9.1f} {r['bwd_vs_torch']:>8.2f} "
+            f"{r['bwd_vs_copy']:>7.2f}"
+        )
+
+
+def environment(device: torch.device) -> str:
+    import triton
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (interpreter)"
+    return (
+        f"{time.strftime('%Y-%m-%d')} | {name} | torch {torch.__version__} | "
+        f"triton {triton.__version__}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kernels.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("op", choices=["layernorm"])
+    parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    parser.add_argument("--csv", default=None, help="also write the table here")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes; runs without a GPU")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        print(
+            "kernels.bench: needs a CUDA GPU (use --smoke to check the script on the CPU)",
+            file=sys.stderr,
+        )
+        return 2
+    if not cuda:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = DTYPES[args.dtype] if cuda else torch.float32
+    ms = timer(device)
+    copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
+    shapes = SMOKE_LAYERNORM_SHAPES if args.smoke else LAYERNORM_SHAPES
+    rows = with_ratios(bench_layernorm(shapes, dtype, device, ms), copy_gbs)
+    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
+    print_table(rows, f"layernorm {dtype_name} | {environment(device)} | copy {copy_gbs:.1f} GB/s")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"csv: {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Layer norm and RMSNorm over the last dimension in Triton, forward and backward.
+
+One pair of kernels serves both norms (``IS_RMS`` drops the mean and the bias). Layout, as in
+Liger-Kernel's ops and Triton's tutorial 05: ``@triton.jit`` kernels → host launchers that
+flatten to (M, N), allocate and pick blocks → a thin ``torch.autograd.Function`` → the
+public ``layer_norm`` / ``rms_norm``.
+
+- Statistics in fp32 whatever the input dtype; the forward saves mean and rstd (M,) fp32.
+- Rows up to ``MAX_FUSED_N`` wide are read once, held in registers, a tile of BLOCK_M rows
+  per program (several narrow rows per program keeps N = 768 busy). Wider rows (to 65536
+  and beyond) loop over column chunks: the mean, the variance and the output each take a
+  pass, so such rows are read three times in the forward instead of once.
+- dW and dB without atomics or spin locks: a grid sized to the GPU (a few programs per SM),
+  each program walks its share of the rows and keeps fp32 partial sums; it writes one
+  partial row, and one ``sum`` over programs finishes the reduction. Same inputs, same bits.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_FUSED_N = 16384  # widest row held whole in registers
+LOOP_BLOCK_N = 4096  # chunk width when rows are wider than that
+TILE_ELEMENTS = 4096  # aim for this many elements per program tile (narrow rows)
+
+
+@triton.jit
+def _norm_fwd_kernel(
+    X,  # (M, N) input, row stride stride_x, unit column stride
+    Y,  # (M, N) output, row stride stride_y
+    W,  # (N,) weight
+    B,  # (N,) bias (unused when HAS_BIAS is False)
+    Mean,  # (M,) fp32 out (unused when IS_RMS)
+    Rstd,  # (M,) fp32 out
+    stride_x,
+    stride_y,
+    M,
+    N,
+    eps,
+    IS_RMS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    x_rows = X + rows.to(tl.int64)[:, None] * stride_x
+    y_rows = Y + rows.to(tl.int64)[:, None] * stride_y
+    if SINGLE_PASS:
+        cols = tl.arange(0, BLOCK_N)
+        mask = row_mask[:, None] & (cols[None, :] < N)
+        x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if IS_RMS:
+            xc = x
+        else:
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
+        w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+        y = xc * rstd[:, None] * w[None, :]
+        if HAS_BIAS:
+            y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_rows + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        if IS_RMS:
+            mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for start in range(0, N, BLOCK_N):
+                cols = start + tl.arange(0, BLOCK_N)
+                mask = row_mask[:, None] & (cols[None, :] < N)
+                acc += tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mean = tl.sum(acc, axis=1) / N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            mask = row_mask[:, None] & (cols[None, :] < N)
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            acc += xc * xc
+        rstd = tl.rsqrt(tl.sum(acc, axis=1) / N + eps)
+        for start in range(0, N, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            mask = row_mask[:, None] & (cols[None, :] < N)
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+            y = (x - mean[:, None]) * rstd[:, None] * w[None, :]
+            if HAS_BIAS:
+                y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+            tl.store(y_rows + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    if not IS_RMS:
+        tl.store(Mean + rows, mean, mask=row_mask)
+    tl.store(Rstd + rows, rstd, mask=row_mask)
+
+
+# Backward, with x̂ = (x − mean)·rstd (mean = 0 for RMSNorm) and g = w ⊙ dy:
+#   dx = rstd · (g − x̂ · mean(g ⊙ x̂) − mean(g))      (RMSNorm: no mean(g) term)
+#   dW = Σ_rows dy ⊙ x̂,   dB = Σ_rows dy
+# Each program takes every G-th tile of rows and sums its dW, dB contributions in fp32.
+@triton.jit
+def _norm_bwd_kernel(
+    DY,  # (M, N) upstream gradient, row stride stride_dy
+    X,  # (M, N) forward input, row stride stride_x
+    W,  # (N,)
+    Mean,  # (M,) fp32 (unused when IS_RMS)
+    Rstd,  # (M,) fp32
+    DX,  # (M, N) out, row stride stride_dx
+    DW_part,  # (G, N) fp32 out: this program's partial dW, zero-initialised
+    DB_part,  # (G, N) fp32 out (unused when HAS_BIAS is False)
+    stride_dy,
+    stride_x,
+    stride_dx,
+    M,
+    N,
+    IS_RMS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    n_tiles = tl.cdiv(M, BLOCK_M)
+    part = pid.to(tl.int64) * N
+    if SINGLE_PASS:
+        cols = tl.arange(0, BLOCK_N)
+        col_mask = cols < N
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+        dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+        db = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for tile in range(pid, n_tiles, n_programs):
+            rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_mask = rows < M
+            r64 = rows.to(tl.int64)[:, None]
+            mask = row_mask[:, None] & col_mask[None, :]
+            x = tl.load(X + r64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + r64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(Rstd + rows, mask=row_mask, other=0.0)
+            if IS_RMS:
+                xhat = x * rstd[:, None]
+            else:
+                mean = tl.load(Mean + rows, mask=row_mask, other=0.0)
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+            g = dy * w[None, :]
+            c1 = tl.sum(xhat * g, axis=1) / N
+            if IS_RMS:
+                dx = (g - xhat * c1[:, None]) * rstd[:, None]
+            else:
+                c2 = tl.sum(g, axis=1) / N
+                dx = (g - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            tl.store(DX + r64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            dw += tl.sum(dy * xhat, axis=0)
+            if HAS_BIAS:
+                db += tl.sum(dy, axis=0)
+        tl.store(DW_part + part + cols, dw, mask=col_mask)
+        if HAS_BIAS:
+            tl.store(DB_part + part + cols, db, mask=col_mask)
+    else:
+        # wide rows, one at a time: a pass for c1 (and c2), a pass for dx and the partials
+        for row in range(pid, M, n_programs):
+            r64 = tl.cast(row, tl.int64)
+            rstd = tl.load(Rstd + row)
+            if IS_RMS:
+                mean = 0.0
+            else:
+                mean = tl.load(Mean + row)
+            acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
+            acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for start in range(0, N, BLOCK_N):
+                cols = start + tl.arange(0, BLOCK_N)
+                cmask = cols < N
+                x = tl.load(X + r64 * stride_x + cols, mask=cmask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + r64 * stride_dy + cols, mask=cmask, other=0.0).to(tl.float32)
+                w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+                xhat = tl.where(cmask, (x - mean) * rstd, 0.0)
+                acc1 += xhat * dy * w
+                acc2 += dy * w
+            c1 = tl.sum(acc1, axis=0) / N
+            c2 = tl.sum(acc2, axis=0) / N
+            for start in range(0, N, BLOCK_N):
+                cols = start + tl.arange(0, BLOCK_N)
+                cmask = cols < N
+                x = tl.load(X + r64 * stride_x + cols, mask=cmask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + r64 * stride_dy + cols, mask=cmask, other=0.0).to(tl.float32)
+                w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+                xhat = tl.where(cmask, (x - mean) * rstd, 0.0)
+                g = dy * w
+                if IS_RMS:
+                    dx = (g - xhat * c1) * rstd
+                else:
+                    dx = (g - xhat * c1 - c2) * rstd
+                tl.store(DX + r64 * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=cmask)
+                dw_old = tl.load(DW_part + part + cols, mask=cmask, other=0.0)
+                tl.store(DW_part + part + cols, dw_old + dy * xhat, mask=cmask)
+                if HAS_BIAS:
+                    db_old = tl.load(DB_part + part + cols, mask=cmask, other=0.0)
+                    tl.store(DB_part + part + cols, db_old + dy, mask=cmask)
+
+
+def _blocks(N: int) -> tuple[int, int, bool, int]:
+    """(BLOCK_M, BLOCK_N, single_pass, num_warps) for rows of width N."""
+    block_n = triton.next_power_of_2(N)
+    if block_n > MAX_FUSED_N:
+        return 1, LOOP_BLOCK_N, False, 8
+    block_m = max(1, min(64, TILE_ELEMENTS // block_n))
+    num_warps = min(16, max(1, block_m * block_n // 512))
+    return block_m, block_n, True, num_warps
+
+
+def _num_programs(n_tiles: int, device: torch.device) -> int:
+    """Backward grid: a few programs per SM on a GPU (each keeps partial dW/dB sums);
+    a handful under the CPU interpreter, which runs programs one after another."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(n_tiles, 4 * sms))
+    return max(1, min(n_tiles, 4))
+
+
+def _as_rows(t: torch.Tensor) -> torch.Tensor:
+    """(..., N) → (M, N) with unit column stride (a view where the strides allow)."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def norm_fwd(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, is_rms: bool
+):
+    """Launch the forward. Returns y (shaped like x), and for the backward: x as (M, N)
+    rows, mean and rstd."""
+    x2 = _as_rows(x)
+    M, N = x2.shape
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    mean = torch.empty(M, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(M, dtype=torch.float32, device=x.device)
+    block_m, block_n, single, warps = _blocks(N)
+    grid = (triton.cdiv(M, block_m),)
+    _norm_fwd_kernel[grid](
+        x2, y, weight, bias if bias is not None else weight, mean, rstd,
+        x2.stride(0), y.stride(0), M, N, eps,
+        IS_RMS=is_rms, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
+        SINGLE_PASS=single, num_warps=warps,
+    )  # fmt: skip
+    return y.view(x.shape), x2, mean, rstd
+
+
+def norm_bwd(dy, x2, weight, mean, rstd, has_bias: bool, is_rms: bool):
+    """Launch the backward. Returns dx as (M, N) rows, dW and dB (None without a bias)."""
+    dy2 = _as_rows(dy)
+    M, N = x2.shape
+    dx = torch.empty((M, N), dtype=x2.dtype, device=x2.device)
+    block_m, block_n, single, warps = _blocks(N)
+    G = _num_programs(triton.cdiv(M, block_m), x2.device)
+    dw_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device)
+    db_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device) if has_bias else dw_part
+    _norm_bwd_kernel[(G,)](
+        dy2, x2, weight, mean, rstd, dx, dw_part, db_part,
+        dy2.stride(0), x2.stride(0), dx.stride(0), M, N,
+        IS_RMS=is_rms, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
+        SINGLE_PASS=single, num_warps=warps,
+    )  # fmt: skip
+    dw = dw_part.sum(0).to(weight.dtype)
+    db = db_part.sum(0).to(weight.dtype) if has_bias else None
+    return dx, dw, db
+
+
+class LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, is_rms):
+        y, x2, mean, rstd = norm_fwd(x, weight, bias, eps, is_rms)
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        ctx.has_bias, ctx.is_rms = bias is not None, is_rms
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        dx, dw, db = norm_bwd(dy, x2, weight, mean, rstd, ctx.has_bias, ctx.is_rms)
+        return dx.view(dy.shape), dw, db, None, None
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5):
+    """Layer norm of x (..., N) with weight (N,) and bias (N,) or None, in Triton."""
+    return LayerNormFunction.apply(x, weight, bias, eps, False)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5):
+    """RMSNorm of x (..., N) with weight (N,), in Triton."""
+    return LayerNormFunction.apply(x, weight, None, eps, True)

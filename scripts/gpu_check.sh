@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one GPU check: the kernel tests on CUDA (bf16 included) and the benchmark tables.
+# Everything it prints also lands in $OUT (default runs/gpu_check). On the lent H200, from
+# this checkout: run ../shared/device/stage-wheels.sh here once, carry [".whl"], and run
+#   bash scripts/gpu_check.sh
+# It installs the carried hydra/omegaconf wheels when the machine lacks them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu_check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import hydra" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+{
+  date -u +%Y-%m-%dT%H:%MZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
+} 2>&1 | tee "$OUT/env.txt"
+
+status=0
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels \
+  2>&1 | tee "$OUT/tests.log" || status=1
+for op in layernorm; do
+  timeout 180 python3 -m kernels.bench "$op" --csv "$OUT/bench_$op.csv" \
+    2>&1 | tee "$OUT/bench_$op.log" || status=1
+done
+echo "gpu_check: exit $status; logs in $OUT"
+exit $status

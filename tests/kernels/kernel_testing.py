@@ -1,0 +1,56 @@
+"""What the kernel tests share: the device they run on, dtypes, error norms, tolerances."""
+
+from __future__ import annotations
+
+import torch
+
+from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"  # on the CPU, kernels run under TRITON_INTERPRET=1
+
+# Relative error norm ‖out − ref‖ / ‖ref‖ allowed per dtype (Flash-linear-attention style:
+# elementwise allclose misleads on long reductions).
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, name: str, scale=1.0):
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert out.dtype == ref.dtype, f"{name}: dtype {out.dtype} != {ref.dtype}"
+    err = rel_err(out, ref)
+    assert err <= REL_TOL[dtype] * scale, (
+        f"{name}: relative error {err:.3g} > {REL_TOL[dtype] * scale:.3g}"
+    )
+
+
+def randn(*shape, dtype=torch.float32, generator=None, scale=1.0, shift=0.0):
+    t = torch.randn(*shape, generator=generator, dtype=torch.float32) * scale + shift
+    return t.to(device=DEVICE, dtype=dtype)
+
+
+def demo_config(tokens: int, **backend_ops: str) -> Config:
+    """The demo model's shape, shrunk so a few steps run quickly under the interpreter."""
+    return Config(
+        model=ModelConfig(name="t", n_layer=2, n_head=2, d_model=32, context=16),
+        data=DataConfig(max_bytes=100_000, tokens=tokens),
+        optim=OptimConfig(lr=3e-3),
+        train=TrainConfig(
+            batch_size=4,
+            eval_batches=1,
+            eval_every=1,
+            device=DEVICE,
+            backend="torch",
+            backend_ops=backend_ops,
+        ),
+    )
+
+
+def metrics(run_dir) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

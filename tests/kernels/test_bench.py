@@ -1,0 +1,18 @@
+"""The benchmark command runs end to end (tiny shapes, on the CPU: a check of the script,
+so the scarce GPU time is not lost to a typo). Its figures are not asserted."""
+
+from __future__ import annotations
+
+import csv
+
+from kernels import bench
+
+
+def test_layernorm_benchmark_smoke_writes_a_table(tmp_path, capsys):
+    out = tmp_path / "ln.csv"
+    assert bench.main(["layernorm", "--smoke", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["impl"] for r in rows} == {"triton", "torch"}
+    assert {"fwd_GBps", "bwd_GBps", "fwd_vs_torch", "fwd_vs_copy"} <= set(rows[0])
+    assert all(float(r["fwd_GBps"]) > 0 for r in rows)
+    assert "shape" in capsys.readouterr().out

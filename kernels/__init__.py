@@ -38,6 +38,7 @@ BACKENDS = ("auto", "torch", "triton")
 TRITON_KERNELS: dict[str, str] = {
     "layer_norm": "kernels.layernorm:layer_norm",
     "rms_norm": "kernels.layernorm:rms_norm",
+    "linear": "kernels.gemm:linear",
 }
 
 _backend: dict[str, str] = dict.fromkeys(OPS, "auto")

@@ -1,6 +1,6 @@
 """Kernel benchmarks: the Triton kernels against PyTorch, measured side by side in one run.
 
-    python -m kernels.bench layernorm [--csv PATH] [--dtype bf16]
+    python -m kernels.bench layernorm|gemm [--csv PATH] [--dtype bf16]
     python -m kernels.bench layernorm --smoke     tiny shapes, any device (checks the script)
 
 Reports bandwidth (GB/s) or throughput (TFLOP/s), never milliseconds alone, with the ratio
@@ -25,6 +25,15 @@ import torch
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 LAYERNORM_SHAPES = [(16384, 768), (16384, 2048), (16384, 4096), (32768, 8192)]
 SMOKE_LAYERNORM_SHAPES = [(64, 768), (16, 2048)]
+# (M, N, K): 8192³ and the GPT-2 small shapes of the anchors (B·T = 16384 tokens)
+GEMM_SHAPES = [
+    (8192, 8192, 8192),
+    (16384, 2304, 768),
+    (16384, 3072, 768),
+    (16384, 768, 3072),
+    (16384, 50304, 768),
+]
+SMOKE_GEMM_SHAPES = [(64, 48, 32)]
 
 
 def timer(device: torch.device) -> Callable[..., float]:
@@ -93,28 +102,68 @@ def _bench_layernorm_shape(M: int, N: int, dtype, device, ms) -> list[dict]:
     return rows
 
 
-def with_ratios(rows: list[dict], copy_gbs: float) -> list[dict]:
-    torch_rows = {r["shape"]: r for r in rows if r["impl"] == "torch"}
+def bench_gemm(shapes, dtype, device, ms) -> list[dict]:
+    """TFLOP/s = 2·M·N·K / t: the plain product against torch.matmul (cuBLAS), and the fused
+    bias + GELU (tanh) epilogue against torch.matmul followed by torch's bias add and GELU."""
+    return [row for M, N, K in shapes for row in _bench_gemm_shape(M, N, K, dtype, device, ms)]
+
+
+def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
+    import torch.nn.functional as F
+
+    from kernels import gemm
+
+    x = torch.randn(M, K, device=device, dtype=dtype)
+    w = torch.randn(N, K, device=device, dtype=dtype) / K**0.5
+    b = torch.randn(N, device=device, dtype=dtype)
+    flops = 2.0 * M * N * K
+    cases = {
+        "matmul": {
+            "triton": lambda: gemm.matmul(x, w.t()),
+            "torch": lambda: torch.matmul(x, w.t()),
+        },
+        "bias+gelu": {
+            "triton": lambda: gemm.matmul(x, w.t(), b, "gelu_tanh"),
+            "torch": lambda: F.gelu(torch.matmul(x, w.t()) + b, approximate="tanh"),
+        },
+    }
+    rows = []
+    for case, impls in cases.items():
+        for impl, fn in impls.items():
+            rows.append(
+                {
+                    "op": f"gemm {case}",
+                    "shape": f"{M}x{N}x{K}",
+                    "impl": impl,
+                    "TFLOPs": flops / (ms(fn) * 1e-3) / 1e12,
+                }
+            )
+    return rows
+
+
+def with_ratios(rows: list[dict], metrics: list[str], copy_gbs: float | None = None) -> list[dict]:
+    """Add each metric's ratio to torch's figure for the same op and shape (and, for
+    bandwidths, to the copy bandwidth)."""
+    base = {(r["op"], r["shape"]): r for r in rows if r["impl"] == "torch"}
     for r in rows:
-        base = torch_rows[r["shape"]]
-        for k in ("fwd", "bwd"):
-            r[f"{k}_vs_torch"] = r[f"{k}_GBps"] / base[f"{k}_GBps"]
-            r[f"{k}_vs_copy"] = r[f"{k}_GBps"] / copy_gbs
+        for m in metrics:
+            r[f"{m}_vs_torch"] = r[m] / base[(r["op"], r["shape"])][m]
+            if copy_gbs:
+                r[f"{m}_vs_copy"] = r[m] / copy_gbs
     return rows
 
 
 def print_table(rows: list[dict], header: str) -> None:
     print(header)
-    print(
-        f"{'shape':<12} {'impl':<7} {'fwd GB/s':>9} {'x torch':>8} {'x copy':>7} "
-        f"{'bwd GB/s':>9} {'x torch':>8} {'x copy':>7}"
-    )
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
     for r in rows:
-        print(
-            f"{r['shape']:<12} {r['impl']:<7} {r['fwd_GBps']:>9.1f} {r['fwd_vs_torch']:>8.2f} "
-            f"{r['fwd_vs_copy']:>7.2f} {r['bwd_GBps']:>9.1f} {r['bwd_vs_torch']:>8.2f} "
-            f"{r['bwd_vs_copy']:>7.2f}"
-        )
+        print("  ".join(_fmt(r[c]).rjust(widths[c]) for c in columns))
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def environment(device: torch.device) -> str:
@@ -133,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("op", choices=["layernorm"])
+    parser.add_argument("op", choices=["layernorm", "gemm"])
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     parser.add_argument("--csv", default=None, help="also write the table here")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; runs without a GPU")
@@ -150,11 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     dtype = DTYPES[args.dtype] if cuda else torch.float32
     ms = timer(device)
-    copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
-    shapes = SMOKE_LAYERNORM_SHAPES if args.smoke else LAYERNORM_SHAPES
-    rows = with_ratios(bench_layernorm(shapes, dtype, device, ms), copy_gbs)
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
-    print_table(rows, f"layernorm {dtype_name} | {environment(device)} | copy {copy_gbs:.1f} GB/s")
+    env = f"{dtype_name} | {environment(device)}"
+    if args.op == "layernorm":
+        copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
+        shapes = SMOKE_LAYERNORM_SHAPES if args.smoke else LAYERNORM_SHAPES
+        rows = with_ratios(
+            bench_layernorm(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs
+        )
+        header = f"layernorm | {env} | copy {copy_gbs:.1f} GB/s"
+    else:
+        shapes = SMOKE_GEMM_SHAPES if args.smoke else GEMM_SHAPES
+        rows = with_ratios(bench_gemm(shapes, dtype, device, ms), ["TFLOPs"])
+        header = f"gemm | {env}"
+    print_table(rows, header)
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:

@@ -13,6 +13,15 @@ def test_layernorm_benchmark_smoke_writes_a_table(tmp_path, capsys):
     assert bench.main(["layernorm", "--smoke", "--csv", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert {r["impl"] for r in rows} == {"triton", "torch"}
-    assert {"fwd_GBps", "bwd_GBps", "fwd_vs_torch", "fwd_vs_copy"} <= set(rows[0])
+    assert {"fwd_GBps", "bwd_GBps", "fwd_GBps_vs_torch", "fwd_GBps_vs_copy"} <= set(rows[0])
     assert all(float(r["fwd_GBps"]) > 0 for r in rows)
     assert "shape" in capsys.readouterr().out
+
+
+def test_gemm_benchmark_smoke_writes_a_table(tmp_path):
+    out = tmp_path / "gemm.csv"
+    assert bench.main(["gemm", "--smoke", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["op"] for r in rows} == {"gemm matmul", "gemm bias+gelu"}
+    assert {r["impl"] for r in rows} == {"triton", "torch"}
+    assert all(float(r["TFLOPs"]) > 0 and float(r["TFLOPs_vs_torch"]) > 0 for r in rows)

@@ -1,0 +1,96 @@
+"""Triton GEMM with fused bias + activation (kernels/gemm.py) against kernels/reference.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_testing import ON_GPU, assert_close, demo_config, metrics, randn
+
+import kernels
+from kernels import gemm, reference
+from lab.train import train
+
+ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
+# bf16 tl.dot is wrong under the CPU interpreter (triton-lang/triton#11584): GPU only
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_GPU else [])
+# (leading shape of x, N, K): odd sizes, K below one block, M = 1, K = 1, 3-D x
+SHAPES = [((165,), 70, 100), ((1,), 33, 17), ((9,), 5, 1), ((2, 3, 7), 40, 24), ((64,), 257, 32)]
+
+
+def _check(lead, N, K, dtype, activation, bias=True, make_x=None):
+    g = torch.Generator().manual_seed(hash((lead, N, K, activation)) % 2**31)
+    x = make_x(g) if make_x else randn(*lead, K, dtype=dtype, generator=g)
+    w = randn(N, K, dtype=dtype, generator=g, scale=K**-0.5)
+    b = randn(N, dtype=dtype, generator=g) if bias else None
+    dy = randn(*x.shape[:-1], N, dtype=dtype, generator=g)
+    mine = [t.detach().clone().requires_grad_(True) for t in (x, w, b) if t is not None]
+    ref = [t.detach().clone().requires_grad_(True) for t in (x, w, b) if t is not None]
+    out = gemm.linear(*mine, *([] if bias else [None]), activation)
+    expected = reference.linear(*ref, *([] if bias else [None]), activation)
+    out.backward(dy)
+    expected.backward(dy)
+    assert_close(out, expected, dtype, "y")
+    for name, a, r in zip(("dx", "dw", "db"), mine, ref):
+        assert_close(a.grad, r.grad, dtype, name)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_and_gradients_match_reference(shape, dtype, activation):
+    _check(*shape, dtype, activation)
+
+
+@pytest.mark.parametrize("activation", [None, "gelu"], ids=str)
+def test_without_bias(activation):
+    _check((33,), 20, 50, torch.float32, activation, bias=False)
+
+
+def test_non_contiguous_x_needs_no_copy_to_be_right():
+    def transposed(g):  # (K, M) storage read as (M, K)
+        return randn(48, 37, generator=g).t()
+
+    _check((37,), 29, 48, torch.float32, "gelu", make_x=transposed)
+
+
+def test_forward_without_grad_stores_no_preactivation():
+    x, w = randn(16, 32), randn(8, 32)
+    with torch.no_grad():
+        y = gemm.linear(x, w, None, "gelu")
+    assert y.grad_fn is None
+    assert_close(y, reference.linear(x, w, None, "gelu"), torch.float32, "y")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mnk", [(4096, 2304, 768), (2048, 768, 3072), (1000, 50304, 768)], ids=str)
+def test_gpt_shapes_bf16_on_gpu(mnk):
+    M, N, K = mnk
+    _check((M,), N, K, torch.bfloat16, "gelu_tanh")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (lambda: (randn(3, 5), randn(4, 6), None, None), "inner dimensions"),
+        (lambda: (randn(3, 5), randn(4, 5), randn(5), None), r"bias must be shaped \(4,\)"),
+        (lambda: (randn(3, 5), randn(4, 5, dtype=torch.float16), None, None), "mixed dtypes"),
+        (lambda: (randn(3, 5), torch.ones(4, 5, device="meta"), None, None), "different devices"),
+        (lambda: (randn(3, 5), randn(4, 5), None, "swish"), "activation"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_it(args, message):
+    with kernels.use_backend(linear="triton"), pytest.raises(ValueError, match=message):
+        kernels.linear(*args())
+
+
+def test_demo_model_trains_to_the_same_losses_with_triton_linear(tmp_path):
+    torch_run = train(demo_config(tokens=64 * 4), tmp_path / "torch")
+    triton_run = train(demo_config(tokens=64 * 4, linear="triton"), tmp_path / "triton")
+    assert triton_run["backends"]["linear"] == "triton"
+    a, b = metrics(tmp_path / "torch"), metrics(tmp_path / "triton")
+    assert len(a) == len(b) == 4
+    tol = 1e-5 if not ON_GPU else 1e-2
+    for ra, rb in zip(a, b):
+        assert abs(ra["train_loss"] - rb["train_loss"]) < tol
+        assert abs(ra["val_loss"] - rb["val_loss"]) < tol
+    assert abs(torch_run["val_loss"] - triton_run["val_loss"]) < tol

@@ -36,6 +36,7 @@ BACKENDS = ("auto", "torch", "triton")
 
 # Ops that have a Triton kernel, as "module:function"; an op joins when its kernel lands.
 TRITON_KERNELS: dict[str, str] = {
+    "attention": "kernels.flash_attention:attention",
     "layer_norm": "kernels.layernorm:layer_norm",
     "rms_norm": "kernels.layernorm:rms_norm",
     "linear": "kernels.gemm:linear",

@@ -1,6 +1,6 @@
 """Kernel benchmarks: the Triton kernels against PyTorch, measured side by side in one run.
 
-    python -m kernels.bench layernorm|gemm [--csv PATH] [--dtype bf16]
+    python -m kernels.bench layernorm|gemm|attention [--csv PATH] [--dtype bf16]
     python -m kernels.bench layernorm --smoke     tiny shapes, any device (checks the script)
 
 Reports bandwidth (GB/s) or throughput (TFLOP/s), never milliseconds alone, with the ratio
@@ -34,6 +34,11 @@ GEMM_SHAPES = [
     (16384, 50304, 768),
 ]
 SMOKE_GEMM_SHAPES = [(64, 48, 32)]
+# (D, T, causal) at B·T = 16384 tokens and H·D = 2048, as in the anchors
+ATTENTION_SHAPES = [
+    (d, t, c) for d in (64, 128) for t in (1024, 4096, 16384) for c in (True, False)
+]
+SMOKE_ATTENTION_SHAPES = [(32, 64, True)]
 
 
 def timer(device: torch.device) -> Callable[..., float]:
@@ -141,13 +146,79 @@ def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
     return rows
 
 
-def with_ratios(rows: list[dict], metrics: list[str], copy_gbs: float | None = None) -> list[dict]:
-    """Add each metric's ratio to torch's figure for the same op and shape (and, for
-    bandwidths, to the copy bandwidth)."""
-    base = {(r["op"], r["shape"]): r for r in rows if r["impl"] == "torch"}
+def bench_attention(shapes, dtype, device, ms, tokens=16384, width=2048) -> list[dict]:
+    """TFLOP/s, forward 4·B·H·T²·D (halved when causal) and backward 2.5× that (the anchors'
+    convention), for the Triton kernel and each SDPA backend PyTorch has on this device."""
+    return [
+        row
+        for D, T, causal in shapes
+        for row in _bench_attention_shape(D, T, causal, dtype, device, ms, tokens, width)
+    ]
+
+
+def _sdpa_backends(device) -> dict:
+    from torch.nn.attention import SDPBackend
+
+    if device.type != "cuda":
+        return {"torch": SDPBackend.MATH}
+    return {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "mem-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
+
+
+def _bench_attention_shape(D, T, causal, dtype, device, ms, tokens, width) -> list[dict]:
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel
+
+    from kernels import flash_attention
+
+    B, H = max(1, tokens // T), max(1, width // D)
+    q, k, v = (
+        torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
+    )
+    do = torch.randn(B, H, T, D, device=device, dtype=dtype)
+    fwd_flops = 4.0 * B * H * T * T * D / (2 if causal else 1)
+    impls = {"triton": lambda: flash_attention.attention(q, k, v, causal)}
+    for name, backend in _sdpa_backends(device).items():
+
+        def run(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        impls[name] = run
+    rows = []
+    for impl, fn in impls.items():
+        try:
+            t_fwd = ms(fn)
+            o = fn()
+            t_bwd = ms(lambda o=o: o.backward(do, retain_graph=True), grad_to_none=[q, k, v])
+        except RuntimeError as e:  # a backend this GPU or build lacks
+            print(f"attention D={D} T={T} {impl}: skipped ({str(e).splitlines()[0][:80]})")
+            continue
+        rows.append(
+            {
+                "op": f"attention D={D} {'causal' if causal else 'full'}",
+                "shape": f"B{B} H{H} T{T}",
+                "impl": impl,
+                "fwd_TFLOPs": fwd_flops / (t_fwd * 1e-3) / 1e12,
+                "bwd_TFLOPs": 2.5 * fwd_flops / (t_bwd * 1e-3) / 1e12,
+            }
+        )
+    return rows
+
+
+def with_ratios(
+    rows: list[dict], metrics: list[str], copy_gbs: float | None = None, baseline: str = "torch"
+) -> list[dict]:
+    """Add each metric's ratio to the baseline implementation's figure for the same op and
+    shape (and, for bandwidths, to the copy bandwidth)."""
+    base = {(r["op"], r["shape"]): r for r in rows if r["impl"] == baseline}
     for r in rows:
         for m in metrics:
-            r[f"{m}_vs_torch"] = r[m] / base[(r["op"], r["shape"])][m]
+            ref = base.get((r["op"], r["shape"]))
+            r[f"{m}_vs_{baseline}"] = r[m] / ref[m] if ref else float("nan")
             if copy_gbs:
                 r[f"{m}_vs_copy"] = r[m] / copy_gbs
     return rows
@@ -182,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("op", choices=["layernorm", "gemm"])
+    parser.add_argument("op", choices=["layernorm", "gemm", "attention"])
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     parser.add_argument("--csv", default=None, help="also write the table here")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; runs without a GPU")
@@ -208,10 +279,18 @@ def main(argv: list[str] | None = None) -> int:
             bench_layernorm(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs
         )
         header = f"layernorm | {env} | copy {copy_gbs:.1f} GB/s"
-    else:
+    elif args.op == "gemm":
         shapes = SMOKE_GEMM_SHAPES if args.smoke else GEMM_SHAPES
         rows = with_ratios(bench_gemm(shapes, dtype, device, ms), ["TFLOPs"])
         header = f"gemm | {env}"
+    else:
+        shapes = SMOKE_ATTENTION_SHAPES if args.smoke else ATTENTION_SHAPES
+        size = {"tokens": 128, "width": 64} if args.smoke else {}
+        rows = bench_attention(shapes, dtype, device, ms, **size)
+        metrics = ["fwd_TFLOPs", "bwd_TFLOPs"]
+        for baseline in ("flash", "cudnn") if cuda else ("torch",):
+            rows = with_ratios(rows, metrics, baseline=baseline)
+        header = f"attention | {env}"
     print_table(rows, header)
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

@@ -22,24 +22,20 @@ fp32 inputs use TF32 tensor cores on a GPU when PyTorch allows TF32 for matmuls
 
 from __future__ import annotations
 
-import math
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from kernels._triton_utils import dot_precision, interpreting
+
 ACTIVATION_IDS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _configs() -> list[triton.Config]:
     """Autotuned tiles: Hopper-sized ones on a GPU (128×256 with 8 warps led on the H200
     probe in the anchors); one small tile under the interpreter, which runs programs one
     by one on the CPU and would otherwise time every configuration."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpreting():
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
     shapes = [
         (128, 256, 64, 3, 8),
@@ -194,7 +190,7 @@ def matmul(
         a, b, c, bias if bias is not None else c, z, M, N, K,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
         HAS_BIAS=bias is not None, ACTIVATION=act, STORE_Z=store_z,
-        PRECISION=_precision(a.dtype, a.device),
+        PRECISION=dot_precision(a.dtype, a.device),
     )  # fmt: skip
     return c, (z if store_z else None)
 

@@ -23,7 +23,7 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 status=0
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels \
   2>&1 | tee "$OUT/tests.log" || status=1
-for op in layernorm gemm; do
+for op in layernorm gemm attention; do
   timeout 180 python3 -m kernels.bench "$op" --csv "$OUT/bench_$op.csv" \
     2>&1 | tee "$OUT/bench_$op.log" || status=1
 done

@@ -9,23 +9,26 @@ from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"  # on the CPU, kernels run under TRITON_INTERPRET=1
 
-# Relative error norm ‖out − ref‖ / ‖ref‖ allowed per dtype (Flash-linear-attention style:
-# elementwise allclose misleads on long reductions).
+# Error norms allowed per dtype (Flash-linear-attention style: elementwise allclose
+# misleads on long reductions): ‖out − ref‖ ≤ tol · (‖ref‖ + 0.1·√n). The second term is
+# an absolute floor of tol/10 per element, for references that are exactly zero (the
+# gradients of a single-key softmax) where any rounding is an infinite relative error.
 REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖out − ref‖ / (‖ref‖ + 0.1·√n)."""
     out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    return ((out - ref).norm() / (ref.norm() + 0.1 * ref.numel() ** 0.5)).item()
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, name: str, scale=1.0):
     assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
     assert out.dtype == ref.dtype, f"{name}: dtype {out.dtype} != {ref.dtype}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
     err = rel_err(out, ref)
-    assert err <= REL_TOL[dtype] * scale, (
-        f"{name}: relative error {err:.3g} > {REL_TOL[dtype] * scale:.3g}"
-    )
+    tol = REL_TOL[dtype] * scale
+    assert err <= tol, f"{name}: error norm {err:.3g} > {tol:.3g}"
 
 
 def randn(*shape, dtype=torch.float32, generator=None, scale=1.0, shift=0.0):

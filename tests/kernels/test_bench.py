@@ -25,3 +25,11 @@ def test_gemm_benchmark_smoke_writes_a_table(tmp_path):
     assert {r["op"] for r in rows} == {"gemm matmul", "gemm bias+gelu"}
     assert {r["impl"] for r in rows} == {"triton", "torch"}
     assert all(float(r["TFLOPs"]) > 0 and float(r["TFLOPs_vs_torch"]) > 0 for r in rows)
+
+
+def test_attention_benchmark_smoke_writes_a_table(tmp_path):
+    out = tmp_path / "attention.csv"
+    assert bench.main(["attention", "--smoke", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["impl"] for r in rows} == {"triton", "torch"}
+    assert all(float(r["fwd_TFLOPs"]) > 0 and float(r["bwd_TFLOPs"]) > 0 for r in rows)

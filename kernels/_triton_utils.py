@@ -1,0 +1,24 @@
+"""Small helpers shared by the Triton kernel files."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """``tl.dot`` input precision: TF32 tensor cores for fp32 on a GPU when PyTorch allows
+    TF32 for matmuls (``torch.backends.cuda.matmul.allow_tf32`` or a float32 matmul
+    precision below "highest"); full fp32 ("ieee") otherwise. 16-bit inputs ignore it."""
+    if dtype != torch.float32 or device.type != "cuda":
+        return "ieee"
+    tf32 = (
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    )
+    return "tf32" if tf32 else "ieee"

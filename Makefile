@@ -20,7 +20,7 @@ install: $(STAMP)
 ## demo: a small scaling sweep (4 sizes x 3 token budgets) on the embedded corpus, then fit and plot
 demo: install
 	$(VENV)/bin/lab-sweep demo hydra.sweep.dir=$(DEMO_DIR)
-	$(VENV)/bin/lab-analyze fit $(DEMO_DIR) --out $(DEMO_DIR)/analysis
+	$(VENV)/bin/lab-analyze report $(DEMO_DIR) --out $(DEMO_DIR)/analysis
 
 ## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1)
 test: install

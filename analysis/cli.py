@@ -1,12 +1,17 @@
-"""``lab-analyze``: fit scaling laws to a sweep's runs and plot them.
+"""``lab-analyze``: fit scaling laws to runs, with intervals, plots and a report.
 
-    lab-analyze fit PATH [--law auto|chinchilla|n|d|c] [--out DIR]
-                         [--n-convention non_embedding|total] [--compute 6N|6N_attn|6N_attn_head]
-                         [--loss val_loss|train_loss]
-    lab-analyze table PATH      the sweep's runs, every status
+    lab-analyze fit PATH     print the fit and write fit.json and the main figure
+    lab-analyze plot PATH    ... and every figure
+    lab-analyze report PATH  ... and report.md, a Markdown report with the figures
+    lab-analyze table PATH   every run of a sweep, any status
+
+    options: --law auto|chinchilla|kaplan_nd|n|d|c|n_pure|d_pure|c_pure  --out DIR
+             --bootstrap N (resamples, default 1000; 0: none)  --budget C [C ...]
+             --n-convention non_embedding|total  --compute 6N|6N_attn|6N_attn_head
+             --loss val_loss|train_loss  --seed S
 
 PATH is a sweep directory (its ``result.json`` records) or a CSV / JSONL / Parquet file
-with columns n_params, tokens, loss.
+with columns n_params, tokens, loss (and optionally compute, run, budget).
 """
 
 from __future__ import annotations
@@ -15,22 +20,16 @@ import argparse
 import json
 import sys
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from analysis.laws import LAWS, Fit, fit_law
+from analysis import plot
+from analysis.laws import LAWS
 from analysis.load import C_CONVENTIONS, LOSSES, N_CONVENTIONS, format_si, load_runs, read_records
-from analysis.plot import plot_loss_vs_n_and_d
-
-
-def choose_law(df: pd.DataFrame) -> str:
-    """L(N, D) when the runs vary both N and D and are enough for it, else L(N) or L(D)."""
-    varies_n, varies_d = df["n_params"].nunique() > 1, df["tokens"].nunique() > 1
-    if varies_n and varies_d and len(df) >= LAWS["chinchilla"].n_params:
-        return "chinchilla"
-    return "d" if varies_d and not varies_n else "n"
+from analysis.report import write_report
+from analysis.study import Study, analyze
 
 
 def runs_table(df: pd.DataFrame) -> str:
@@ -38,59 +37,94 @@ def runs_table(df: pd.DataFrame) -> str:
     conv = df.attrs.get("conventions", {})
     lines = [f"{'N':>8} {'D':>8} {'C':>8} {'loss':>7}  run"]
     for _, r in df.iterrows():
-        lines.append(
-            f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
-            f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}"
-        )
-    lines.append(
-        f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
-        f"loss: {conv.get('loss')} (nats/token)"
-    )
+        lines.append(f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
+                     f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}")  # fmt: skip
+    lines.append(f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
+                 f"loss: {conv.get('loss')} (nats/token)")  # fmt: skip
     return "\n".join(lines)
 
 
-def fit_to_json(fit: Fit, df: pd.DataFrame) -> dict:
-    return {
-        "law": fit.law.name,
-        "formula": fit.law.formula,
-        "params": fit.params,
-        "objective": fit.objective,
-        "huber_delta": fit.extra.get("delta"),
-        "starts": fit.extra.get("starts"),
-        "converged": fit.converged,
-        "n_points": fit.n_points,
-        "conventions": df.attrs.get("conventions"),
-        "source": df.attrs.get("source"),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def _fmt(v: float) -> str:
+    return format_si(v) if abs(v) >= 1e4 else f"{v:.4g}"
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
+def _with_interval(p: dict) -> str:
+    if np.isfinite(p["low"]):
+        return f"{_fmt(p['value'])} [{_fmt(p['low'])}, {_fmt(p['high'])}]"
+    return _fmt(p["value"])
+
+
+def summary(study: Study) -> str:
+    """What the fit found, for a terminal: the law, each parameter with its interval, the
+    compute-optimal allocation, the backtest and the warnings."""
+    r = study.result
+    level = int(r["bootstrap"]["interval"] * 100)
+    lines = [
+        f"fitted {r['formula']} to {r['n_points']} runs (Huber δ={r['huber_delta']}, L-BFGS "
+        f"from {r['starts']} starts; {level}% intervals from {r['bootstrap']['resamples']} "
+        f"bootstrap resamples):",
+        f"  {r['fit_text']}",
+    ]
+    lines += [f"  {name:>8} = {_with_interval(p)}" for name, p in r["params"].items()]
+    for row in r.get("compute_optimal", []):
+        lines.append(
+            f"  at C = {format_si(row['compute'])}: N* = {_with_interval(row['N_opt'])}, "
+            f"D* = {_with_interval(row['D_opt'])}, D*/N* = {_with_interval(row['tokens_per_param'])}, "
+            f"loss {_with_interval(row['loss'])}"
+        )
+    for key, name in (
+        ("approach_1", "approach 1 (envelope)"),
+        ("approach_2", "approach 2 (IsoFLOP)"),
+    ):
+        if r.get(key):
+            ex = r[key]["exponents"]
+            lines.append(f"  {name}: a = {_with_interval(ex['a'])}, b = {_with_interval(ex['b'])}")
+    bt = r.get("backtest")
+    if bt:
+        errs = ", ".join(f"{e:+.1%}" for e in bt["relative_error"])
+        lines.append(f"  backtest: fitted without {bt['held_out']}; predicted their loss with "
+                     f"mean |error| {bt['mean_abs_relative_error']:.1%} ({errs})")  # fmt: skip
+    for note in r["warnings"]:
+        lines.append(f"  warning: {note}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace, figures: str) -> int:
     df = load_runs(args.path, args.n_convention, args.compute, args.loss)
-    law = choose_law(df) if args.law == "auto" else args.law
-    fit = fit_law(df, law)
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent) / "analysis"
-    )
+    study = analyze(df, args.law, args.bootstrap, args.seed, args.budget, warn=False)
+    src = Path(args.path)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     fit_path = out / "fit.json"
-    fit_path.write_text(json.dumps(fit_to_json(fit, df), indent=2) + "\n")
-    figures = plot_loss_vs_n_and_d(df, fit, out / "loss_vs_n_and_d")
+    fit_path.write_text(json.dumps(study.result, indent=2, default=_json_default) + "\n")
+    if figures == "main":
+        name = (
+            "loss_vs_n_and_d"
+            if len(study.fit.law.variables) == 2
+            else "loss_vs_" + plot.SYMBOL[study.fit.law.variables[0]]
+        )
+        written = plot.loss_vs_variables(study, out / name)
+    else:
+        written = plot.all_figures(study, out)
     print(runs_table(df))
     print()
-    print(
-        f"fitted {fit.law.formula} to {fit.n_points} runs (Huber δ={fit.extra['delta']}, "
-        f"L-BFGS from {fit.extra['starts']} starts):"
-    )
-    print(f"  {fit.describe()}")
-    print("  " + "  ".join(f"{k}={v:.4g}" for k, v in fit.params.items()))
+    print(summary(study))
     print()
-    print(f"fit:  {fit_path}")
-    for f in figures:
-        print(f"plot: {f}")
+    print(f"fit:    {fit_path}")
+    if figures == "report":
+        print(f"report: {write_report(study, out, written)}")
+    for f in written:
+        if f.suffix == ".png":
+            print(f"plot:   {f}")
     return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -112,20 +146,26 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lab-analyze",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="lab-analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", help="fit a scaling law, write fit.json and plots")
-    p.add_argument("path", help="sweep directory, or CSV/JSONL/Parquet of n_params, tokens, loss")
-    p.add_argument("--law", default="auto", choices=["auto", *LAWS])
-    p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
-    p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
-    p.add_argument("--compute", default="6N", choices=list(C_CONVENTIONS))
-    p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
-    p.set_defaults(func=cmd_fit)
+    for name, figures, text in (("fit", "main", "fit a law; write fit.json and the main figure"),
+                                ("plot", "all", "fit, and write every figure"),
+                                ("report", "report", "fit, every figure, and report.md")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "path", help="sweep directory, or CSV/JSONL/Parquet of n_params, tokens, loss"
+        )
+        p.add_argument("--law", default="auto", choices=["auto", *LAWS])
+        p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
+        p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+        p.add_argument("--budget", type=float, nargs="+", default=None,
+                       help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)")  # fmt: skip
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
+        p.add_argument("--compute", default="6N", choices=list(C_CONVENTIONS))
+        p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+        p.set_defaults(func=lambda a, figures=figures: _run(a, figures))
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)
@@ -137,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        return args.func(args)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"lab-analyze: error: {e}", file=sys.stderr)
         return 2

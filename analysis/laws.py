@@ -1,18 +1,22 @@
-"""Scaling laws of the form L = E + Σ_j A_j / X_j^α_j, fitted as Hoffmann et al. 2022 did.
+"""Scaling laws and how they are fitted: Huber loss on log-loss, L-BFGS from a grid of starts.
 
 Approach 3 of Hoffmann et al. ("Training Compute-Optimal Large Language Models", 2022,
-appendix D.2): minimise the Huber loss (δ = 1e-3) between the predicted and observed
-log-loss, the prediction written in log-sum-exp form
+appendix D.2): minimise the Huber loss (δ = 1e-3) between predicted and observed log-loss,
+the prediction of L = E + A/N^α + B/D^β written in log-sum-exp form
 
-    log L̂ = LSE(e, a_1 − α_1·log X_1, a_2 − α_2·log X_2, ...),   E = eᵉ, A_j = e^a_j,
+    log L̂ = LSE(e, a − α·log N, b − β·log D),   E = eᵉ, A = eᵃ, B = eᵇ,
 
 by L-BFGS from a grid of starting points, keeping the best. Their grid: α, β ∈ {0, 0.5,
-..., 2}, e ∈ {−1, −0.5, ..., 1}, a, b ∈ {0, 5, ..., 25}: 4,500 starts for L(N, D). Every
-start runs at once in ``analysis.optim.lbfgs_batched``.
+..., 2}, e ∈ {−1, −0.5, ..., 1}, a, b ∈ {0, 5, ..., 25}: 4,500 starts, all run at once in
+``analysis.optim.lbfgs_batched``. Every law here is fitted the same way:
 
-Laws here: ``chinchilla`` L(N, D) = E + A/N^α + B/D^β, and the single-variable laws
-``n`` L(N) = E + A/N^α, ``d`` L(D) = E + B/D^β, ``c`` L(C) = E + A/C^α (Kaplan et al. 2020
-with an irreducible term).
+- ``chinchilla``  L(N, D) = E + A/N^α + B/D^β                  (Hoffmann et al. 2022)
+- ``n``, ``d``, ``c``  L(X) = E + A/X^α for X = N, D, C         (Kaplan et al. 2020 + E)
+- ``n_pure``, ``d_pure``, ``c_pure``  L(X) = A/X^α              (Kaplan et al. 2020)
+- ``kaplan_nd``  L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D      (Kaplan et al. 2020, eq. 1.5)
+
+A fit can be weighted per problem, which is how ``analysis.bootstrap`` refits thousands of
+resamples in one batch (a resample is a vector of counts over the runs).
 """
 
 from __future__ import annotations
@@ -29,154 +33,207 @@ HUBER_DELTA = 1e-3
 E_GRID = np.arange(-1.0, 1.01, 0.5)
 COEF_GRID = np.arange(0.0, 25.1, 5.0)
 EXP_GRID = np.arange(0.0, 2.01, 0.5)
+SYMBOLS = {"n_params": "N", "tokens": "D", "compute": "C"}
+
+
+def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Huber loss of residuals r and its derivative."""
+    absr = np.abs(r)
+    return np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta)), np.clip(
+        r, -delta, delta
+    )
+
+
+class Law:
+    """A law: its parameters, how θ maps to them, log L̂ and its gradient, the start grid."""
+
+    name: str
+    variables: tuple[str, ...]
+    formula: str
+    param_names: tuple[str, ...]
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def log_pred(self, theta: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log L̂ (m, n) and its gradient in θ (m, n, P), for θ (m, P), log_x (n, k)."""
+        raise NotImplementedError
+
+    def starts(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def params(self, theta: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def predict(self, params: dict[str, float], **variables) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self, params: dict[str, float]) -> str:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class Law:
-    """L = E + Σ_j coef_j / variable_j ^ exponent_j."""
+class PowerLaw(Law):
+    """L = [E +] Σ_j coef_j / variable_j ^ exponent_j, fitted in log-sum-exp form."""
 
     name: str
-    variables: tuple[str, ...]  # DataFrame columns: n_params, tokens, compute
-    coefs: tuple[str, ...]  # names of the A_j
-    exponents: tuple[str, ...]  # names of the α_j
+    variables: tuple[str, ...]
+    coefs: tuple[str, ...]
+    exponents: tuple[str, ...]
+    offset: bool
     formula: str
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        return ("E", *self.coefs, *self.exponents)
+        return (("E",) if self.offset else ()) + self.coefs + self.exponents
 
-    @property
-    def n_params(self) -> int:
-        return 1 + 2 * len(self.variables)
+    def log_pred(self, theta, log_x):
+        m, n, k = theta.shape[0], log_x.shape[0], len(self.variables)
+        o = 1 if self.offset else 0
+        a = theta[:, o::2][:, :k]
+        alpha = theta[:, o + 1 :: 2][:, :k]
+        terms = a[:, None, :] - alpha[:, None, :] * log_x[None, :, :]  # (m, n, k)
+        if self.offset:
+            terms = np.concatenate([np.broadcast_to(theta[:, None, :1], (m, n, 1)), terms], axis=2)
+        top = terms.max(axis=2, keepdims=True)
+        expd = np.exp(terms - top)
+        total = expd.sum(axis=2, keepdims=True)
+        lse = (top + np.log(total))[:, :, 0]
+        p = expd / total  # softmax weights of the terms
+        grad = np.empty((m, n, theta.shape[1]))
+        if self.offset:
+            grad[:, :, 0] = p[:, :, 0]
+        for j in range(k):
+            grad[:, :, o + 2 * j] = p[:, :, o + j]
+            grad[:, :, o + 2 * j + 1] = -p[:, :, o + j] * log_x[None, :, j]
+        return lse, grad
+
+    def starts(self):
+        axes = ([E_GRID] if self.offset else []) + [COEF_GRID, EXP_GRID] * len(self.variables)
+        return np.array(list(itertools.product(*axes)), dtype=float)
+
+    def params(self, theta):
+        o = 1 if self.offset else 0
+        out = {"E": float(np.exp(theta[0]))} if self.offset else {}
+        for j, (coef, exp) in enumerate(zip(self.coefs, self.exponents)):
+            out[coef] = float(np.exp(theta[o + 2 * j]))
+            out[exp] = float(theta[o + 2 * j + 1])
+        return out
+
+    def predict(self, params, **variables):
+        total = params.get("E", 0.0)
+        for var, coef, exp in zip(self.variables, self.coefs, self.exponents):
+            total = total + params[coef] / np.asarray(variables[var], dtype=float) ** params[exp]
+        return np.asarray(total)
+
+    def describe(self, params):
+        parts = [f"{params['E']:.4g}"] if self.offset else []
+        for var, coef, exp in zip(self.variables, self.coefs, self.exponents):
+            parts.append(f"{params[coef]:.4g} / {SYMBOLS[var]}^{params[exp]:.4f}")
+        return "L = " + " + ".join(parts)
 
 
-LAWS = {
-    "chinchilla": Law(
-        "chinchilla",
-        ("n_params", "tokens"),
-        ("A", "B"),
-        ("alpha", "beta"),
-        "L(N, D) = E + A/N^alpha + B/D^beta",
+@dataclass(frozen=True)
+class KaplanND(Law):
+    """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, θ = (log N_c, log D_c, α_N, α_D):
+
+    log L̂ = α_D · LSE(r₁, r₂),  r₁ = (α_N/α_D)(log N_c − log N),  r₂ = log D_c − log D."""
+
+    name: str = "kaplan_nd"
+    variables: tuple[str, ...] = ("n_params", "tokens")
+    formula: str = "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"
+    param_names: tuple[str, ...] = ("N_c", "D_c", "alpha_N", "alpha_D")
+
+    def log_pred(self, theta, log_x):
+        nc, dc, an, ad = (theta[:, i, None] for i in range(4))
+        r1 = (an / ad) * (nc - log_x[None, :, 0])
+        r2 = dc - log_x[None, :, 1]
+        top = np.maximum(r1, r2)
+        e1, e2 = np.exp(r1 - top), np.exp(r2 - top)
+        s = top + np.log(e1 + e2)
+        p1, p2 = e1 / (e1 + e2), e2 / (e1 + e2)
+        grad = np.stack([an * p1, ad * p2, p1 * (nc - log_x[None, :, 0]), s - p1 * r1], axis=2)
+        return ad * s, grad
+
+    def starts(self):
+        axes = [
+            np.arange(10.0, 31, 5),
+            np.arange(10.0, 31, 5),
+            [0.05, 0.1, 0.3, 0.6],
+            [0.05, 0.1, 0.3, 0.6],
+        ]
+        return np.array(list(itertools.product(*axes)), dtype=float)
+
+    def params(self, theta):
+        return {"N_c": float(np.exp(theta[0])), "D_c": float(np.exp(theta[1])),
+                "alpha_N": float(theta[2]), "alpha_D": float(theta[3])}  # fmt: skip
+
+    def predict(self, params, **variables):
+        n = np.asarray(variables["n_params"], dtype=float)
+        d = np.asarray(variables["tokens"], dtype=float)
+        p = params
+        return ((p["N_c"] / n) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / d) ** p["alpha_D"]
+
+    def describe(self, params):
+        p = params
+        return (f"L = [({p['N_c']:.3g}/N)^({p['alpha_N']:.4f}/{p['alpha_D']:.4f}) + "
+                f"{p['D_c']:.3g}/D]^{p['alpha_D']:.4f}")  # fmt: skip
+
+
+def _power(name, variables, offset, formula):
+    coefs = tuple("B" if v == "tokens" else "A" for v in variables)
+    exps = tuple("beta" if v == "tokens" else "alpha" for v in variables)
+    return PowerLaw(name, variables, coefs, exps, offset, formula)
+
+
+LAWS: dict[str, Law] = {
+    "chinchilla": _power(
+        "chinchilla", ("n_params", "tokens"), True, "L(N, D) = E + A/N^alpha + B/D^beta"
     ),
-    "n": Law("n", ("n_params",), ("A",), ("alpha",), "L(N) = E + A/N^alpha"),
-    "d": Law("d", ("tokens",), ("B",), ("beta",), "L(D) = E + B/D^beta"),
-    "c": Law("c", ("compute",), ("A",), ("alpha",), "L(C) = E + A/C^alpha"),
+    "kaplan_nd": KaplanND(),
+    "n": _power("n", ("n_params",), True, "L(N) = E + A/N^alpha"),
+    "d": _power("d", ("tokens",), True, "L(D) = E + B/D^beta"),
+    "c": _power("c", ("compute",), True, "L(C) = E + A/C^alpha"),
+    "n_pure": _power("n_pure", ("n_params",), False, "L(N) = A/N^alpha"),
+    "d_pure": _power("d_pure", ("tokens",), False, "L(D) = B/D^beta"),
+    "c_pure": _power("c_pure", ("compute",), False, "L(C) = A/C^alpha"),
 }
 
 
 @dataclass
 class Fit:
-    """A fitted law: parameters by name, the objective reached, and what it was fitted on."""
+    """A fitted law: parameters by name, θ, the objective reached, what it was fitted on."""
 
     law: Law
     params: dict[str, float]
+    theta: np.ndarray
     objective: float
     n_points: int
     converged: bool
     extra: dict = field(default_factory=dict)
 
-    def predict(self, **variables: np.ndarray | float) -> np.ndarray:
-        """Predicted loss; pass each of the law's variables by column name, e.g.
+    def predict(self, **variables) -> np.ndarray:
+        """Predicted loss; pass the law's variables by column name, e.g.
         ``fit.predict(n_params=1e6, tokens=1e8)``."""
-        total = self.params["E"]
-        for var, coef, exp in zip(self.law.variables, self.law.coefs, self.law.exponents):
-            x = np.asarray(variables[var], dtype=float)
-            total = total + self.params[coef] / x ** self.params[exp]
-        return np.asarray(total)
+        return self.law.predict(self.params, **variables)
 
     def describe(self) -> str:
-        p = self.params
-        text = f"L = {p['E']:.4g}"
-        symbols = {"n_params": "N", "tokens": "D", "compute": "C"}
-        for var, coef, exp in zip(self.law.variables, self.law.coefs, self.law.exponents):
-            text += f" + {p[coef]:.4g} / {symbols[var]}^{p[exp]:.4f}"
-        return text
+        return self.law.describe(self.params)
 
 
-def _theta_to_params(law: Law, theta: np.ndarray) -> dict[str, float]:
-    k = len(law.variables)
-    params = {"E": float(np.exp(theta[0]))}
-    for j in range(k):
-        params[law.coefs[j]] = float(np.exp(theta[1 + 2 * j]))
-        params[law.exponents[j]] = float(theta[2 + 2 * j])
-    return params
-
-
-def hoffmann_grid(law: Law) -> np.ndarray:
-    """Starting points θ = (e, a_1, α_1, a_2, α_2, ...) on Hoffmann et al.'s grid."""
-    axes = [E_GRID]
-    for _ in law.variables:
-        axes += [COEF_GRID, EXP_GRID]
-    return np.array(list(itertools.product(*axes)), dtype=float)
-
-
-def huber_objective(
-    log_x: np.ndarray, log_loss: np.ndarray, weights: np.ndarray, delta: float = HUBER_DELTA
-):
-    """fun_grad(θ, rows) for ``lbfgs_batched``: Σ_i w_i · Huber_δ(log L̂_i − log L_i).
-
-    log_x: (n, k) logs of the law's variables; log_loss: (n,); weights: (S, n), one row per
-    problem (all ones for a plain fit, resample counts for a bootstrap)."""
-    k = log_x.shape[1]
+def objective(law: Law, log_x: np.ndarray, log_loss: np.ndarray, weights: np.ndarray,
+              delta: float = HUBER_DELTA):  # fmt: skip
+    """fun_grad(θ, rows) for ``lbfgs_batched``: Σ_i w_i · Huber_δ(log L̂_i − log L_i), one
+    weight row per problem (ones for a plain fit, resample counts for a bootstrap)."""
 
     def fun_grad(theta: np.ndarray, rows: np.ndarray):
-        w = weights[rows]  # (m, n)
-        e = theta[:, :1]  # (m, 1)
-        a = theta[:, 1::2][:, :k]  # (m, k)
-        alpha = theta[:, 2::2][:, :k]
-        terms = np.concatenate(
-            [
-                np.broadcast_to(e[:, :, None], (theta.shape[0], log_x.shape[0], 1)),
-                a[:, None, :] - alpha[:, None, :] * log_x[None, :, :],
-            ],
-            axis=2,
-        )  # (m, n, 1 + k)
-        top = terms.max(axis=2, keepdims=True)
-        expd = np.exp(terms - top)
-        total = expd.sum(axis=2, keepdims=True)
-        lse = (top + np.log(total))[:, :, 0]
-        p = expd / total  # softmax weights (m, n, 1 + k)
-        r = lse - log_loss[None, :]
-        absr = np.abs(r)
-        huber = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta))
-        f = (w * huber).sum(axis=1)
-        wd = w * np.clip(r, -delta, delta)  # (m, n): w · Huber'(r)
-        grad = np.empty_like(theta)
-        grad[:, 0] = (wd * p[:, :, 0]).sum(axis=1)
-        for j in range(k):
-            pj = p[:, :, 1 + j]
-            grad[:, 1 + 2 * j] = (wd * pj).sum(axis=1)
-            grad[:, 2 + 2 * j] = -(wd * pj * log_x[None, :, j]).sum(axis=1)
-        return f, grad
+        pred, dpred = law.log_pred(theta, log_x)
+        h, dh = huber(pred - log_loss[None, :], delta)
+        w = weights[rows]
+        return (w * h).sum(axis=1), np.einsum("mn,mnp->mp", w * dh, dpred)
 
     return fun_grad
-
-
-def fit_law(
-    df: pd.DataFrame,
-    law: str | Law = "chinchilla",
-    delta: float = HUBER_DELTA,
-    starts: np.ndarray | None = None,
-) -> Fit:
-    """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
-    ``loss``) from Hoffmann et al.'s grid of starts (or ``starts``), keeping the best.
-
-    Raises ValueError for an unknown law, missing columns, or fewer runs than the law
-    has parameters."""
-    law = resolve_law(law)
-    log_x, log_loss = design(df, law)
-    starts = hoffmann_grid(law) if starts is None else np.atleast_2d(starts)
-    weights = np.ones((starts.shape[0], log_loss.size))
-    res = lbfgs_batched(huber_objective(log_x, log_loss, weights, delta), starts)
-    best = int(np.nanargmin(res.fun))
-    return Fit(
-        law=law,
-        params=_theta_to_params(law, res.x[best]),
-        objective=float(res.fun[best]),
-        n_points=int(log_loss.size),
-        converged=bool(res.converged[best]),
-        extra={"theta": res.x[best].tolist(), "starts": int(starts.shape[0]), "delta": delta},
-    )
 
 
 def resolve_law(law: str | Law) -> Law:
@@ -199,3 +256,29 @@ def design(df: pd.DataFrame, law: Law) -> tuple[np.ndarray, np.ndarray]:
         )
     log_x = np.log(df[list(law.variables)].to_numpy(dtype=float))
     return log_x, np.log(df["loss"].to_numpy(dtype=float))
+
+
+def fit_law(
+    df: pd.DataFrame, law: str | Law = "chinchilla", delta: float = HUBER_DELTA,
+    starts: np.ndarray | None = None,
+) -> Fit:  # fmt: skip
+    """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
+    ``loss``) from its grid of starts (or ``starts``), keeping the best.
+
+    Raises ValueError for an unknown law, missing columns, or fewer runs than the law
+    has parameters."""
+    law = resolve_law(law)
+    log_x, log_loss = design(df, law)
+    starts = law.starts() if starts is None else np.atleast_2d(starts)
+    weights = np.ones((starts.shape[0], log_loss.size))
+    res = lbfgs_batched(objective(law, log_x, log_loss, weights, delta), starts)
+    best = int(np.nanargmin(res.fun))
+    return Fit(
+        law=law,
+        params=law.params(res.x[best]),
+        theta=res.x[best],
+        objective=float(res.fun[best]),
+        n_points=int(log_loss.size),
+        converged=bool(res.converged[best]),
+        extra={"starts": int(starts.shape[0]), "delta": delta},
+    )

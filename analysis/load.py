@@ -160,6 +160,8 @@ def format_si(x: float) -> str:
     """1234567 -> '1.23M'."""
     if x is None or not math.isfinite(x):
         return str(x)
+    if abs(x) >= 1e21:
+        return f"{x:.3g}"
     for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"

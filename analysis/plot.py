@@ -1,4 +1,9 @@
-"""Figures of runs and fitted laws (matplotlib, Agg backend: no display needed)."""
+"""Figures of runs and fitted laws (matplotlib, Agg backend: no display needed).
+
+Every figure is written as PNG and SVG. Log axes are labelled in plain numbers (100k, 1M;
+1.80, 2.00); fitted curves are solid within the runs' range and dashed beyond it, with the
+bootstrap's percentile band shaded around them.
+"""
 
 from __future__ import annotations
 
@@ -12,66 +17,263 @@ import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.laws import Fit  # noqa: E402
+from analysis.approaches import chinchilla_optimum  # noqa: E402
 from analysis.load import format_si  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
+LABELS = {"tokens": "training tokens D", "compute": "training compute C (FLOPs)"}
+SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C"}
 
 
-def _curve_x(values: np.ndarray, extend: float = 2.0) -> np.ndarray:
-    lo, hi = values.min(), values.max()
-    return np.geomspace(lo / extend, hi * extend, 200)
+def _label(df: pd.DataFrame, var: str) -> str:
+    if var == "n_params":
+        return N_LABEL.get(df.attrs.get("conventions", {}).get("n_params"), "parameters N")
+    if var == "compute":
+        conv = df.attrs.get("conventions", {}).get("compute")
+        return f"training compute C (FLOPs, {conv})" if conv and conv[0] == "6" else LABELS[var]
+    return LABELS[var]
 
 
-def plot_loss_vs_n_and_d(df: pd.DataFrame, fit: Fit | None, path: str | Path) -> list[Path]:
-    """Two panels: loss against N (one colour per token budget D) and against D (one colour
-    per model size), with the fitted law's curves, dashed beyond the data. Writes PNG and
-    SVG next to each other; returns their paths."""
-    conv = df.attrs.get("conventions", {})
-    loss_name = conv.get("loss", "loss").replace("_", " ")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    panels = (
-        (axes[0], "n_params", "tokens", N_LABEL.get(conv.get("n_params"), "parameters N"), "D"),
-        (axes[1], "tokens", "n_params", "training tokens D", "N"),
-    )
-    for ax, xcol, group_col, xlabel, group_symbol in panels:
-        groups = sorted(df[group_col].unique())
-        colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(groups)))
-        for color, g in zip(colors, groups):
-            sub = df[df[group_col] == g].sort_values(xcol)
-            ax.plot(
-                sub[xcol], sub["loss"], "o", color=color, label=f"{group_symbol} = {format_si(g)}"
-            )
-            if fit is not None and set(fit.law.variables) >= {xcol, group_col}:
-                xs = _curve_x(df[xcol].to_numpy())
-                ys = fit.predict(**{xcol: xs, group_col: np.full_like(xs, g)})
-                inside = (xs >= df[xcol].min()) & (xs <= df[xcol].max())
-                ax.plot(xs, np.where(inside, ys, np.nan), "-", color=color, lw=1.5)
-                ax.plot(xs, np.where(inside, np.nan, ys), "--", color=color, lw=1, alpha=0.6)
-            elif fit is not None and fit.law.variables == (xcol,):
-                xs = _curve_x(df[xcol].to_numpy())
-                ax.plot(xs, fit.predict(**{xcol: xs}), "-", color="black", lw=1.5)
-        _log_axes(ax)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{loss_name} (nats/token)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title=None)
-    title = "Loss against model size and data size"
-    if fit is not None:
-        title += f"\nfit: {fit.describe()}  (solid: within the data, dashed: extrapolated)"
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+def _loss_label(df: pd.DataFrame) -> str:
+    name = df.attrs.get("conventions", {}).get("loss", "loss")
+    return f"{str(name).replace('_', ' ')} (nats/token)"
 
 
-def _log_axes(ax) -> None:
-    """Log-log axes labelled in plain numbers (1.8, 2.0; 100k, 1M), not powers of ten."""
+def _log_axes(ax, plain_y: bool = True) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: format_si(v)))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.yaxis.set_major_locator(ticker.MaxNLocator(7))
-    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+    if plain_y:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(7))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+    else:
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: format_si(v)))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _span(values, extend: float = 2.0) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.geomspace(values.min() / extend, values.max() * extend, 200)
+
+
+def _curve(ax, xs, ys, inside, color, band=None):
+    """Solid inside the data, dashed outside, with an optional (low, high) band."""
+    ax.plot(xs, np.where(inside, ys, np.nan), "-", color=color, lw=1.6)
+    ax.plot(xs, np.where(inside, np.nan, ys), "--", color=color, lw=1.0, alpha=0.7)
+    if band is not None:
+        ax.fill_between(xs, band[0], band[1], color=color, alpha=0.12, lw=0)
+
+
+def _band(study, **variables) -> tuple[np.ndarray, np.ndarray] | None:
+    if not study.samples:
+        return None
+    preds = np.array([study.fit.law.predict(s, **variables) for s in study.samples])
+    with np.errstate(invalid="ignore"):
+        return np.nanpercentile(preds, 2.5, axis=0), np.nanpercentile(preds, 97.5, axis=0)
+
+
+def loss_vs_variables(study, path) -> list[Path]:
+    """Loss against each of the law's variables: for L(N, D), against N with one colour per
+    token budget and against D with one colour per model size."""
+    df, law = study.df, study.fit.law
+    if len(law.variables) == 2:
+        panels = [("n_params", "tokens"), ("tokens", "n_params")]
+    else:
+        panels = [(law.variables[0], None)]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.2 * len(panels), 4.8), constrained_layout=True
+    )
+    for ax, (x, group) in zip(np.atleast_1d(axes), panels):
+        xs = _span(df[x])
+        inside = (xs >= df[x].min()) & (xs <= df[x].max())
+        if group is None:
+            ax.plot(df[x], df["loss"], "o", color="C0", label="runs")
+            _curve(ax, xs, study.fit.predict(**{x: xs}), inside, "black", _band(study, **{x: xs}))
+        else:
+            _grouped(ax, study, x, group, xs, inside)
+        _log_axes(ax)
+        ax.set_xlabel(_label(df, x))
+        ax.set_ylabel(_loss_label(df))
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Loss against {' and '.join(SYMBOL[v] for v in law.variables)}\nfit: "
+                 f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)", fontsize=10)  # fmt: skip
+    return _save(fig, path)
+
+
+MAX_LEGEND_GROUPS = 6
+
+
+def _grouped(ax, study, x, group, xs, inside) -> None:
+    """Runs against x, one colour per value of ``group`` with its fitted curve; with many
+    values (an IsoFLOP design), points coloured on a scale and curves for a few of them."""
+    df = study.df
+    values = np.array(sorted(df[group].unique()))
+    norm = matplotlib.colors.LogNorm(values.min(), values.max() * 1.0001)
+    cmap = plt.cm.viridis
+    many = len(values) > MAX_LEGEND_GROUPS
+    if many:
+        sc = ax.scatter(df[x], df["loss"], c=df[group], cmap=cmap, norm=norm, s=18)
+        plt.colorbar(sc, ax=ax, label=_label(df, group))
+        picks = np.geomspace(values.min(), values.max(), 4)
+    else:
+        picks = values
+    for g in picks:
+        color = cmap(norm(g) * 0.85 + 0.05)
+        if not many:
+            sub = df[df[group] == g]
+            ax.plot(
+                sub[x], sub["loss"], "o", color=color, label=f"{SYMBOL[group]} = {format_si(g)}"
+            )
+        gv = np.full_like(xs, g)
+        label = f"fit at {SYMBOL[group]} = {format_si(g)}" if many else None
+        _curve(ax, xs, study.fit.predict(**{x: xs, group: gv}), inside, color,
+               _band(study, **{x: xs, group: gv}))  # fmt: skip
+        if label:
+            ax.plot([], [], "-", color=color, label=label)
+
+
+def loss_vs_compute(study, path) -> list[Path]:
+    """Loss against compute, one colour per model size, the runs on the envelope ringed, and
+    (for L(N, D)) the loss of the compute-optimal model at each budget."""
+    df = study.df
+    fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+    sizes = sorted(df["n_params"].unique())
+    if len(sizes) > MAX_LEGEND_GROUPS:
+        sc = ax.scatter(df["compute"], df["loss"], c=df["n_params"], cmap="viridis", s=18,
+                        norm=matplotlib.colors.LogNorm())  # fmt: skip
+        plt.colorbar(sc, ax=ax, label=_label(df, "n_params"))
+    else:
+        colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(sizes)))
+        for color, n in zip(colors, sizes):
+            sub = df[df["n_params"] == n].sort_values("compute")
+            ax.plot(
+                sub["compute"], sub["loss"], "o-", color=color, lw=0.8, label=f"N = {format_si(n)}"
+            )
+    a1 = study.result.get("approach_1")
+    if a1:
+        ax.plot(a1["points"]["compute"], a1["points"]["loss"], "o", mfc="none", mec="red", ms=11,
+                label="lower envelope (approach 1)")  # fmt: skip
+    if study.fit.law.name == "chinchilla":
+        cs = _span(df["compute"], extend=10)
+        opt = chinchilla_optimum(study.fit.params, cs)["loss"]
+        band = None
+        if study.samples:
+            boot = np.array([chinchilla_optimum(s, cs)["loss"] for s in study.samples])
+            band = (np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0))
+        inside = (cs >= df["compute"].min()) & (cs <= df["compute"].max())
+        _curve(ax, cs, opt, inside, "black", band)
+        ax.plot([], [], "k-", label="compute-optimal L(N*(C), D*(C))")
+    _log_axes(ax)
+    ax.set_xlabel(_label(df, "compute"))
+    ax.set_ylabel(_loss_label(df))
+    ax.legend(fontsize=8)
+    ax.set_title("Loss against training compute", fontsize=10)
+    return _save(fig, path)
+
+
+def isoflop_curves(study, path) -> list[Path] | None:
+    """Approach 2: loss against N at each compute budget, its parabola and minimum."""
+    a2 = study.result.get("approach_2")
+    if not a2:
+        return None
+    df = study.df
+    fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+    colors = plt.cm.plasma(np.linspace(0.05, 0.85, len(a2["minima"])))
+    from analysis.approaches import budget_groups
+
+    groups = budget_groups(df)
+    for color, m in zip(colors, a2["minima"]):
+        runs = df[np.isclose(groups, m["compute"])]
+        ax.plot(
+            runs["n_params"], runs["loss"], "o", color=color, label=f"C = {format_si(m['compute'])}"
+        )
+        xs = np.geomspace(runs["n_params"].min() / 1.5, runs["n_params"].max() * 1.5, 100)
+        c2, c1, c0 = m["parabola"]
+        ax.plot(xs, c0 + c1 * np.log(xs) + c2 * np.log(xs) ** 2, "-", color=color, lw=1)
+        ax.plot([m["N_opt"]], [m["loss"]], "*", color=color, ms=12, mec="black")
+    _log_axes(ax)
+    ax.set_xlabel(_label(df, "n_params"))
+    ax.set_ylabel(_loss_label(df))
+    ax.legend(fontsize=8)
+    ax.set_title(
+        "IsoFLOP curves (approach 2): parabola in log N per budget, ★ its minimum", fontsize=10
+    )
+    return _save(fig, path)
+
+
+def optimal_allocation(study, path) -> list[Path] | None:
+    """N*(C) and D*(C) by every approach that applies, with approach 3's bootstrap band."""
+    df, r = study.df, study.result
+    have3 = study.fit.law.name == "chinchilla"
+    if not (have3 or r.get("approach_1") or r.get("approach_2")):
+        return None
+    cs = _span(df["compute"], extend=30)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for ax, key, sym, col in (
+        (axes[0], "N_opt", "N", "n_params"),
+        (axes[1], "D_opt", "D", "tokens"),
+    ):
+        if have3:
+            ex = "a" if sym == "N" else "b"
+            point = chinchilla_optimum(study.fit.params, cs)[key]
+            band = None
+            if study.samples:
+                boot = np.array([chinchilla_optimum(s, cs)[key] for s in study.samples])
+                band = (np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0))
+            inside = (cs >= df["compute"].min()) & (cs <= df["compute"].max())
+            _curve(ax, cs, point, inside, "black", band)
+            ax.plot([], [], "k-", label=f"approach 3: {sym}* ∝ C^{r['params'][ex]['value']:.3f}")
+        for name, res, color, marker in (("approach 1", r.get("approach_1"), "C3", "o"),
+                                         ("approach 2", r.get("approach_2"), "C0", "*")):  # fmt: skip
+            if not res:
+                continue
+            if name == "approach 1":
+                px, py = res["points"]["compute"], res["points"][col]
+            else:
+                px, py = [m["compute"] for m in res["minima"]], [m[key] for m in res["minima"]]
+            slope = res["a"] if sym == "N" else res["b"]
+            ax.plot(px, py, marker, color=color, ms=8, label=f"{name}: {sym}* ∝ C^{slope:.3f}")
+            ax.plot(cs, np.exp(res["intercepts"][sym]) * cs**slope, ":", color=color, lw=1)
+        _log_axes(ax, plain_y=False)
+        ax.set_xlabel(_label(df, "compute"))
+        ax.set_ylabel(f"compute-optimal {'parameters N*' if sym == 'N' else 'tokens D*'}")
+        ax.legend(fontsize=8)
+    fig.suptitle("Compute-optimal allocation (band: 95% bootstrap of approach 3)", fontsize=10)
+    return _save(fig, path)
+
+
+def residuals(study, path) -> list[Path]:
+    """log(observed / predicted) against each of the law's variables."""
+    df, law = study.df, study.fit.law
+    pred = study.fit.predict(**{v: df[v].to_numpy() for v in law.variables})
+    res = np.log(df["loss"].to_numpy() / pred)
+    fig, axes = plt.subplots(
+        1, len(law.variables), figsize=(6 * len(law.variables), 4), constrained_layout=True
+    )
+    for ax, var in zip(np.atleast_1d(axes), law.variables):
+        ax.axhline(0, color="black", lw=0.8)
+        ax.plot(df[var], res, "o", color="C0")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: format_si(v)))
+        ax.set_xlabel(_label(df, var))
+        ax.set_ylabel("log(observed / fitted loss)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"Residuals of {study.fit.describe()}", fontsize=10)
+    return _save(fig, path)
+
+
+def all_figures(study, out: Path) -> list[Path]:
+    """Every figure that applies to this study, written under ``out``."""
+    written = []
+    for fn, name in ((loss_vs_variables, "loss_vs_n_and_d" if len(study.fit.law.variables) == 2
+                      else f"loss_vs_{SYMBOL[study.fit.law.variables[0]]}"),
+                     (loss_vs_compute, "loss_vs_compute"), (isoflop_curves, "isoflop"),
+                     (optimal_allocation, "optimal_allocation"), (residuals, "residuals")):  # fmt: skip
+        paths = fn(study, out / name)
+        written += paths or []
+    return written
 
 
 def _save(fig, path: str | Path) -> list[Path]:

@@ -100,7 +100,8 @@ def test_sweep_then_fit_writes_fit_json_and_plot(tmp_path):
     r = cli("lab-analyze", "fit", str(sweep), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     fit = json.loads((tmp_path / "out" / "fit.json").read_text())
-    assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta"}
+    assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta", "a", "b"}
+    assert all(p["low"] <= p["value"] <= p["high"] for p in fit["params"].values())
     assert fit["n_points"] == 6 and fit["conventions"]["n_params"] == "non_embedding"
     assert (tmp_path / "out" / "loss_vs_n_and_d.png").stat().st_size > 10_000
     assert "L = " in r.stdout

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.bootstrap import bootstrap_fit, interval
 from analysis.laws import fit_law
 from analysis.load import load_runs
 from analysis.optim import lbfgs_batched
@@ -92,23 +93,33 @@ def test_bad_rows_are_dropped_with_a_warning_naming_them(tmp_path):
 @pytest.mark.skipif(
     not CHINCHILLA.exists(), reason=f"{CHINCHILLA} is absent (the shared data folder)"
 )
-def test_approach_3_reproduces_epoch_refit_of_chinchilla():
+def test_approach_3_reproduces_epoch_refit_of_chinchilla_with_intervals():
     d = pd.read_csv(CHINCHILLA / "svg_extracted_data.csv")
     d = d.sort_values("loss").iloc[:-5]  # Epoch's recipe: drop the 5 highest-loss runs
-    df = pd.DataFrame(
-        {
-            "n_params": d["Model Size"],
-            "tokens": d["Training FLOP"] / (6 * d["Model Size"]),
-            "loss": d["loss"],
-        }
-    )
+    df = pd.DataFrame({"n_params": d["Model Size"],
+                       "tokens": d["Training FLOP"] / (6 * d["Model Size"]),
+                       "compute": d["Training FLOP"], "loss": d["loss"]})  # fmt: skip
     assert len(df) == 240
     start = time.perf_counter()
-    p = fit_law(df, "chinchilla").params
-    assert time.perf_counter() - start < 60
+    fit = fit_law(df, "chinchilla")
+    samples = bootstrap_fit(df, fit, resamples=4000, seed=0)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"fit + 4,000 bootstrap refits took {elapsed:.0f} s"
     # Epoch AI (Besiroglu et al. 2024), Huber-likelihood refit
+    p = fit.params
     assert abs(p["alpha"] - 0.348) <= 0.003
     assert abs(p["beta"] - 0.366) <= 0.003
     assert abs(p["E"] - 1.817) <= 0.003
     assert abs(p["A"] / 482.01 - 1) <= 0.03
     assert abs(p["B"] / 2085.43 - 1) <= 0.05
+    # their 95% intervals: A 285-744, B 1042-5810, E 1.769-1.871, α 0.317-0.373, β 0.331-0.415
+    epoch = {"A": (285, 744, 0.1), "B": (1042, 5810, 0.15), "E": (1.769, 1.871, 0.01),
+             "alpha": (0.317, 0.373, 0.01), "beta": (0.331, 0.415, 0.01)}  # fmt: skip
+    for name, (lo, hi, tol) in epoch.items():
+        mine = interval([s[name] for s in samples])
+        rel = name in ("A", "B")
+        assert abs(mine[0] - lo) <= (tol * lo if rel else tol), f"{name} low {mine[0]:.4g} vs {lo}"
+        assert abs(mine[1] - hi) <= (tol * hi if rel else tol), f"{name} high {mine[1]:.4g} vs {hi}"
+    a = np.array([s["beta"] / (s["alpha"] + s["beta"]) for s in samples])
+    assert abs(p["beta"] / (p["alpha"] + p["beta"]) - 0.513) < 0.005
+    assert 0.015 < a.std() < 0.025  # their standard error: 0.020

@@ -1,0 +1,56 @@
+"""Is a fit worth believing? A backtest on held-out large runs, and warnings about designs
+that cannot identify the law they are fitted with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.laws import Law, fit_law
+
+
+def backtest(df: pd.DataFrame, law: Law) -> dict:
+    """Fit on all runs but the largest and predict the held-out ones.
+
+    "Largest" is the largest value of the law's first variable (N for the L(N, D) laws):
+    every run at the largest model size is held out. Returns the per-run relative errors
+    (predicted / observed − 1) and their mean absolute value. Raises ValueError when too
+    few runs remain to fit."""
+    var = law.variables[0]
+    held = df[var] == df[var].max()
+    train, test = df[~held], df[held]
+    if df[var].nunique() < 2:
+        raise ValueError(f"backtest needs at least 2 distinct values of {var}")
+    fit = fit_law(train, law)  # raises ValueError when too few runs remain
+    pred = fit.predict(**{v: test[v].to_numpy() for v in law.variables})
+    rel = pred / test["loss"].to_numpy() - 1.0
+    return {
+        "held_out": f"{var} = {df[var].max():.4g} ({len(test)} runs)",
+        "fitted_on": int(len(train)),
+        "params": fit.params,
+        "runs": test["run"].astype(str).tolist() if "run" in test else [],
+        "predicted": pred.tolist(),
+        "observed": test["loss"].tolist(),
+        "relative_error": rel.tolist(),
+        "mean_abs_relative_error": float(np.mean(np.abs(rel))),
+    }
+
+
+def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
+    """Warnings about the design of the runs for this law."""
+    notes = []
+    if set(law.variables) >= {"n_params", "tokens"}:
+        ratio_spread = np.std(np.log(df["tokens"] / df["n_params"]))
+        if ratio_spread < 0.05:
+            notes.append(
+                "the runs have a (nearly) constant D/N ratio: the effects of N and D cannot be "
+                "told apart, so the law's N and D terms are not identified; vary D at fixed N"
+            )
+        for var in ("n_params", "tokens"):
+            if df[var].nunique() < 3:
+                notes.append(
+                    f"only {df[var].nunique()} distinct values of {var}: its exponent rests on too few points"
+                )
+    elif df[law.variables[0]].nunique() < law.n_params:
+        notes.append(f"only {df[law.variables[0]].nunique()} distinct values of {law.variables[0]}")
+    return notes

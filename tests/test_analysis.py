@@ -171,3 +171,17 @@ def test_report_command_writes_fit_figures_and_markdown(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Backtest" in report and "![isoflop](isoflop.png)" in report
     assert "backtest:" in capsys.readouterr().out
+
+
+def test_analysis_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.cli, analysis.study, analysis.plot, analysis.report; "
+            "sys.exit('torch' in sys.modules)")  # fmt: skip
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=str(__import__("pathlib").Path(__file__).parents[1])
+        ).returncode
+        == 0
+    )

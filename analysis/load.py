@@ -29,6 +29,7 @@ TABLE_COLUMNS = [
     "n_params_non_embedding",
     "n_params_total",
     "tokens",
+    "budget",
     "flops_6N",
     "flops_6N_attn",
     "flops_6N_attn_head",
@@ -104,6 +105,8 @@ def load_runs(
                 "loss": raw[loss],
             }
         )
+        if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
+            df["budget"] = raw["budget"]
         conventions = {"n_params": n_convention, "compute": compute_convention, "loss": loss}
     else:
         df = _read_table(path)
@@ -163,6 +166,6 @@ def format_si(x: float) -> str:
     if abs(x) >= 1e21:
         return f"{x:.3g}"
     for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
+        if abs(x) >= scale * (1 - 1e-9):
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"

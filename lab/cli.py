@@ -43,8 +43,15 @@ register_configs()
 
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
     """Train one configured run in ``out_dir``; in a multirun, never raise."""
-    from lab.train import train  # torch loads here, not for --help or config errors
+    from lab.train import below_one_context, train  # torch loads here, not for --help
 
+    too_small = below_one_context(cfg)
+    if multirun and too_small:
+        log.warning("skipped: %s", too_small)
+        record = {"status": "skipped", "error": too_small, "config": to_dict(cfg),
+                  "config_hash": config_hash(cfg), "budget": cfg.data.budget}  # fmt: skip
+        write_json_atomic(out_dir / RECORD_NAME, record)
+        return record
     if multirun and cfg.train.skip_done:
         done = read_record(out_dir)
         if done and done.get("status") == "ok" and done.get("config_hash") == config_hash(cfg):
@@ -103,19 +110,29 @@ def available_sweeps() -> list[str]:
 
 
 def sweep_main(argv: list[str] | None = None) -> None:
-    """``lab-sweep NAME [overrides]``: run sweeps/NAME.yaml as a Hydra multirun."""
+    """``lab-sweep NAME [--plan] [overrides]``: run sweeps/NAME.yaml as a Hydra multirun, or
+    with ``--plan`` print its runs (N, D, C, estimated time) and launch nothing."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
-        print("usage: lab-sweep NAME [hydra overrides...]")
+        print("usage: lab-sweep NAME [--plan] [hydra overrides...]")
         print(f"sweeps: {', '.join(available_sweeps())}")
         sys.exit(0 if args else 2)
-    name, overrides = args[0], args[1:]
+    name, overrides = args[0], [a for a in args[1:] if a != "--plan"]
     if name not in available_sweeps():
         print(
             f"lab-sweep: error: unknown sweep {name!r}; available: {', '.join(available_sweeps())}",
             file=sys.stderr,
         )
         sys.exit(2)
+    if "--plan" in args:
+        from lab.plan import format_plan, plan
+
+        try:
+            print(format_plan(name, plan(name, overrides)))
+        except (ValueError, FileNotFoundError) as e:
+            print(f"lab-sweep: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return
     sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *overrides]
     _hydra_app()
 

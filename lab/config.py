@@ -53,6 +53,7 @@ class DataConfig:
     max_bytes: int = 4_000_000  # cap on the corpus read (bytes of text)
     val_fraction: float = 0.1  # share of documents held out for validation
     tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
+    budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
     tokenizer: str = "bytes"
 
 
@@ -162,6 +163,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"model.activation must be one of {ACTIVATIONS}, got {m.activation!r}")
     if not 0.0 <= m.dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if d.budget is not None and not d.budget > 0:
+        raise ValueError(f"data.budget must be > 0 FLOPs (or null), got {d.budget}")
     if not 0.0 < d.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     if d.tokenizer != "bytes":

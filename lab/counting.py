@@ -52,3 +52,8 @@ def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
 def training_flops(cfg: ModelConfig, tokens: int) -> dict[str, float]:
     """C = flops_per_token × D under each convention."""
     return {k: float(v) * tokens for k, v in flops_per_token(cfg).items()}
+
+
+def budget_tokens(cfg: ModelConfig, budget: float) -> int:
+    """D for a compute budget C under C = 6·N·D (N non-embedding): round(C / (6·N))."""
+    return int(round(budget / (6 * param_counts(cfg)["non_embedding"])))

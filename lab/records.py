@@ -14,7 +14,7 @@ from typing import Any
 
 RECORD_NAME = "result.json"
 METRICS_NAME = "metrics.jsonl"
-STATUSES = ("running", "ok", "failed", "diverged")
+STATUSES = ("running", "ok", "failed", "diverged", "skipped")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -22,7 +22,7 @@ import torch
 
 import kernels
 from lab.config import Config, DataConfig, config_hash, to_dict, validate
-from lab.counting import param_counts, training_flops
+from lab.counting import budget_tokens, param_counts, training_flops
 from lab.data import (
     ByteTokenizer,
     Corpus,
@@ -102,7 +102,27 @@ def evaluate(model: GPT, windows, batch_size: int, device: torch.device) -> floa
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def resolve_budget(cfg: Config) -> Config:
+    """With data.budget set, data.tokens becomes D = C / (6·N) for this model."""
+    if cfg.data.budget is None:
+        return cfg
+    return replace(cfg, data=replace(cfg.data, tokens=budget_tokens(cfg.model, cfg.data.budget)))
+
+
+def below_one_context(cfg: Config) -> str | None:
+    """Why a run's budget is too small to train (D below one context), or None."""
+    if cfg.data.budget is None:
+        return None
+    tokens = budget_tokens(cfg.model, cfg.data.budget)
+    if tokens >= cfg.model.context:
+        return None
+    return (
+        f"budget C={cfg.data.budget:.3g} is too small for model {cfg.model.name!r}: "
+        f"D = C/(6N) = {tokens} tokens, below one context of {cfg.model.context}"
+    )
 
 
 def train(cfg: Config, out_dir: str | Path) -> dict:
@@ -113,6 +133,10 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
     exception is recorded as "failed" and re-raised."""
     validate(cfg)
     key = config_hash(cfg)  # of the config as asked for: the sweep's resume key
+    too_small = below_one_context(cfg)
+    if too_small:
+        raise ValueError(too_small)
+    cfg = resolve_budget(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
@@ -140,6 +164,7 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         "n_params_non_embedding": counts["non_embedding"],
         "n_params_embedding": counts["embedding"],
         "tokens": cfg.data.tokens,
+        "budget": cfg.data.budget,
         **{f"flops_{k}": v for k, v in flops.items()},
         "corpus": corpus.summary(),
         "unique_tokens": int(corpus.train.size),

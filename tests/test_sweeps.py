@@ -1,0 +1,182 @@
+"""Sweeps: what each file expands to, budgets, resume, failures, kills, parallel launchers,
+the planner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lab.counting import budget_tokens
+from lab.sweeps import compose_run, expand_sweep
+from lab.train import resolve_budget
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=nano", "model.context=32", "train.batch_size=4", "train.eval_batches=1",
+        "data.max_bytes=100000", "train.device=cpu", "train.threads=1"]  # fmt: skip
+
+
+def lab(entry: str, *args: str, cwd: Path, wait: bool = True):
+    func = {"lab-train": "train_main", "lab-sweep": "sweep_main"}[entry]
+    code = f"import sys; sys.argv[0] = {entry!r}; from lab.cli import {func}; {func}()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", code, *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def runs(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+
+
+def configs(name):
+    return [compose_run(job) for job in expand_sweep(name)]
+
+
+def test_each_sweep_expands_to_the_runs_it_promises():
+    ladder = ["nano", "micro", "tiny", "mini", "small"]
+    ms = configs("model_size")
+    assert [c.model.name for c in ms] == ladder and {c.data.tokens for c in ms} == {4_000_000}
+    ds = configs("data_size")
+    assert {c.model.name for c in ds} == {"tiny"}
+    assert sorted(c.data.tokens for c in ds) == [125_000 * 2**i for i in range(6)]
+    grid = configs("grid")
+    assert len({(c.model.name, c.data.tokens) for c in grid}) == 20 == len(grid)
+    iso = configs("isoflop")
+    assert len({(c.model.name, c.data.budget) for c in iso}) == 24
+    assert {c.data.budget for c in iso} == {3e11, 1e12, 3e12, 1e13}
+    lr = configs("lr")
+    assert len({(c.model.name, c.optim.lr) for c in lr}) == 20
+
+
+def test_ladder_spans_two_decades_and_each_file_states_its_n():
+    from lab.counting import param_counts
+
+    sizes = {}
+    for f in sorted((ROOT / "conf" / "model").glob("*.yaml")):
+        cfg = compose_run([f"model={f.stem}"]).model
+        n = param_counts(cfg)["non_embedding"]
+        assert f"N (non-embedding) = {n:,}" in f.read_text(), f.name
+        sizes[f.stem] = n
+    assert max(sizes.values()) / min(sizes.values()) >= 100
+
+
+def test_budget_sets_tokens_per_size():
+    cfg = compose_run(["+sweeps=isoflop", "model=tiny", "data.budget=1e12"])
+    resolved = resolve_budget(cfg)
+    assert resolved.data.tokens == round(1e12 / (6 * 335_712)) == budget_tokens(cfg.model, 1e12)
+
+
+def test_budget_below_one_context_is_skipped_with_a_warning(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = lab(
+        "lab-train",
+        "-m",
+        *TINY,
+        "model=nano,mini",
+        "data.budget=1e8",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = {rec["config"]["model"]["name"]: rec for rec in runs(sweep).values()}
+    assert records["nano"]["status"] == "ok" and records["nano"]["tokens"] == round(
+        1e8 / (6 * 25472)
+    )
+    assert records["mini"]["status"] == "skipped"
+    assert "too small for model 'mini'" in r.stdout + r.stderr
+
+
+def test_rerun_keeps_finished_runs_and_reruns_failed_ones(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "data.tokens=1000,1500", f"hydra.sweep.dir={sweep}"]
+    assert lab("lab-train", *args, cwd=tmp_path).returncode == 0
+    first = runs(sweep)
+    crashed = next(k for k in first if "1500" in k)
+    rec = first[crashed] | {"status": "failed", "error": "simulated crash"}
+    (sweep / crashed / "result.json").write_text(json.dumps(rec))
+    assert lab("lab-train", *args, cwd=tmp_path).returncode == 0
+    second = runs(sweep)
+    kept = next(k for k in first if k != crashed)
+    assert second[kept]["finished_at"] == first[kept]["finished_at"]
+    assert second[crashed]["status"] == "ok"
+    assert second[crashed]["finished_at"] != first[crashed]["finished_at"]
+
+
+def test_killing_a_sweep_loses_nothing_already_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "data.tokens=1000,400000,1200", f"hydra.sweep.dir={sweep}"]
+    proc = lab("lab-train", *args, cwd=tmp_path, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(r.get("status") == "ok" for r in runs(sweep).values()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the long second run
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {k: r for k, r in runs(sweep).items() if r.get("status") == "ok"}
+    assert len(done) == 1, "the first run finished before the kill"
+    (finished,) = done
+    r = lab(
+        "lab-train",
+        "-m",
+        *TINY,
+        "data.tokens=1000,4000,1200",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0
+    after = runs(sweep)
+    assert after[finished]["finished_at"] == done[finished]["finished_at"]
+    assert sum(r["status"] == "ok" for r in after.values()) >= 3
+
+
+def _interval(rec):
+    return datetime.fromisoformat(rec["started_at"]), datetime.fromisoformat(rec["finished_at"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                    reason="hydra-joblib-launcher is not installed")  # fmt: skip
+def test_joblib_launcher_runs_two_at_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = lab("lab-train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
+            "data.tokens=60000,60001", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (a0, a1), (b0, b1) = (_interval(rec) for rec in runs(sweep).values())
+    assert a0 < b1 and b0 < a1, "the two runs overlapped in time"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason="hydra-submitit-launcher is not installed")  # fmt: skip
+def test_submitit_local_runs_two_tiny_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = lab("lab-train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+            *TINY, "data.tokens=1000,1500", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = runs(sweep)
+    assert len(records) == 2 and all(rec["status"] == "ok" for rec in records.values())
+    assert (sweep / ".submitit").is_dir()  # it went through submitit, as on Slurm
+    table = pd.read_csv(sweep / "runs.csv")
+    assert set(table["status"]) == {"ok"}
+
+
+def test_plan_prints_every_run_and_launches_nothing(tmp_path):
+    r = lab("lab-sweep", "data_size", "--plan", "hydra.sweep.dir=planned", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "plan for sweep 'data_size': 6 runs"
+    rows = [line for line in lines if "model=tiny" in line]
+    assert len(rows) == 6 and all(("s " in row or "min " in row) for row in rows)
+    assert "total: about" in lines[-1]
+    assert not (tmp_path / "planned").exists() and not (tmp_path / "runs").exists()

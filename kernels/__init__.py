@@ -134,19 +134,30 @@ def attention(
     v: torch.Tensor,
     causal: bool = True,
     sm_scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Scaled dot-product attention. q: (B, H, T, D); k, v: (B, Hkv, T, D), Hkv dividing H.
 
-    ``sm_scale`` defaults to 1/sqrt(D); ``causal`` masks future keys. Returns (B, H, T, D).
-    Raises ValueError on shapes that disagree, mixed dtypes or devices."""
+    ``sm_scale`` defaults to 1/sqrt(D); ``causal`` masks future keys; ``dropout_p`` drops
+    attention probabilities (the Triton kernel has no dropout: "auto" then takes torch, and
+    an explicit "triton" is an error). Returns (B, H, T, D). Raises ValueError on shapes
+    that disagree, mixed dtypes or devices."""
     cast = _autocast_dtype(q.device)
     if cast is not None:
         q, k, v = q.to(cast), k.to(cast), v.to(cast)
     check_attention(q, k, v, sm_scale)
     if backend_for("attention", q.device) == "triton":
-        return _triton_op("attention")(q, k, v, causal, sm_scale)
+        if dropout_p == 0.0:
+            return _triton_op("attention")(q, k, v, causal, sm_scale)
+        if _backend["attention"] == "triton":
+            raise ValueError(
+                "attention: the triton kernel has no attention dropout; set "
+                "model.attn_dropout=0 or the attention backend to torch or auto"
+            )
     gqa = k.shape[1] != q.shape[1]
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=sm_scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, is_causal=causal, scale=sm_scale, dropout_p=dropout_p, enable_gqa=gqa
+    )
 
 
 def layer_norm(

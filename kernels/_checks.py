@@ -10,7 +10,22 @@ from kernels.reference import ACTIVATIONS
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _uniform(*tensors) -> bool:
+    """Fast path: every tensor (None skipped) shares the first one's dtype and device, and
+    that dtype is a supported float."""
+    first = tensors[0]
+    if not isinstance(first, torch.Tensor) or first.dtype not in FLOAT_DTYPES:
+        return False
+    return all(
+        t is None
+        or (isinstance(t, torch.Tensor) and t.dtype == first.dtype and t.device == first.device)
+        for t in tensors[1:]
+    )
+
+
 def _same_dtype_device(op: str, named: dict[str, torch.Tensor | None]) -> None:
+    if _uniform(*named.values()):
+        return
     tensors = {name: t for name, t in named.items() if t is not None}
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):

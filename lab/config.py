@@ -14,35 +14,53 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any  # noqa: UP035 - OmegaConf reads typing.Dict
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 SWEEPS_DIR = ROOT / "sweeps"
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
 BACKEND_CHOICES = ("auto", "torch", "triton")
+SCHEDULES = ("cosine", "wsd", "constant")
+COOLDOWN_SHAPES = ("linear", "cosine", "sqrt")
 
 
 @dataclass
 class ModelConfig:
-    """A GPT-style decoder: pre-norm blocks of attention and MLP, learned positions."""
+    """A GPT-style decoder: pre-norm blocks of attention and MLP."""
 
     name: str = "custom"
     n_layer: int = 2
     n_head: int = 2
     d_model: int = 64
-    d_ff: int = 0  # 0 means 4 * d_model
-    context: int = 128  # positions in the table, and the training window length
+    d_ff: int = 0  # 0: 4·d_model (swiglu: 8/3·d_model, rounded up to a multiple of 8)
+    context: int = 128  # the training window length
+    max_positions: int = 0  # rows of the learned position table; 0: = context
     vocab_size: int = 0  # 0 means the tokenizer's vocabulary size
-    dropout: float = 0.0
-    activation: str = "gelu"
+    dropout: float = 0.0  # on the residual branches
+    embd_dropout: float = 0.0  # on the embeddings
+    attn_dropout: float = 0.0  # on the attention probabilities
+    activation: str = "gelu"  # relu | gelu | gelu_tanh | swiglu
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    positions: str = "learned"  # learned | rope
+    rope_theta: float = 10000.0
     bias: bool = True
     tie_embeddings: bool = True
 
     @property
     def ff_dim(self) -> int:
-        return self.d_ff or 4 * self.d_model
+        if self.d_ff:
+            return self.d_ff
+        if self.activation == "swiglu":  # same parameters as a 4·d MLP with two matrices
+            return -(-8 * self.d_model // 3 // 8) * 8
+        return 4 * self.d_model
+
+    @property
+    def n_positions(self) -> int:
+        return self.max_positions or self.context
 
 
 @dataclass
@@ -54,16 +72,20 @@ class DataConfig:
     val_fraction: float = 0.1  # share of documents held out for validation
     tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
     budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
+    branches: list[int] = field(default_factory=list)  # WSD: also cool down at these D < tokens
     tokenizer: str = "bytes"
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup and cosine decay."""
+    """AdamW and its learning-rate schedule (see lab/schedule.py)."""
 
     lr: float = 3e-3
+    schedule: str = "cosine"  # cosine | wsd | constant
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     warmup_fraction: float = 0.05  # share of the steps spent warming up
+    cooldown_fraction: float = 0.2  # wsd: share of the steps spent cooling down
+    cooldown_shape: str = "sqrt"  # wsd: linear | cosine | sqrt
     weight_decay: float = 0.1  # on matrices only; not on norms, biases, embeddings
     beta1: float = 0.9
     beta2: float = 0.95
@@ -73,9 +95,14 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32  # sequences per step
-    eval_every: int = 0  # steps between evaluations; 0: about 5 per run
+    batch_size: int = 32  # sequences per optimizer step, over all processes
+    grad_accum: int = 1  # micro-batches per step (per process)
+    eval_every: int = 0  # steps between evaluations; 0: about 4 per run
     eval_batches: int = 8  # batches of held-out windows per evaluation
+    early_stop_patience: int = 0  # stop after this many evaluations without a better val loss
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at every evaluation
+    resume: bool = False  # continue from the run folder's checkpoint
+    compile: bool = False  # torch.compile the model
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # kernel backend for every op: auto | torch | triton
@@ -124,7 +151,12 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 # Fields that do not change what a run computes; left out of the config hash.
-_HASH_EXCLUDED = {("train", "skip_done"), ("train", "threads")}
+_HASH_EXCLUDED = {
+    ("train", "skip_done"),
+    ("train", "threads"),
+    ("train", "resume"),
+    ("train", "checkpoint_every"),
+}
 
 
 def config_hash(cfg: Config) -> str:
@@ -161,14 +193,50 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"model.vocab_size must be >= 0 (0: the tokenizer's), got {m.vocab_size}")
     if m.activation not in ACTIVATIONS:
         raise ValueError(f"model.activation must be one of {ACTIVATIONS}, got {m.activation!r}")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ValueError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.norm not in NORMS:
+        raise ValueError(f"model.norm must be one of {NORMS}, got {m.norm!r}")
+    if m.positions not in POSITIONS:
+        raise ValueError(f"model.positions must be one of {POSITIONS}, got {m.positions!r}")
+    if m.positions == "rope" and (m.d_model // m.n_head) % 2:
+        raise ValueError(
+            f"model.positions=rope needs an even head dim, got {m.d_model // m.n_head}"
+        )
+    for key in ("dropout", "embd_dropout", "attn_dropout"):
+        if not 0.0 <= getattr(m, key) < 1.0:
+            raise ValueError(f"model.{key} must be in [0, 1), got {getattr(m, key)}")
+    if m.max_positions and m.context > m.max_positions:
+        raise ValueError(
+            f"model.context={m.context} is larger than the positional table "
+            f"(model.max_positions={m.max_positions})"
+        )
     if d.budget is not None and not d.budget > 0:
         raise ValueError(f"data.budget must be > 0 FLOPs (or null), got {d.budget}")
     if not 0.0 < d.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     if d.tokenizer != "bytes":
         raise ValueError(f"data.tokenizer must be one of ('bytes',), got {d.tokenizer!r}")
+    if o.schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {o.schedule!r}")
+    if o.cooldown_shape not in COOLDOWN_SHAPES:
+        raise ValueError(
+            f"optim.cooldown_shape must be one of {COOLDOWN_SHAPES}, got {o.cooldown_shape!r}"
+        )
+    if not 0.0 < o.cooldown_fraction <= 1.0:
+        raise ValueError(f"optim.cooldown_fraction must be in (0, 1], got {o.cooldown_fraction}")
+    if d.branches:
+        if o.schedule != "wsd":
+            raise ValueError("data.branches (cooldown branches) need optim.schedule=wsd")
+        bad = [b for b in d.branches if not 0 < b < d.tokens]
+        if bad:
+            raise ValueError(
+                f"data.branches must lie between 0 and data.tokens={d.tokens}, got {bad}"
+            )
+    if t.grad_accum < 1 or t.batch_size % t.grad_accum:
+        raise ValueError(
+            f"train.grad_accum={t.grad_accum} must be >= 1 and divide train.batch_size={t.batch_size}"
+        )
+    if t.early_stop_patience < 0 or t.checkpoint_every < 0:
+        raise ValueError("train.early_stop_patience and train.checkpoint_every must be >= 0")
     if not o.lr > 0:
         raise ValueError(f"optim.lr must be > 0, got {o.lr}")
     if not 0.0 <= o.min_lr_ratio <= 1.0:

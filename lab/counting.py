@@ -1,10 +1,10 @@
 """Parameter and FLOP counting, in one place, under the usual conventions.
 
 Parameters (``param_counts``):
-- ``embedding``: the token table V·d, the position table T·d, and an untied output
-  head V·d (the vocabulary-sized matrices Kaplan et al. 2020 leave out of N).
-- ``non_embedding``: everything else, per layer 12·d² + 13·d with biases (d_ff = 4d):
-  Kaplan's N, whose laws are cleanest in it.
+- ``embedding``: the token table V·d, the learned position table T·d (none with RoPE), and
+  an untied output head V·d (the vocabulary-sized matrices Kaplan et al. 2020 leave out).
+- ``non_embedding``: everything else, per layer 12·d² + 13·d with biases, layer norm and
+  d_ff = 4d (SwiGLU: three d×d_ff matrices): Kaplan's N, whose laws are cleanest in it.
 - ``total``: all parameters, Chinchilla's N (Hoffmann et al. 2022 count embeddings).
 
 Training FLOPs per token (``flops_per_token``), forward + backward = 3 × forward:
@@ -25,14 +25,16 @@ FLOP_CONVENTIONS = ("6N", "6N_attn", "6N_attn_head")
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
     """Exact parameter counts of ``lab.model.GPT(cfg)``: total, non_embedding, embedding."""
-    d, L, V, T, ff = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.context, cfg.ff_dim
+    d, L, V, ff = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.ff_dim
     b = 1 if cfg.bias else 0
-    norm = d * (1 + b)  # weight (+ bias)
+    norm = d * (1 + (b if cfg.norm == "layernorm" else 0))  # weight (+ bias; RMSNorm has none)
     attn = (3 * d * d + 3 * d * b) + (d * d + d * b)  # qkv, output projection
-    mlp = (d * ff + ff * b) + (ff * d + d * b)  # up, down
+    up = 2 * ff if cfg.activation == "swiglu" else ff  # SwiGLU: gate and value
+    mlp = (d * up + up * b) + (ff * d + d * b)  # up, down
     per_layer = 2 * norm + attn + mlp
     non_embedding = L * per_layer + norm  # + the final norm
-    embedding = V * d + T * d + (0 if cfg.tie_embeddings else V * d)
+    positions = cfg.n_positions * d if cfg.positions == "learned" else 0  # RoPE has no table
+    embedding = V * d + positions + (0 if cfg.tie_embeddings else V * d)
     return {
         "total": non_embedding + embedding,
         "non_embedding": non_embedding,
@@ -57,3 +59,17 @@ def training_flops(cfg: ModelConfig, tokens: int) -> dict[str, float]:
 def budget_tokens(cfg: ModelConfig, budget: float) -> int:
     """D for a compute budget C under C = 6·N·D (N non-embedding): round(C / (6·N))."""
     return int(round(budget / (6 * param_counts(cfg)["non_embedding"])))
+
+
+# Dense bf16 peak FLOP/s by GPU name (MFU is measured against these).
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+def peak_flops(device) -> float | None:
+    """The device's dense bf16 peak (FLOP/s) when known; None on the CPU or an unknown GPU."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)

@@ -1,10 +1,15 @@
 """A GPT-style decoder built only from the ``kernels`` ops (after nanoGPT's model.py).
 
-token + learned position embedding → n_layer × [x + attn(ln(x)); x + mlp(ln(x))] → ln →
-linear head (tied to the token embedding by default). Every matmul, norm and attention
-goes through ``kernels.linear``, ``kernels.layer_norm`` and ``kernels.attention``, so
-switching the kernel backend swaps the whole model's compute. GPT-2 initialisation:
-N(0, 0.02) weights, residual projections scaled by 1/sqrt(2·n_layer).
+token embedding (+ learned positions) → n_layer × [x + attn(norm(x)); x + mlp(norm(x))] →
+norm → linear head (tied to the token embedding by default). Every matmul, norm and
+attention goes through ``kernels.linear``, ``kernels.layer_norm`` / ``kernels.rms_norm`` and
+``kernels.attention``, so switching the kernel backend swaps the whole model's compute.
+
+Knobs (``lab.config.ModelConfig``): activation relu | gelu | gelu_tanh | swiglu (Shazeer
+2020), norm layernorm | rmsnorm, positions learned | rope (Su et al. 2021, rotating half
+the head dim's pairs as GPT-NeoX does), dropout on embeddings, residual branches and
+attention probabilities, tied or untied head. GPT-2 initialisation: N(0, 0.02) weights,
+residual projections scaled by 1/sqrt(2·n_layer).
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ import torch.nn.functional as F
 
 import kernels
 from lab.config import ModelConfig
+
+
+def dropout(p: float) -> nn.Module:
+    """nn.Dropout, or nothing at all when p = 0 (a call saved per use on the hot path)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class Linear(nn.Module):
@@ -32,15 +42,34 @@ class Linear(nn.Module):
         return kernels.linear(x, self.weight, self.bias, self.activation)
 
 
-class LayerNorm(nn.Module):
-    def __init__(self, d: int, bias: bool = True, eps: float = 1e-5):
+class Norm(nn.Module):
+    """Layer norm (weight and bias) or RMSNorm (weight only) over the last dimension."""
+
+    def __init__(self, d: int, kind: str = "layernorm", bias: bool = True, eps: float = 1e-5):
         super().__init__()
+        self.kind = kind
         self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(d)) if bias and kind == "layernorm" else None
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rmsnorm":
+            return kernels.rms_norm(x, self.weight, self.eps)
         return kernels.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def rope_tables(n_positions: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, (n_positions, head_dim / 2), for rotary embeddings."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(n_positions, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (x₁, x₂) halves of the head dim by position. x: (B, H, T, D); cos, sin: (T, D/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,42 +79,58 @@ class CausalSelfAttention(nn.Module):
         self.qkv = Linear(cfg.d_model, 3 * cfg.d_model, cfg.bias)
         self.proj = Linear(cfg.d_model, cfg.d_model, cfg.bias)
         self.proj.residual = True
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = cfg.attn_dropout
+        self.resid_dropout = dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         # (B, nh, T, hs): views of the fused projection, no copy
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = kernels.attention(q, k, v, causal=True)  # (B, nh, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        p = self.attn_dropout if self.training else 0.0
+        y = kernels.attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y))
 
 
 class MLP(nn.Module):
+    """d → d_ff → d with the activation fused into the first linear; SwiGLU splits a
+    2·d_ff projection into a gate and a value: silu(gate) ⊙ value."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.fc = Linear(cfg.d_model, cfg.ff_dim, cfg.bias, activation=cfg.activation)
-        self.proj = Linear(cfg.ff_dim, cfg.d_model, cfg.bias)
+        self.swiglu = cfg.activation == "swiglu"
+        ff = cfg.ff_dim
+        if self.swiglu:
+            self.fc = Linear(cfg.d_model, 2 * ff, cfg.bias)
+        else:
+            self.fc = Linear(cfg.d_model, ff, cfg.bias, activation=cfg.activation)
+        self.proj = Linear(ff, cfg.d_model, cfg.bias)
         self.proj.residual = True
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.fc(x)))
+        h = self.fc(x)
+        if self.swiglu:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        return self.dropout(self.proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln1 = LayerNorm(cfg.d_model, cfg.bias)
+        self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = LayerNorm(cfg.d_model, cfg.bias)
+        self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope)
         return x + self.mlp(self.ln2(x))
 
 
@@ -98,10 +143,16 @@ class GPT(nn.Module):
             raise ValueError("model.vocab_size must be set (the tokenizer's vocabulary size)")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.context, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.wpe = (
+            nn.Embedding(cfg.n_positions, cfg.d_model) if cfg.positions == "learned" else None
+        )
+        if cfg.positions == "rope":
+            cos, sin = rope_tables(cfg.n_positions, cfg.d_model // cfg.n_head, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = dropout(cfg.embd_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = LayerNorm(cfg.d_model, cfg.bias)
+        self.ln_f = Norm(cfg.d_model, cfg.norm, cfg.bias)
         self.head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, False)
         self._init_weights()
 
@@ -117,15 +168,22 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx: (B, T) token ids, T <= context. Returns logits (B, T, vocab) and, with
-        targets (B, T; -1 = ignored), the mean cross-entropy in nats per token."""
+        """idx: (B, T) token ids, T <= the positional table. Returns logits (B, T, vocab)
+        and, with targets (B, T; -1 = ignored), the mean cross-entropy in nats per token."""
         B, T = idx.shape
-        if T > self.cfg.context:
-            raise ValueError(f"sequence length {T} exceeds model.context={self.cfg.context}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        if T > self.cfg.n_positions:
+            raise ValueError(
+                f"sequence length {T} exceeds the positional table of {self.cfg.n_positions}"
+            )
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.drop(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         x = self.ln_f(x)
         head_weight = self.wte.weight if self.head is None else self.head.weight
         logits = kernels.linear(x, head_weight)  # (B, T, vocab)

@@ -27,5 +27,8 @@ for op in layernorm gemm attention; do
   timeout 180 python3 -m kernels.bench "$op" --csv "$OUT/bench_$op.csv" \
     2>&1 | tee "$OUT/bench_$op.log" || status=1
 done
+# GPT-2 small training step: the lab on Triton kernels vs a torch.compile'd plain loop
+timeout 240 python3 -m lab.bench --gpt2 --backend triton --steps 10 --rounds 3 \
+  2>&1 | tee "$OUT/bench_gpt2.log" || status=1
 echo "gpu_check: exit $status; logs in $OUT"
 exit $status

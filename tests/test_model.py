@@ -76,5 +76,5 @@ def test_loss_falls_when_overfitting_one_batch():
 
 def test_sequence_longer_than_context_is_an_error():
     model = GPT(ModelConfig(n_layer=1, n_head=1, d_model=8, context=4, vocab_size=257))
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(ValueError, match="positional table"):
         model(torch.zeros(1, 5, dtype=torch.long))

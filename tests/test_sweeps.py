@@ -59,6 +59,10 @@ def test_each_sweep_expands_to_the_runs_it_promises():
     assert {c.data.budget for c in iso} == {3e11, 1e12, 3e12, 1e13}
     lr = configs("lr")
     assert len({(c.model.name, c.optim.lr) for c in lr}) == 20
+    wsd = configs("wsd")
+    assert [c.model.name for c in wsd] == ["nano", "micro", "tiny", "mini"]
+    assert all(c.optim.schedule == "wsd" and len(c.data.branches) == 3 for c in wsd)
+    assert all(max(c.data.branches) < c.data.tokens for c in wsd)
 
 
 def test_ladder_spans_two_decades_and_each_file_states_its_n():
@@ -180,3 +184,13 @@ def test_plan_prints_every_run_and_launches_nothing(tmp_path):
     assert len(rows) == 6 and all(("s " in row or "min " in row) for row in rows)
     assert "total: about" in lines[-1]
     assert not (tmp_path / "planned").exists() and not (tmp_path / "runs").exists()
+
+
+def test_wsd_sweep_records_every_branch_as_its_own_result(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = lab("lab-sweep", "wsd", *TINY, "model=nano", "optim.warmup_fraction=0",
+            "data.tokens=4000", "data.branches=[1000,2000]", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    table = pd.read_csv(sweep / "runs.csv")
+    assert sorted(table["tokens"]) == [1000, 2000, 4000] and set(table["status"]) == {"ok"}
+    assert table["run"].str.contains("branch_D=1000").sum() == 1

@@ -67,13 +67,20 @@ class ModelConfig:
 class DataConfig:
     """What the model reads and how much of it (the token budget D)."""
 
-    path: str | None = None  # a text file or folder; None: the embedded stdlib corpus
-    max_bytes: int = 4_000_000  # cap on the corpus read (bytes of text)
+    path: str | None = None  # file, folder, glob, .jsonl/.parquet, .bin; None: the stdlib corpus
+    max_bytes: int = 4_000_000  # cap on the text read (bytes); 0: no cap
     val_fraction: float = 0.1  # share of documents held out for validation
     tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
     budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
     branches: list[int] = field(default_factory=list)  # WSD: also cool down at these D < tokens
-    tokenizer: str = "bytes"
+    tokenizer: str = "bytes"  # bytes | bpe | path to a tokenizer.json
+    bpe_vocab_size: int = 4096  # tokenizer=bpe: vocabulary size to train
+    bpe_train_bytes: int = 50_000_000  # tokenizer=bpe: train on at most this much text
+    text_field: str = "text"  # JSONL / Parquet: the field holding the text
+    bin_dtype: str = "uint16"  # pre-tokenized .bin files: uint16 | uint32
+    cache_dir: str | None = (
+        None  # tokenized corpora and BPE tokenizers; None: $LAB_CACHE_DIR or ~/.cache
+    )
 
 
 @dataclass
@@ -179,7 +186,6 @@ def validate(cfg: Config) -> None:
         ("model.d_model", m.d_model),
         ("model.context", m.context),
         ("data.tokens", d.tokens),
-        ("data.max_bytes", d.max_bytes),
         ("train.batch_size", t.batch_size),
         ("train.eval_batches", t.eval_batches),
     ):
@@ -213,8 +219,18 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.budget must be > 0 FLOPs (or null), got {d.budget}")
     if not 0.0 < d.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
-    if d.tokenizer != "bytes":
-        raise ValueError(f"data.tokenizer must be one of ('bytes',), got {d.tokenizer!r}")
+    if d.tokenizer not in ("bytes", "bpe") and not d.tokenizer.endswith(".json"):
+        raise ValueError(
+            f"data.tokenizer must be 'bytes', 'bpe' or the path of a tokenizer.json, got {d.tokenizer!r}"
+        )
+    if d.max_bytes < 0:
+        raise ValueError(f"data.max_bytes must be >= 0 (0: no cap), got {d.max_bytes}")
+    if d.bpe_vocab_size < 257:
+        raise ValueError(
+            f"data.bpe_vocab_size must be >= 257 (bytes + end of document), got {d.bpe_vocab_size}"
+        )
+    if d.bin_dtype not in ("uint16", "uint32"):
+        raise ValueError(f"data.bin_dtype must be 'uint16' or 'uint32', got {d.bin_dtype!r}")
     if o.schedule not in SCHEDULES:
         raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {o.schedule!r}")
     if o.cooldown_shape not in COOLDOWN_SHAPES:

@@ -1,19 +1,28 @@
-"""Corpora, the byte tokenizer, the train/validation split and batches.
+"""Corpora as token streams on disk: split, hashed, tokenized once, memory-mapped.
 
-The embedded default corpus is text every Python installation carries: the standard
-library's ``.py`` files, taken in sorted path order up to a byte budget. A user's text
-file or folder (``data.path``) replaces it. Documents (files; for a single file, blocks of
-lines) go wholly to train or to validation by a hash of their name, so the split is
-stable across runs and machines and no document is on both sides. A content hash of
-what was read goes into every result record, so runs on different machines (different
-Python versions ship different standard libraries) can be told apart.
+``load_corpus(cfg)`` reads the documents of ``data.path`` (``lab.sources``) in two
+streaming passes and never holds the corpus in Python objects:
+
+1. hash: a SHA-256 of every document's name and bytes in order (the record's corpus hash,
+   so runs on different machines can be told apart: Python versions ship different standard
+   libraries) and the split: a document is held out for validation when a hash of its name
+   falls below ``data.val_fraction``, so no document is on both sides and the split is
+   stable across runs and corpus growth;
+2. tokenize into ``<cache>/corpora/<hash>-<tokenizer>-<val>/{train,val}.bin`` (uint16, or
+   uint32 past 65,536 tokens), each document followed by the end-of-document token, written
+   to a temporary folder and renamed into place. Later runs map the same files.
+
+Training windows are sampled from the memory maps (``random_batch``). The cache lives in
+``data.cache_dir``, else ``$LAB_CACHE_DIR``, else ``~/.cache/scaling-lab``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
-import sysconfig
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,28 +31,35 @@ import numpy as np
 import torch
 
 from lab.config import DataConfig
+from lab.sources import BinSource, TextSource, open_source
+from lab.tokenizer import ByteTokenizer, cached_bpe, load_tokenizer_file
 
-SINGLE_FILE_DOC_BYTES = 16_384  # a single text file is cut into documents of about this size
+log = logging.getLogger("lab.data")
+
+ENCODE_BATCH_BYTES = 8_000_000  # documents tokenized per batch (BPE runs a batch in parallel)
+HASH_CHUNK = 16 << 20
 
 
-class ByteTokenizer:
-    """UTF-8 bytes as tokens 0-255, plus 256 as the end-of-document token."""
+class IdTokenizer:
+    """Token ids as they are (pre-tokenized .bin corpora): no text to encode or decode."""
 
-    vocab_size = 257
-    eot = 256
-    name = "bytes"
+    name = "ids"
+    eot = None
 
-    def encode(self, data: bytes) -> np.ndarray:
-        return np.frombuffer(data, dtype=np.uint8).astype(np.uint16)
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.ident = f"ids{vocab_size}"
 
     def decode(self, ids) -> str:
-        raw = bytes(int(i) for i in ids if int(i) < 256)
-        return raw.decode("utf-8", errors="replace")
+        return " ".join(str(int(i)) for i in ids)
+
+    def to_payload(self) -> dict:
+        return {"kind": "ids", "vocab_size": self.vocab_size}
 
 
 @dataclass
 class Corpus:
-    """Token streams of the two splits (documents joined by the end-of-document token)."""
+    """Token streams of the two splits (memory maps), and what they were made from."""
 
     train: np.ndarray
     val: np.ndarray
@@ -52,101 +68,23 @@ class Corpus:
     n_bytes: int
     n_docs_train: int
     n_docs_val: int
+    tokenizer: object = field(default_factory=ByteTokenizer)
     skipped: list[str] = field(default_factory=list)
+    max_token_id: int | None = None
 
     def summary(self) -> dict:
         return {
-            "source": self.source,
-            "content_hash": self.content_hash,
-            "bytes": self.n_bytes,
-            "docs_train": self.n_docs_train,
-            "docs_val": self.n_docs_val,
-            "tokens_train": int(self.train.size),
-            "tokens_val": int(self.val.size),
-            "skipped_files": len(self.skipped),
-        }
+            "source": self.source, "content_hash": self.content_hash, "bytes": self.n_bytes,
+            "docs_train": self.n_docs_train, "docs_val": self.n_docs_val,
+            "tokens_train": int(self.train.size), "tokens_val": int(self.val.size),
+            "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
+            "skipped_files": len(self.skipped), "skipped_examples": self.skipped[:10],
+        }  # fmt: skip
 
 
-def _read_text(path: Path) -> bytes | None:
-    """The file's bytes if it is UTF-8 text, else None (binary or another encoding)."""
-    data = path.read_bytes()
-    if b"\x00" in data:
-        return None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return data
-
-
-def stdlib_files() -> list[Path]:
-    """The standard library's .py files in sorted relative-path order (no site-packages)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for folder, subdirs, names in os.walk(root):
-        subdirs[:] = [d for d in subdirs if d not in ("site-packages", "dist-packages")]
-        files += [Path(folder, n) for n in names if n.endswith(".py")]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _documents_from_files(
-    files: list[Path], root: Path, max_bytes: int
-) -> tuple[list[tuple[str, bytes]], list[str]]:
-    docs, skipped, total = [], [], 0
-    for path in files:
-        if total >= max_bytes:
-            break
-        data = _read_text(path)
-        name = path.relative_to(root).as_posix() if path != root else path.name
-        if data is None:
-            skipped.append(name)
-            continue
-        if not data.strip():
-            continue
-        data = data[: max_bytes - total]
-        docs.append((name, data))
-        total += len(data)
-    return docs, skipped
-
-
-def _split_single_file(name: str, data: bytes) -> list[tuple[str, bytes]]:
-    """Cut one file into documents of about SINGLE_FILE_DOC_BYTES at line ends."""
-    docs, start, i = [], 0, 0
-    while start < len(data):
-        end = data.find(b"\n", start + SINGLE_FILE_DOC_BYTES)
-        end = len(data) if end < 0 else end + 1
-        docs.append((f"{name}#{i}", data[start:end]))
-        start, i = end, i + 1
-    return docs
-
-
-def read_documents(cfg: DataConfig) -> tuple[list[tuple[str, bytes]], list[str], str]:
-    """(documents as (name, bytes), skipped file names, source description).
-
-    Raises FileNotFoundError for a data.path that does not exist and ValueError for a
-    corpus with no text in it."""
-    if cfg.path is None:
-        root = Path(sysconfig.get_paths()["stdlib"])
-        docs, skipped = _documents_from_files(stdlib_files(), root, cfg.max_bytes)
-        source = f"python-stdlib:{root}"
-    else:
-        path = Path(cfg.path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"data.path does not exist: {cfg.path}")
-        if path.is_dir():
-            files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.as_posix())
-            docs, skipped = _documents_from_files(files, path, cfg.max_bytes)
-        else:
-            docs, skipped = _documents_from_files([path], path, cfg.max_bytes)
-            docs = [d for name, data in docs for d in _split_single_file(name, data)]
-        source = str(path.resolve())
-    if not docs:
-        where = cfg.path or "the standard library"
-        raise ValueError(
-            f"data.path: no UTF-8 text found in {where}"
-            + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else "")
-        )
-    return docs, skipped, source
+def cache_root(cfg: DataConfig) -> Path:
+    root = cfg.cache_dir or os.environ.get("LAB_CACHE_DIR") or "~/.cache/scaling-lab"
+    return Path(root).expanduser()
 
 
 def is_validation(name: str, val_fraction: float) -> bool:
@@ -155,43 +93,150 @@ def is_validation(name: str, val_fraction: float) -> bool:
     return zlib.crc32(name.encode()) % 10_000 < val_fraction * 10_000
 
 
-def _join(docs: list[bytes], tokenizer: ByteTokenizer) -> np.ndarray:
-    parts = []
-    for data in docs:
-        parts.append(tokenizer.encode(data))
-        parts.append(np.array([tokenizer.eot], dtype=np.uint16))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+def read_documents(cfg: DataConfig) -> tuple[list[tuple[str, bytes]], list[str], str]:
+    """Every document in memory, (name, bytes): for small corpora and tests only."""
+    src = _text_source(cfg)
+    docs = list(src.documents())
+    return docs, src.skipped, src.description
 
 
-def load_corpus(
-    cfg: DataConfig, context: int | None = None, tokenizer: ByteTokenizer | None = None
-) -> Corpus:
-    """Read, hash, split and tokenize the corpus that ``cfg`` names.
+def _text_source(cfg: DataConfig) -> TextSource:
+    src = open_source(cfg.path, cfg.max_bytes, cfg.text_field)
+    if isinstance(src, BinSource):
+        raise ValueError(f"data.path {cfg.path} holds pre-tokenized .bin files, not text")
+    return src
 
-    Raises FileNotFoundError (missing data.path) or ValueError (no text, or, when
-    ``context`` is given, a split too short for one window: see ``require_context``)."""
-    tokenizer = tokenizer or ByteTokenizer()
-    docs, skipped, source = read_documents(cfg)
-    digest = hashlib.sha256()
-    for name, data in docs:
-        digest.update(name.encode() + b"\0" + data + b"\0")
-    val = [data for name, data in docs if is_validation(name, cfg.val_fraction)]
-    train = [data for name, data in docs if not is_validation(name, cfg.val_fraction)]
-    if not val and len(train) > 1:  # a tiny corpus: hold out its last document
-        val = [train.pop()]
-    corpus = Corpus(
-        train=_join(train, tokenizer),
-        val=_join(val, tokenizer),
-        content_hash=digest.hexdigest()[:16],
-        source=source,
-        n_bytes=sum(len(d) for _, d in docs),
-        n_docs_train=len(train),
-        n_docs_val=len(val),
-        skipped=skipped,
-    )
+
+def load_corpus(cfg: DataConfig, context: int | None = None) -> Corpus:
+    """Read, hash, split, tokenize (once, cached) and map the corpus ``cfg`` names.
+
+    Raises FileNotFoundError (a missing data.path or tokenizer file) or ValueError (no text,
+    a bad file, or, with ``context``, a split too short for one window)."""
+    src = open_source(cfg.path, cfg.max_bytes, cfg.text_field)
+    corpus = _load_bin(src, cfg) if isinstance(src, BinSource) else _load_text(src, cfg)
+    if corpus.skipped:
+        shown = ", ".join(corpus.skipped[:5]) + (" ..." if len(corpus.skipped) > 5 else "")
+        log.warning(
+            "skipped %d binary or non-UTF-8 files or records: %s", len(corpus.skipped), shown
+        )
     if context is not None:
         require_context(corpus, context)
     return corpus
+
+
+def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
+    digest, names, n_bytes = hashlib.sha256(), [], 0
+    for name, data in src.documents():  # pass 1: hash and names
+        digest.update(name.encode() + b"\0" + data + b"\0")
+        names.append(name)
+        n_bytes += len(data)
+    skipped = list(src.skipped)
+    if not names:
+        where = cfg.path or "the standard library"
+        raise ValueError(f"data.path: no UTF-8 text found in {where}"
+                         + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else ""))  # fmt: skip
+    content_hash = digest.hexdigest()[:16]
+    val = {n for n in names if is_validation(n, cfg.val_fraction)}
+    if not val and len(names) > 1:  # a tiny corpus: hold out its last document
+        val = {names[-1]}
+    tokenizer = _tokenizer(cfg, src, content_hash, val)
+    folder = cache_root(cfg) / "corpora" / f"{content_hash}-{tokenizer.ident}-{cfg.val_fraction}"
+    if not (folder / "meta.json").exists():  # pass 2: tokenize into the cache
+        _build(src, tokenizer, val, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    return Corpus(
+        train=np.memmap(folder / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_train"],)),
+        val=np.memmap(folder / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_val"],)),
+        content_hash=content_hash, source=src.description, n_bytes=n_bytes,
+        n_docs_train=len(names) - len(val), n_docs_val=len(val), tokenizer=tokenizer, skipped=skipped,
+    )  # fmt: skip
+
+
+def _tokenizer(cfg: DataConfig, src: TextSource, content_hash: str, val: set[str]):
+    if cfg.tokenizer == "bytes":
+        return ByteTokenizer()
+    if cfg.tokenizer == "bpe":
+
+        def training_texts():  # the training split, up to bpe_train_bytes
+            total = 0
+            for name, data in src.documents():
+                if name in val:
+                    continue
+                if total >= cfg.bpe_train_bytes:
+                    return
+                total += len(data)
+                yield data.decode("utf-8")
+
+        return cached_bpe(cache_root(cfg), content_hash, cfg.bpe_vocab_size, training_texts())
+    return load_tokenizer_file(cfg.tokenizer)
+
+
+def _build(src: TextSource, tokenizer, val: set[str], folder: Path) -> None:
+    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    counts = {"train": 0, "val": 0}
+    eot = np.array([tokenizer.eot], dtype=dtype) if tokenizer.eot is not None else None
+    with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval:
+        batch, size = [], 0
+
+        def flush():
+            for (name, _), ids in zip(batch, tokenizer.encode_docs([d for _, d in batch])):
+                split = "val" if name in val else "train"
+                f = fval if split == "val" else ftrain
+                f.write(ids.astype(dtype, copy=False).tobytes())
+                counts[split] += ids.size
+                if eot is not None:
+                    f.write(eot.tobytes())
+                    counts[split] += 1
+
+        for name, data in src.documents():
+            batch.append((name, data))
+            size += len(data)
+            if size >= ENCODE_BATCH_BYTES:
+                flush()
+                batch, size = [], 0
+        flush()
+    meta = {"dtype": np.dtype(dtype).name, "tokens_train": counts["train"], "tokens_val": counts["val"],
+            "tokenizer": tokenizer.name}  # fmt: skip
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_hash(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _load_bin(src: BinSource, cfg: DataConfig) -> Corpus:
+    if cfg.bin_dtype not in ("uint16", "uint32"):
+        raise ValueError(f"data.bin_dtype must be 'uint16' or 'uint32', got {cfg.bin_dtype!r}")
+    tokens = np.memmap(src.train, dtype=cfg.bin_dtype, mode="r")
+    if src.val is not None:
+        train, val = tokens, np.memmap(src.val, dtype=cfg.bin_dtype, mode="r")
+    else:  # one token stream: hold out its last val_fraction
+        cut = int(tokens.size * (1 - cfg.val_fraction))
+        train, val = tokens[:cut], tokens[cut:]
+    if train.size == 0:
+        raise ValueError(f"data.path: {src.train} holds no tokens")
+    max_id = max(_max_id(train), _max_id(val) if val.size else 0)
+    files = [src.train] + ([src.val] if src.val is not None else [])
+    return Corpus(
+        train=train, val=val, content_hash=_file_hash(files), source=src.description,
+        n_bytes=sum(f.stat().st_size for f in files), n_docs_train=1, n_docs_val=1 if val.size else 0,
+        tokenizer=IdTokenizer(max_id + 1), max_token_id=max_id,
+    )  # fmt: skip
+
+
+def _max_id(tokens: np.ndarray, chunk: int = 1 << 26) -> int:
+    return int(max(tokens[i : i + chunk].max() for i in range(0, tokens.size, chunk)))
 
 
 def require_context(corpus: Corpus, context: int) -> None:
@@ -204,12 +249,12 @@ def require_context(corpus: Corpus, context: int) -> None:
             )
 
 
-def random_batch(
-    tokens: np.ndarray, batch_size: int, context: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(tokens: np.ndarray, batch_size: int, context: int, rng: np.random.Generator,
+                 pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """batch_size windows at random offsets: inputs and next-token targets, (B, T) int64."""
     starts = rng.integers(0, tokens.size - context, size=batch_size)
-    return _windows(tokens, starts, context)
+    x, y = _windows(tokens, starts, context)
+    return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
 
 def eval_windows(tokens: np.ndarray, n: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,5 +265,5 @@ def eval_windows(tokens: np.ndarray, n: int, context: int) -> tuple[torch.Tensor
 
 def _windows(tokens: np.ndarray, starts: np.ndarray, context: int):
     idx = starts[:, None] + np.arange(context + 1)[None, :]
-    w = torch.from_numpy(tokens[idx].astype(np.int64))
+    w = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
     return w[:, :-1], w[:, 1:]

@@ -17,20 +17,21 @@ import torch
 
 from lab.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from lab.config import ModelConfig
-from lab.data import ByteTokenizer
 from lab.model import GPT
+from lab.tokenizer import ByteTokenizer, from_payload
 
 
-def load_model(path: str | Path, device: str = "cpu") -> GPT:
-    """The model in a run folder's checkpoint (or a checkpoint file), in eval mode.
-
-    Raises FileNotFoundError for a missing checkpoint and ValueError for a foreign file."""
+def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
+    """The model in a run folder's checkpoint (or a checkpoint file), in eval mode, and its
+    tokenizer. Raises FileNotFoundError for a missing checkpoint and ValueError for a
+    foreign file."""
     path = Path(path)
     file = path / CHECKPOINT_NAME if path.is_dir() else path
     payload = load_checkpoint(file, map_location=device)
     model = GPT(ModelConfig(**payload["model_config"]))
     model.load_state_dict(payload["model"])
-    return model.to(device).eval()
+    tok = payload.get("tokenizer")
+    return model.to(device).eval(), from_payload(tok) if isinstance(tok, dict) else ByteTokenizer()
 
 
 @torch.no_grad()
@@ -69,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        model = load_model(args.checkpoint)
-        tok = ByteTokenizer()
+        model, tok = load_model(args.checkpoint)
+        if not hasattr(tok, "encode"):
+            raise ValueError(
+                "this model was trained on pre-tokenized ids: there is no text tokenizer"
+            )
         prompt = tok.encode(args.prompt.encode()).astype("int64")
         if prompt.size == 0:
             raise ValueError("--prompt must not be empty")

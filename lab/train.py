@@ -43,7 +43,7 @@ from lab.checkpoint import (
 )
 from lab.config import Config, DataConfig, config_hash, to_dict, validate
 from lab.counting import budget_tokens, flops_per_token, param_counts, peak_flops, training_flops
-from lab.data import ByteTokenizer, Corpus, eval_windows, load_corpus, random_batch, require_context
+from lab.data import Corpus, eval_windows, load_corpus, random_batch, require_context
 from lab.model import GPT, Norm
 from lab.records import METRICS_NAME, RECORD_NAME, git_commit, versions, write_json_atomic
 from lab.schedule import cooldown_start, lr_at, warmup_steps
@@ -55,7 +55,8 @@ _corpus_cache: dict[tuple, Corpus] = {}
 
 def cached_corpus(cfg: DataConfig, context: int) -> Corpus:
     """load_corpus, remembered within the process (a sweep reads its corpus once)."""
-    key = (cfg.path, cfg.max_bytes, cfg.val_fraction, cfg.tokenizer)
+    key = (cfg.path, cfg.max_bytes, cfg.val_fraction, cfg.tokenizer, cfg.bpe_vocab_size,
+           cfg.bpe_train_bytes, cfg.text_field, cfg.bin_dtype, cfg.cache_dir)  # fmt: skip
     if key not in _corpus_cache:
         _corpus_cache.clear()
         _corpus_cache[key] = load_corpus(cfg)
@@ -182,13 +183,17 @@ class Trainer:
         self.flops_per_token = flops_per_token(m)["6N_attn_head"]
         self.peak = peak_flops(device)
         self.state = LoopState()
+        self.data_seconds = 0.0  # time spent drawing batches, this session
 
     # -- one optimizer step -------------------------------------------------------------
     def train_step(self, n_tokens: int, lr: float) -> float:
         """One step on a global batch whose first ``n_tokens`` targets count (the last step
         of a run may be partial). Returns the batch's mean loss over the processes."""
         t = self.cfg.train
-        x, y = random_batch(self.corpus.train, t.batch_size, self.cfg.model.context, self.rng)
+        started = time.perf_counter()
+        x, y = random_batch(self.corpus.train, t.batch_size, self.cfg.model.context, self.rng,
+                            pin=self.device.type == "cuda")  # fmt: skip
+        self.data_seconds += time.perf_counter() - started
         if n_tokens < y.numel():
             y = y.clone()
             y.view(-1)[n_tokens:] = -1  # ignored: the run consumes exactly D tokens
@@ -203,7 +208,8 @@ class Trainer:
         for i, rows in enumerate(micro):
             sync = i == len(micro) - 1 or self.dist.world == 1
             ctx = contextlib.nullcontext() if sync else self.net.no_sync()
-            xb, yb = x[rows].to(self.device), y[rows].to(self.device)
+            xb = x[rows].to(self.device, non_blocking=True)
+            yb = y[rows].to(self.device, non_blocking=True)
             with ctx, self.autocast:
                 logits, _ = self.net(xb)
                 loss_sum = F.cross_entropy(
@@ -235,6 +241,7 @@ class Trainer:
         bar = _progress(steps, s.step) if self.dist.main else None
         status, message, stopped_early, evaluated_at = "ok", None, False, -1
         session_start, session_tokens = time.perf_counter(), 0
+        run_start, self.data_seconds = session_start, 0.0
         try:
             while s.step < steps:
                 if snapshots and s.step in snapshots:
@@ -294,6 +301,7 @@ class Trainer:
             "generalization_gap": s.val_loss - train_loss, "wall_time_s": s.elapsed,
             "tokens_per_s": tps, "stopped_early": stopped_early,
             "mfu": tps * self.flops_per_token / self.peak if tps and self.peak else None,
+            "data_wait_fraction": self.data_seconds / max(1e-9, time.perf_counter() - run_start),
         }  # fmt: skip
         if message:
             result["error"] = message
@@ -316,7 +324,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state), "rng": capture_rng(self.rng), "config_hash": self.key,
-            "model_config": asdict(self.cfg.model), "tokenizer": ByteTokenizer.name,
+            "model_config": asdict(self.cfg.model), "tokenizer": self.corpus.tokenizer.to_payload(),
         }  # fmt: skip
 
     def save(self) -> None:
@@ -370,9 +378,22 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         if resume_from["config_hash"] != key:
             raise ValueError(f"train.resume: the checkpoint in {out} belongs to another config")
     kernels.set_backend(cfg.train.backend, **cfg.train.backend_ops)
-    tokenizer = ByteTokenizer()
     corpus = cached_corpus(cfg.data, cfg.model.context)
-    if cfg.model.vocab_size and cfg.model.vocab_size < tokenizer.vocab_size:
+    tokenizer = corpus.tokenizer
+    if (
+        corpus.max_token_id is not None
+        and cfg.model.vocab_size
+        and corpus.max_token_id >= cfg.model.vocab_size
+    ):
+        raise ValueError(
+            f"data.path: token ids in {corpus.source} reach {corpus.max_token_id}, beyond "
+            f"model.vocab_size={cfg.model.vocab_size}"
+        )
+    if (
+        cfg.model.vocab_size
+        and cfg.model.vocab_size < tokenizer.vocab_size
+        and corpus.max_token_id is None
+    ):
         raise ValueError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
             f"{tokenizer.vocab_size}; set it to 0 to take the tokenizer's"

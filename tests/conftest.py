@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+# tokenized corpora and BPE tokenizers of this test session, apart from the user's cache
+os.environ.setdefault("LAB_CACHE_DIR", tempfile.mkdtemp(prefix="lab-test-cache-"))
 if not torch.cuda.is_available():
     # Triton kernels run on the CPU through Triton's interpreter; it must be chosen before
     # any kernel module is imported (the @triton.jit decorator reads it).

@@ -1,0 +1,195 @@
+"""Where text comes from: documents streamed from the embedded default corpus or a user's
+files, never loaded whole.
+
+``data.path`` may be:
+- nothing: the Python standard library's ``.py`` files (sorted paths), the default corpus;
+- a text file (cut into documents of about 16 KB at line ends), a folder (every file a
+  document), or a glob (``'~/books/*.txt'``);
+- ``.jsonl`` / ``.ndjson`` or ``.parquet`` files (or folders or globs of them): one document
+  per record, its text in ``data.text_field``;
+- pre-tokenized ``.bin`` token files in nanoGPT's layout (a folder with ``train.bin`` and
+  ``val.bin``, or one ``.bin`` file), read through a memory map (see ``lab.data``).
+
+Binary and non-UTF-8 files, and JSONL lines that are not JSON objects with a text field, are
+skipped and counted. ``data.max_bytes`` caps the text read (0: no cap).
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+SINGLE_FILE_DOC_BYTES = 16_384
+RECORD_SUFFIXES = {".jsonl", ".ndjson", ".parquet"}
+BATCH_ROWS = 4096
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's .py files in sorted relative-path order (no site-packages)."""
+    root = stdlib_root()
+    files = []
+    for folder, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in ("site-packages", "dist-packages")]
+        files += [Path(folder, n) for n in names if n.endswith(".py")]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _is_text(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class TextSource:
+    """Documents from files: each text file whole (or cut, for a single file), each record of
+    a JSONL / Parquet file. ``documents()`` can be iterated more than once."""
+
+    def __init__(self, files: list[Path], root: Path, description: str, max_bytes: int,
+                 text_field: str = "text", split_single: bool = False):  # fmt: skip
+        self.files, self.root, self.description = files, root, description
+        self.max_bytes, self.text_field, self.split_single = max_bytes, text_field, split_single
+        self.skipped: list[str] = []
+
+    def _name(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix() if path != self.root else path.name
+
+    def documents(self) -> Iterator[tuple[str, bytes]]:
+        """(name, UTF-8 bytes) for every document, in a fixed order, up to max_bytes."""
+        self.skipped = []
+        total = 0
+        for path in self.files:
+            for name, data in self._file_documents(path):
+                if self.max_bytes and total >= self.max_bytes:
+                    return
+                if self.max_bytes:
+                    data = data[: self.max_bytes - total]
+                total += len(data)
+                yield name, data
+
+    def _file_documents(self, path: Path) -> Iterator[tuple[str, bytes]]:
+        suffix = path.suffix.lower()
+        name = self._name(path)
+        if suffix in (".jsonl", ".ndjson"):
+            yield from self._jsonl(path, name)
+        elif suffix == ".parquet":
+            yield from self._parquet(path, name)
+        else:
+            data = path.read_bytes()
+            if not _is_text(data):
+                self.skipped.append(name)
+            elif data.strip():
+                yield from (_cut(name, data) if self.split_single else [(name, data)])
+
+    def _jsonl(self, path: Path, name: str) -> Iterator[tuple[str, bytes]]:
+        with open(path, "rb") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    self.skipped.append(f"{name}#L{i + 1}")
+                    continue
+                if not isinstance(record, dict) or self.text_field not in record:
+                    if i == 0:
+                        raise ValueError(
+                            f"data.text_field: {self.text_field!r} is not a field of the records in {path}"
+                        )
+                    self.skipped.append(f"{name}#L{i + 1}")
+                    continue
+                text = record[self.text_field]
+                if isinstance(text, str) and text.strip():
+                    yield f"{name}#L{i + 1}", text.encode("utf-8")
+
+    def _parquet(self, path: Path, name: str) -> Iterator[tuple[str, bytes]]:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        if self.text_field not in pf.schema_arrow.names:
+            raise ValueError(
+                f"data.text_field: {self.text_field!r} is not a column of {path} "
+                f"(columns: {pf.schema_arrow.names})"
+            )
+        row = 0
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[self.text_field]):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if isinstance(text, str) and text.strip():
+                    yield f"{name}#R{row}", text.encode("utf-8")
+
+
+def _cut(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
+    """Cut one file into documents of about SINGLE_FILE_DOC_BYTES at line ends."""
+    start, i = 0, 0
+    while start < len(data):
+        end = data.find(b"\n", start + SINGLE_FILE_DOC_BYTES)
+        end = len(data) if end < 0 else end + 1
+        yield f"{name}#{i}", data[start:end]
+        start, i = end, i + 1
+
+
+class BinSource:
+    """Pre-tokenized token ids (nanoGPT's layout): train.bin and val.bin, or one file whose
+    last val_fraction of tokens is held out (a token stream has no documents to split)."""
+
+    def __init__(self, train: Path, val: Path | None, description: str):
+        self.train, self.val, self.description = train, val, description
+        self.skipped: list[str] = []
+
+
+def open_source(path: str | None, max_bytes: int, text_field: str = "text"):
+    """The source ``data.path`` names. Raises FileNotFoundError for a path (or a glob) that
+    matches nothing."""
+    if path is None:
+        root = stdlib_root()
+        return TextSource(stdlib_files(), root, f"python-stdlib:{root}", max_bytes)
+    expanded = os.path.expanduser(path)
+    if any(c in expanded for c in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(expanded, recursive=True) if Path(p).is_file())
+        if not files:
+            raise FileNotFoundError(f"data.path: the glob {path!r} matches no file")
+        if all(f.suffix == ".bin" for f in files):
+            return _bin_source(files)
+        root = Path(os.path.commonpath([str(f.parent) for f in files]))
+        return TextSource(files, root, f"glob:{expanded}", max_bytes, text_field)
+    p = Path(expanded)
+    if not p.exists():
+        raise FileNotFoundError(f"data.path does not exist: {path}")
+    if p.is_dir():
+        if (p / "train.bin").exists():
+            return BinSource(
+                p / "train.bin",
+                p / "val.bin" if (p / "val.bin").exists() else None,
+                str(p.resolve()),
+            )
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.as_posix())
+        return TextSource(files, p, str(p.resolve()), max_bytes, text_field)
+    if p.suffix == ".bin":
+        return _bin_source([p])
+    single_text = p.suffix.lower() not in RECORD_SUFFIXES
+    return TextSource([p], p, str(p.resolve()), max_bytes, text_field, split_single=single_text)
+
+
+def _bin_source(files: list[Path]) -> BinSource:
+    names = {f.name: f for f in files}
+    if "train.bin" in names:
+        return BinSource(
+            names["train.bin"], names.get("val.bin"), str(names["train.bin"].parent.resolve())
+        )
+    if len(files) > 1:
+        raise ValueError(
+            f"data.path: several .bin files and no train.bin among them: {[f.name for f in files]}"
+        )
+    return BinSource(files[0], None, str(files[0].resolve()))

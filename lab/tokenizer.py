@@ -1,0 +1,127 @@
+"""Tokenizers: bytes (default), BPE trained locally with Hugging Face ``tokenizers``, or a
+``tokenizer.json`` the user brings. Nothing is downloaded.
+
+A trained BPE tokenizer is cached as ``<cache>/tokenizers/bpe-<corpus hash>-<vocab>.json``,
+so every run on the same corpus with the same vocabulary size shares it. Byte-level BPE
+(as GPT-2): any UTF-8 text encodes, and one special token, ``<|endoftext|>``, separates
+documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+EOT_TEXT = "<|endoftext|>"
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0-255, plus 256 as the end-of-document token."""
+
+    vocab_size = 257
+    eot = 256
+    name = "bytes"
+    ident = "bytes"
+
+    def encode_docs(self, docs: list[bytes]) -> list[np.ndarray]:
+        return [np.frombuffer(d, dtype=np.uint8).astype(np.uint16) for d in docs]
+
+    def encode(self, data: bytes) -> np.ndarray:
+        return self.encode_docs([data])[0]
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+    def to_payload(self) -> dict:
+        return {"kind": "bytes"}
+
+
+class HFTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer (BPE trained here, or a user's JSON)."""
+
+    def __init__(self, tok, name: str):
+        self.tok = tok
+        self.name = name
+        self.vocab_size = tok.get_vocab_size()
+        eot = tok.token_to_id(EOT_TEXT)
+        self.eot = eot if eot is not None else None
+        self.ident = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+
+    def encode_docs(self, docs: list[bytes]) -> list[np.ndarray]:
+        texts = [d.decode("utf-8") for d in docs]
+        enc = (
+            self.tok.encode_batch_fast(texts)
+            if hasattr(self.tok, "encode_batch_fast")
+            else self.tok.encode_batch(texts)
+        )
+        dtype = np.uint16 if self.vocab_size <= 65536 else np.uint32
+        return [np.asarray(e.ids, dtype=dtype) for e in enc]
+
+    def encode(self, data: bytes) -> np.ndarray:
+        return self.encode_docs([data])[0]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def to_payload(self) -> dict:
+        return {"kind": "json", "json": self.tok.to_str(), "name": self.name}
+
+
+def from_payload(payload: dict):
+    """The tokenizer a checkpoint saved (see ``to_payload``)."""
+    if payload.get("kind") == "json":
+        from tokenizers import Tokenizer
+
+        return HFTokenizer(Tokenizer.from_str(payload["json"]), payload.get("name", "json"))
+    return ByteTokenizer()
+
+
+def load_tokenizer_file(path: str | Path) -> HFTokenizer:
+    """A user's ``tokenizer.json``. Raises FileNotFoundError or ValueError (unreadable)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data.tokenizer: no such tokenizer file: {path}")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise ValueError(f"data.tokenizer: {path} is not a tokenizers JSON file: {e}") from e
+    return HFTokenizer(tok, f"file:{path.name}")
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int):
+    """Train a byte-level BPE on ``texts`` (a ``tokenizers.Tokenizer``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOT_TEXT], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def cached_bpe(
+    cache_dir: Path, corpus_hash: str, vocab_size: int, texts: Iterator[str]
+) -> HFTokenizer:
+    """The BPE tokenizer for this corpus and vocabulary size, trained on ``texts`` on first
+    use and read from the cache afterwards."""
+    from tokenizers import Tokenizer
+
+    path = cache_dir / "tokenizers" / f"bpe-{corpus_hash}-{vocab_size}.json"
+    if path.exists():
+        return HFTokenizer(Tokenizer.from_file(str(path)), f"bpe{vocab_size}")
+    tok = train_bpe(texts, vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return HFTokenizer(tok, f"bpe{vocab_size}")

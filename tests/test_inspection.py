@@ -1,0 +1,107 @@
+"""lab-inspect on tiny models trained in the test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.inspection import Run, main, probe_run, trace
+from lab.train import train
+
+
+def _train(path, d_model=32, steps=300):
+    cfg = Config(
+        model=ModelConfig(name=f"d{d_model}", n_layer=2, n_head=2, d_model=d_model, context=64),
+        data=DataConfig(max_bytes=400_000, tokens=16 * 64 * steps),
+        optim=OptimConfig(lr=3e-3),
+        train=TrainConfig(batch_size=16, eval_batches=2, device="cpu"),
+    )
+    train(cfg, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("inspect") / "run")
+
+
+def test_attention_maps_are_distributions_that_reproduce_the_model(run_dir):
+    run = Run(run_dir)
+    ids = run.encode("def f(x):\n    return [x, (1, 2)]\n")
+    t = trace(run.model, ids)
+    assert len(t["maps"]) == 2 and t["maps"][0].shape == (1, 2, ids.shape[1], ids.shape[1])
+    for p in t["maps"]:
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+        assert torch.all(p.triu(diagonal=1) == 0)  # causal
+    assert t["max_attention_error"] < 1e-5
+    with torch.no_grad():
+        logits, _ = run.model(ids)
+        final = run.model.ln_f(t["hidden"][-1])
+    torch.testing.assert_close(final @ run.model.wte.weight.t(), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_probe_for_a_property_the_model_uses_beats_its_control(run_dir):
+    results = probe_run(Run(run_dir), ["indent"], windows=16)
+    best = max(results["indent"], key=lambda r: r["selectivity"])
+    assert best["accuracy"] > best["control"] + 0.1
+    assert best["accuracy"] > best["majority"] + 0.1
+
+
+def test_each_command_writes_its_figure(run_dir, tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["attention", str(run_dir), "--text", "import os\n", "--out", str(out)]) == 0
+    assert "entropy" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "probe",
+                str(run_dir),
+                "--probe",
+                "indent",
+                "in_string",
+                "--windows",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert main(["tokens", str(run_dir), "--out", str(out)]) == 0
+    for name in ("attention.png", "probes.png", "tokens.png", "tokens.html"):
+        assert (out / name).stat().st_size > 1000, name
+    probes = json.loads((out / "probes.json").read_text())
+    assert set(probes) == {"indent", "in_string"} and len(probes["indent"]) == 3
+
+
+def test_sweep_summary_against_n(tmp_path, run_dir, capsys):
+    sweep = tmp_path / "sweep"
+    _train(sweep / "small", d_model=16, steps=100)
+    _train(sweep / "large", d_model=48, steps=100)
+    assert main(["sweep", str(sweep)]) == 0
+    rows = json.loads((sweep / "inspect" / "inspect_sweep.json").read_text())
+    assert sorted(r["run"] for r in rows) == ["large", "small"]
+    assert all({"N", "loss", "attention_entropy", "selectivity_indent"} <= set(r) for r in rows)
+    assert (sweep / "inspect" / "inspect_sweep.png").stat().st_size > 10_000
+
+
+def test_bad_input_is_a_clear_error(run_dir, tmp_path, capsys):
+    assert main(["attention", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    torch.save({"w": torch.zeros(2)}, tmp_path / "foreign.pt")
+    assert main(["tokens", str(tmp_path / "foreign.pt")]) == 2
+    assert "not a checkpoint of this lab" in capsys.readouterr().err
+    assert main(["attention", str(run_dir), "--layer", "2"]) == 2
+    assert "layer index 2 out of range: the model has 2 layers" in capsys.readouterr().err
+    assert main(["probe", str(run_dir), "--probe", "sentiment"]) == 2
+    assert "unknown probe 'sentiment'" in capsys.readouterr().err
+
+
+def test_text_longer_than_the_context_is_truncated_with_a_warning(run_dir):
+    run = Run(run_dir)
+    with pytest.warns(UserWarning, match="truncated to the model's 64"):
+        ids = run.encode("x = 1\n" * 40)
+    assert ids.shape == (1, 64)

@@ -59,7 +59,8 @@ class PlainGPT(nn.Module):
         return F.linear(self.ln_f(x), self.wte.weight)
 
 
-def _timed(fn, steps: int, device) -> float:
+def timed(fn, steps: int, device) -> float:
+    """Seconds per call of fn over ``steps`` calls (synchronising a GPU around them)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -108,8 +109,8 @@ def compare(cfg: Config, steps: int, rounds: int, compile_plain: bool = False) -
             fn()
     lab_t, plain_t = [], []
     for _ in range(rounds):
-        lab_t.append(_timed(lab_step, steps, device))
-        plain_t.append(_timed(plain_step, steps, device))
+        lab_t.append(timed(lab_step, steps, device))
+        plain_t.append(timed(plain_step, steps, device))
     lab_s, plain_s = statistics.median(lab_t), statistics.median(plain_t)
     # each round's pair was timed back to back: the median of their ratios resists drift
     ratio = statistics.median(p / q for p, q in zip(plain_t, lab_t))

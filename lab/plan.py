@@ -9,12 +9,12 @@ written and no run starts.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 
 import torch
 
 import kernels
+from lab.bench import timed
 from lab.config import Config
 from lab.counting import budget_tokens, param_counts, training_flops
 from lab.model import GPT
@@ -46,15 +46,8 @@ def measure_tokens_per_second(cfg: Config, steps: int = PROBE_STEPS) -> float:
             opt.step()
 
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-    return steps * shape[0] * shape[1] / elapsed
+        seconds_per_step = timed(step, steps, device)
+    return shape[0] * shape[1] / seconds_per_step
 
 
 def plan(name: str, overrides: list[str] | None = None, probe: bool = True) -> list[dict]:

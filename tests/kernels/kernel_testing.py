@@ -57,3 +57,22 @@ def metrics(run_dir) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_trains_like_torch(tmp_path, steps: int = 4, **backend_ops: str) -> None:
+    """Train the demo-shaped model for a few steps on the torch backend and with
+    ``backend_ops`` (e.g. linear="triton"): the loss curves agree to fp32 tolerance on the
+    CPU (bf16 autocast on a GPU)."""
+    from lab.train import train
+
+    ref = train(demo_config(tokens=64 * steps), tmp_path / "torch")
+    run = train(demo_config(tokens=64 * steps, **backend_ops), tmp_path / "triton")
+    for op, backend in backend_ops.items():
+        assert run["backends"][op] == backend
+    a, b = metrics(tmp_path / "torch"), metrics(tmp_path / "triton")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, steps + 1))
+    tol = 1e-5 if not ON_GPU else 1e-2
+    for ra, rb in zip(a, b):
+        assert abs(ra["train_loss"] - rb["train_loss"]) < tol
+        assert abs(ra["val_loss"] - rb["val_loss"]) < tol
+    assert abs(ref["val_loss"] - run["val_loss"]) < tol

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_testing import ON_GPU, assert_close, demo_config, metrics, randn
+from kernel_testing import (
+    ON_GPU,
+    assert_close,
+    assert_trains_like_torch,
+    demo_config,
+    randn,
+)
 
 import kernels
 from kernels import flash_attention, reference
@@ -113,16 +119,7 @@ def test_mixed_dtypes_or_devices_raise_value_error():
 
 
 def test_demo_model_trains_to_the_same_losses_with_triton_attention(tmp_path):
-    torch_run = train(demo_config(tokens=64 * 4), tmp_path / "torch")
-    triton_run = train(demo_config(tokens=64 * 4, attention="triton"), tmp_path / "triton")
-    assert triton_run["backends"]["attention"] == "triton"
-    a, b = metrics(tmp_path / "torch"), metrics(tmp_path / "triton")
-    assert len(a) == len(b) == 4
-    tol = 1e-5 if not ON_GPU else 1e-2
-    for ra, rb in zip(a, b):
-        assert abs(ra["train_loss"] - rb["train_loss"]) < tol
-        assert abs(ra["val_loss"] - rb["val_loss"]) < tol
-    assert abs(torch_run["val_loss"] - triton_run["val_loss"]) < tol
+    assert_trains_like_torch(tmp_path, attention="triton")
 
 
 def test_whole_model_on_triton_kernels_matches_torch(tmp_path):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_testing import ON_GPU, assert_close, demo_config, metrics, randn
+from kernel_testing import (
+    ON_GPU,
+    assert_close,
+    assert_trains_like_torch,
+    randn,
+)
 
 import kernels
 from kernels import gemm, reference
-from lab.train import train
 
 ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
 # bf16 tl.dot is wrong under the CPU interpreter (triton-lang/triton#11584): GPU only
@@ -84,13 +88,4 @@ def test_bad_input_raises_value_error_naming_it(args, message):
 
 
 def test_demo_model_trains_to_the_same_losses_with_triton_linear(tmp_path):
-    torch_run = train(demo_config(tokens=64 * 4), tmp_path / "torch")
-    triton_run = train(demo_config(tokens=64 * 4, linear="triton"), tmp_path / "triton")
-    assert triton_run["backends"]["linear"] == "triton"
-    a, b = metrics(tmp_path / "torch"), metrics(tmp_path / "triton")
-    assert len(a) == len(b) == 4
-    tol = 1e-5 if not ON_GPU else 1e-2
-    for ra, rb in zip(a, b):
-        assert abs(ra["train_loss"] - rb["train_loss"]) < tol
-        assert abs(ra["val_loss"] - rb["val_loss"]) < tol
-    assert abs(torch_run["val_loss"] - triton_run["val_loss"]) < tol
+    assert_trains_like_torch(tmp_path, linear="triton")

@@ -27,7 +27,15 @@ import pandas as pd
 
 from analysis import plot
 from analysis.laws import LAWS
-from analysis.load import C_CONVENTIONS, LOSSES, N_CONVENTIONS, format_si, load_runs, read_records
+from analysis.load import (
+    C_CONVENTIONS,
+    LOSSES,
+    N_CONVENTIONS,
+    format_si,
+    format_value,
+    load_runs,
+    read_records,
+)
 from analysis.report import write_report
 from analysis.study import Study, analyze
 
@@ -44,14 +52,10 @@ def runs_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: float) -> str:
-    return format_si(v) if abs(v) >= 1e4 else f"{v:.4g}"
-
-
 def _with_interval(p: dict) -> str:
     if np.isfinite(p["low"]):
-        return f"{_fmt(p['value'])} [{_fmt(p['low'])}, {_fmt(p['high'])}]"
-    return _fmt(p["value"])
+        return f"{format_value(p['value'])} [{format_value(p['low'])}, {format_value(p['high'])}]"
+    return format_value(p["value"])
 
 
 def summary(study: Study) -> str:

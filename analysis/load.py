@@ -169,3 +169,8 @@ def format_si(x: float) -> str:
         if abs(x) >= scale * (1 - 1e-9):
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
+
+
+def format_value(x: float) -> str:
+    """A fitted quantity for tables: 1.23M for large values, 4 significant digits otherwise."""
+    return format_si(x) if abs(x) >= 1e4 else f"{x:.4g}"

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.load import format_si
+from analysis.load import format_si, format_value
 
 
 def _cell(p: dict) -> str:
-    def f(v):
-        return format_si(v) if abs(v) >= 1e4 else f"{v:.4g}"
-
+    f = format_value
     if np.isfinite(p.get("low", np.nan)):
         return f"{f(p['value'])} ({f(p['low'])} – {f(p['high'])})"
     return f(p["value"])

@@ -21,6 +21,7 @@ agree with lives in ``kernels.reference``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 from collections.abc import Iterator
@@ -118,7 +119,13 @@ def backend_for(op: str, device: torch.device | str) -> str:
 
 
 def _triton_op(op: str):
-    module, name = TRITON_KERNELS[op].split(":")
+    return _resolve(TRITON_KERNELS[op])
+
+
+@functools.cache
+def _resolve(spec: str):
+    """ "module:function" → the function, imported once (this sits on every op call)."""
+    module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
 
 

@@ -494,7 +494,8 @@ def _run_branch(trainer: Trainer, cfg: Config, parent: dict, d: int, branch: dic
     out.mkdir(exist_ok=True)
     main_state = copy.deepcopy(trainer.payload())
     trainer.load({**branch["snapshot"], "model_config": None})
-    (out / METRICS_NAME).write_text("") if trainer.dist.main else None
+    if trainer.dist.main:
+        (out / METRICS_NAME).write_text("")
     result = trainer.run(d, lambda s: lr_at(s, trainer.total_steps, cfg.optim, warmup=trainer.warmup,
                                             cooldown_end=branch["steps"]),
                          metrics_path=out / METRICS_NAME, checkpoints=False)  # fmt: skip

@@ -1,6 +1,6 @@
 """The ops the model is built from, each dispatched to a backend.
 
-    attention(q, k, v, causal=True, sm_scale=None)   q, k, v: (B, H, T, D)
+    attention(q, k, v, causal=True, sm_scale=None, dropout_p=0.0)   q, k, v: (B, H, T, D)
     layer_norm(x, weight, bias, eps=1e-5)            x: (..., N)
     rms_norm(x, weight, eps=1e-5)                    x: (..., N)
     linear(x, weight, bias=None, activation=None)    x: (..., K), weight: (N, K)
@@ -146,21 +146,18 @@ def attention(
     """Scaled dot-product attention. q: (B, H, T, D); k, v: (B, Hkv, T, D), Hkv dividing H.
 
     ``sm_scale`` defaults to 1/sqrt(D); ``causal`` masks future keys; ``dropout_p`` drops
-    attention probabilities (the Triton kernel has no dropout: "auto" then takes torch, and
-    an explicit "triton" is an error). Returns (B, H, T, D). Raises ValueError on shapes
-    that disagree, mixed dtypes or devices."""
+    attention probabilities, from PyTorch's generator on either backend (so
+    ``torch.manual_seed`` makes it reproducible, though the two backends draw different
+    masks). Returns (B, H, T, D). Raises ValueError on shapes that disagree, mixed dtypes
+    or devices, or dropout_p outside [0, 1)."""
     cast = _autocast_dtype(q.device)
     if cast is not None:
         q, k, v = q.to(cast), k.to(cast), v.to(cast)
     check_attention(q, k, v, sm_scale)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     if backend_for("attention", q.device) == "triton":
-        if dropout_p == 0.0:
-            return _triton_op("attention")(q, k, v, causal, sm_scale)
-        if _backend["attention"] == "triton":
-            raise ValueError(
-                "attention: the triton kernel has no attention dropout; set "
-                "model.attn_dropout=0 or the attention backend to torch or auto"
-            )
+        return _triton_op("attention")(q, k, v, causal, sm_scale, dropout_p)
     gqa = k.shape[1] != q.shape[1]
     return F.scaled_dot_product_attention(
         q, k, v, is_causal=causal, scale=sm_scale, dropout_p=dropout_p, enable_gqa=gqa

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -180,20 +181,25 @@ def _bench_attention_shape(D, T, causal, dtype, device, ms, tokens, width) -> li
     )
     do = torch.randn(B, H, T, D, device=device, dtype=dtype)
     fwd_flops = 4.0 * B * H * T * T * D / (2 if causal else 1)
-    impls = {"triton": lambda: flash_attention.attention(q, k, v, causal)}
+    # "triton" is the kernel as it runs by default (TMA descriptors on sm_90+); when that
+    # is the TMA path, "triton-ptr" is the same kernel reading through pointers.
+    impls = {"triton": (lambda: flash_attention.attention(q, k, v, causal), {})}
+    if flash_attention.use_tma(q, k, v):
+        impls["triton-ptr"] = impls["triton"][0], {"KERNELS_ATTENTION_TMA": "0"}
     for name, backend in _sdpa_backends(device).items():
 
         def run(backend=backend):
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-        impls[name] = run
+        impls[name] = run, {}
     rows = []
-    for impl, fn in impls.items():
+    for impl, (fn, env) in impls.items():
         try:
-            t_fwd = ms(fn)
-            o = fn()
-            t_bwd = ms(lambda o=o: o.backward(do, retain_graph=True), grad_to_none=[q, k, v])
+            with mock.patch.dict(os.environ, env):
+                t_fwd = ms(fn)
+                o = fn()
+                t_bwd = ms(lambda o=o: o.backward(do, retain_graph=True), grad_to_none=[q, k, v])
         except RuntimeError as e:  # a backend this GPU or build lacks
             print(f"attention D={D} T={T} {impl}: skipped ({str(e).splitlines()[0][:80]})")
             continue

@@ -12,19 +12,31 @@ kernel holds a K/V block resident and loops over query blocks to accumulate dK a
 with grouped-query attention, over every query head sharing that K/V head); a second
 kernel holds a query block and loops over K/V blocks for dQ.
 
+Attention dropout is fused: one Philox draw per (head, query, key) from a seed taken from
+PyTorch's generator, so ``torch.manual_seed`` makes it reproducible; the backward redraws
+the same mask instead of storing it. Dropped probabilities still count in the softmax's
+denominator (dropout acts on P, as in ``F.scaled_dot_product_attention``).
+
 Inputs are (B, H, T, D) of any strides (the views a fused QKV projection gives after split
 and transpose need no copy); k and v may have fewer heads than q (grouped-query attention,
 Hkv dividing H). Head dims up to 128 that are multiples of 8; blocks are padded to a power
-of two ≥ 16 with masked loads. fp32 (TF32 on a GPU when PyTorch allows it), fp16, bf16
-(bf16 ``tl.dot`` is wrong under the CPU interpreter, triton-lang/triton#11584: GPU only).
+of two ≥ 16. fp32 (TF32 on a GPU when PyTorch allows it), fp16, bf16 (bf16 ``tl.dot`` is
+wrong under the CPU interpreter, triton-lang/triton#11584: GPU only).
 
-This is the portable path, which the interpreter runs too. Hopper-only features (TMA
-descriptors, warp specialisation) are not used yet.
+Two ways to read tiles, one kernel source: masked pointer loads (every GPU and the
+interpreter), or TMA through host-side tensor descriptors on Hopper and later (sm_90+), one
+4-D descriptor per (B, H, T, D) input so ragged T and padded D come back zero-filled by the
+copy engine. ``KERNELS_ATTENTION_TMA`` = auto (default: TMA where the GPU and the strides
+allow it, pointers otherwise, and pointers with a warning should a TMA build fail) | 1
+(TMA wherever the strides allow, on any device, the interpreter included; errors raise) |
+0 (never).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import torch
 import triton
@@ -32,29 +44,66 @@ import triton.language as tl
 
 from kernels._triton_utils import dot_precision, interpreting
 
+try:  # triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older triton: pointer loads only
+    TensorDescriptor = None
+
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
+TMA_MODES = ("auto", "1", "0")
+
+
+@triton.jit
+def _tile(
+    X, b, h, row0, s_b, s_h, s_t, s_d, n_rows, D,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, TMA: tl.constexpr,
+):  # fmt: skip
+    """Rows [row0, row0 + BLOCK_R) of head (b, h) of a (B, H, T, D) tensor as a
+    (BLOCK_R, BLOCK_D) tile, zero past T and past D. X is a pointer, or with TMA a tensor
+    descriptor with block [1, 1, BLOCK_R, BLOCK_D] (the strides are then unused)."""
+    if TMA:
+        tile = X.load([b, h, row0, 0]).reshape(BLOCK_R, BLOCK_D)
+    else:
+        offs_r = row0 + tl.arange(0, BLOCK_R)
+        offs_d = tl.arange(0, BLOCK_D)
+        base = X + b.to(tl.int64) * s_b + h.to(tl.int64) * s_h
+        tile = tl.load(
+            base + offs_r[:, None] * s_t + offs_d[None, :] * s_d,
+            mask=(offs_r[:, None] < n_rows) & (offs_d[None, :] < D),
+            other=0.0,
+        )
+    return tile
+
+
+@triton.jit
+def _keep(seed, bh, offs_m, offs_n, p_drop):
+    """Dropout's keep mask for queries offs_m × keys offs_n of query head bh (= b·H + h):
+    Philox with counter (key, query, head, 0), so every kernel redraws the same mask and
+    no counter wraps whatever B·H·T². The top 24 bits give a uniform in [0, 1)."""
+    zero = (offs_m[:, None] * 0 + offs_n[None, :] * 0).to(tl.uint32)
+    c0 = zero + offs_n[None, :].to(tl.uint32)
+    c1 = zero + offs_m[:, None].to(tl.uint32)
+    c2 = zero + bh.to(tl.uint32)
+    r, _, _, _ = tl.philox(seed, c0, c1, c2, zero)
+    u = (r >> 8).to(tl.float32) * (1.0 / 16777216.0)
+    return u >= p_drop
 
 
 @triton.jit
 def _fwd_inner(
-    acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-    offs_m, offs_d, lo, hi, T_K, D, qk_scale,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    acc, l_i, m_i, q, K, V, b, hk, bh, skb, skh, skt, skd, svb, svh, svt, svd,
+    offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Online softmax over key blocks [lo, hi); MASKED blocks apply the causal and tail masks."""
-    d_mask = offs_d < D
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < T_K
-        kt = tl.load(
-            k_base + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd,
-            mask=d_mask[:, None] & n_mask[None, :],
-            other=0.0,
-        )  # (BLOCK_D, BLOCK_N)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        k = _tile(K, b, hk, start_n, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 units
         if MASKED:
-            keep = n_mask[None, :]
+            keep = offs_n[None, :] < T_K
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None])
             s = tl.where(keep, s, float("-inf"))
@@ -62,11 +111,9 @@ def _fwd_inner(
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(
-            v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
-            mask=n_mask[:, None] & d_mask[None, :],
-            other=0.0,
-        )  # (BLOCK_N, BLOCK_D)
+        if DROPOUT:  # the denominator keeps every probability; only P·V loses the dropped
+            p = tl.where(_keep(seed, bh, offs_m, offs_n, p_drop), p, 0.0)
+        v = _tile(V, b, hk, start_n, svb, svh, svt, svd, T_K, D, BLOCK_N, BLOCK_D, TMA)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
         m_i = m_new
@@ -77,9 +124,9 @@ def _fwd_inner(
 def _attn_fwd_kernel(
     Q, K, V, O, LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
-    H, H_KV, T_Q, T_K, D, qk_scale,
-    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    H, H_KV, T_Q, T_K, D, qk_scale, seed, p_drop, drop_scale,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -89,13 +136,7 @@ def _attn_fwd_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < T_Q
-    q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    q = tl.load(
-        q_base + offs_m[:, None] * sqt + offs_d[None, :] * sqd,
-        mask=m_mask[:, None] & (offs_d[None, :] < D), other=0.0,
-    )  # fmt: skip
-    k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh
-    v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh
+    q = _tile(Q, b, h, pid_m * BLOCK_M, sqb, sqh, sqt, sqd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -106,14 +147,18 @@ def _attn_fwd_kernel(
         lo = (T_K // BLOCK_N) * BLOCK_N
         hi = T_K
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, skt, skd, svt, svd, offs_m, offs_d, 0, lo, T_K, D,
-        qk_scale, False, CAUSAL, BLOCK_N, PRECISION,
+        acc, l_i, m_i, q, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
+        offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop,
+        False, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, skt, skd, svt, svd, offs_m, offs_d, lo, hi, T_K, D,
-        qk_scale, True, CAUSAL, BLOCK_N, PRECISION,
+        acc, l_i, m_i, q, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
+        offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop,
+        True, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
     )  # fmt: skip
     acc = acc / l_i[:, None]
+    if DROPOUT:
+        acc = acc * drop_scale
     tl.store(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, m_i + tl.math.log2(l_i), mask=m_mask)
     o_base = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
     tl.store(
@@ -143,23 +188,25 @@ def _attn_bwd_delta_kernel(
     tl.store(Delta + pid_bh.to(tl.int64) * T + offs_m, tl.sum(o * do, axis=1), mask=offs_m < T)
 
 
-# Backward, with P = softmax(S), S = sm_scale·Q Kᵀ (masked), O = P V:
-#   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ⊙ (dP − delta),  delta = rowsum(dO ⊙ O)
+# Backward, with P = softmax(S), S = sm_scale·Q Kᵀ (masked), Z the keep mask, r = 1/(1 − p)
+# (Z = 1, r = 1 without dropout), O = (P ⊙ Z·r) V:
+#   dV = (P ⊙ Z·r)ᵀ dO,   dP = Z·r ⊙ dO Vᵀ,   dS = P ⊙ (dP − delta),  delta = rowsum(dO ⊙ O)
 #   dQ = sm_scale · dS K,   dK = sm_scale · dSᵀ Q
-# P is rebuilt from the saved log-sum-exp: P = exp2(S·log2(e) − lse₂).
+# (delta = rowsum(P ⊙ dP) still equals rowsum(dO ⊙ O) with dropout.) P is rebuilt from the
+# saved log-sum-exp: P = exp2(S·log2(e) − lse₂); Z is redrawn from the seed.
 @triton.jit
 def _dkdv_inner(
-    dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-    sqt, sqd, sdt, sdd, offs_n, offs_d, lo, hi, T_Q, D, qk_scale,
-    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr,
+    dk, dv, k, v, Q, DO, b, h, bh, lse_base, delta_base,
+    sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, lo, hi, T_Q, D, qk_scale,
+    seed, p_drop, drop_scale,
+    MASKED: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    d_mask = offs_d < D
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_mask = offs_m < T_Q
-        mask = m_mask[:, None] & d_mask[None, :]
-        q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :] * sqd, mask=mask, other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * sdt + offs_d[None, :] * sdd, mask=mask, other=0.0)
+        q = _tile(Q, b, h, start_m, sqb, sqh, sqt, sqd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
+        do = _tile(DO, b, h, start_m, sdb, sdh, sdt, sdd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
         lse = tl.load(lse_base + offs_m, mask=m_mask, other=0.0)
         delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
@@ -167,8 +214,14 @@ def _dkdv_inner(
         if MASKED:
             p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
         p = tl.where(m_mask[:, None], p, 0.0)
-        dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if DROPOUT:
+            keep = _keep(seed, bh, offs_m, offs_n, p_drop)
+            dv = tl.dot(tl.trans(tl.where(keep, p, 0.0)).to(do.dtype), do, dv,
+                        input_precision=PRECISION)  # fmt: skip
+            dp = tl.where(keep, dp * drop_scale, 0.0)
+        else:
+            dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, dk, input_precision=PRECISION)
     return dk, dv
@@ -178,9 +231,9 @@ def _dkdv_inner(
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk, dv: (B, Hkv, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale,
-    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
@@ -190,10 +243,8 @@ def _attn_bwd_dkdv_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     kv_mask = (offs_n[:, None] < T_K) & (offs_d[None, :] < D)
-    k = tl.load(K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + offs_n[:, None] * skt
-                + offs_d[None, :] * skd, mask=kv_mask, other=0.0)  # fmt: skip
-    v = tl.load(V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh + offs_n[:, None] * svt
-                + offs_d[None, :] * svd, mask=kv_mask, other=0.0)  # fmt: skip
+    k = _tile(K, b, hk, pid_n * BLOCK_N, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
+    v = _tile(V, b, hk, pid_n * BLOCK_N, svb, svh, svt, svd, T_K, D, BLOCK_N, BLOCK_D, TMA)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     if CAUSAL:  # query blocks straddling the diagonal masked, the ones below unmasked
@@ -204,17 +255,20 @@ def _attn_bwd_dkdv_kernel(
         mid = 0
     for g in range(0, group):  # every query head that reads this K/V head
         h = hk * group + g
-        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-        do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
-        row0 = (b * H + h).to(tl.int64) * T_Q
+        bh = b * H + h
+        row0 = bh.to(tl.int64) * T_Q
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, q_base, do_base, LSE + row0, Delta + row0, sqt, sqd, sdt, sdd,
-            offs_n, offs_d, lo, mid, T_Q, D, qk_scale, True, BLOCK_M, PRECISION,
+            dk, dv, k, v, Q, DO, b, h, bh, LSE + row0, Delta + row0,
+            sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, lo, mid, T_Q, D, qk_scale,
+            seed, p_drop, drop_scale, True, DROPOUT, TMA, BLOCK_M, BLOCK_D, PRECISION,
         )  # fmt: skip
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, q_base, do_base, LSE + row0, Delta + row0, sqt, sqd, sdt, sdd,
-            offs_n, offs_d, mid, T_Q, T_Q, D, qk_scale, False, BLOCK_M, PRECISION,
+            dk, dv, k, v, Q, DO, b, h, bh, LSE + row0, Delta + row0,
+            sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, mid, T_Q, T_Q, D, qk_scale,
+            seed, p_drop, drop_scale, False, DROPOUT, TMA, BLOCK_M, BLOCK_D, PRECISION,
         )  # fmt: skip
+    if DROPOUT:
+        dv = dv * drop_scale
     out = pid_bhk.to(tl.int64) * T_K * D + offs_n[:, None] * D + offs_d[None, :]
     tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -222,25 +276,25 @@ def _attn_bwd_dkdv_kernel(
 
 @triton.jit
 def _dq_inner(
-    dq, q, do, lse, delta, k_base, v_base, skt, skd, svt, svd,
-    offs_m, offs_d, lo, hi, T_K, D, qk_scale,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    dq, q, do, lse, delta, K, V, b, hk, bh, skb, skh, skt, skd, svb, svh, svt, svd,
+    offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop, drop_scale,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    d_mask = offs_d < D
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < T_K
-        mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_base + offs_n[:, None] * skt + offs_d[None, :] * skd, mask=mask, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd, mask=mask, other=0.0)
+        k = _tile(K, b, hk, start_n, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
+        v = _tile(V, b, hk, start_n, svb, svh, svt, svd, T_K, D, BLOCK_N, BLOCK_D, TMA)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
         if MASKED:
-            keep = n_mask[None, :]
+            keep = offs_n[None, :] < T_K
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None])
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if DROPOUT:
+            dp = tl.where(_keep(seed, bh, offs_m, offs_n, p_drop), dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
     return dq
@@ -250,9 +304,9 @@ def _dq_inner(
 def _attn_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq: (B, H, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale,
-    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -262,15 +316,10 @@ def _attn_bwd_dq_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < T_Q
-    mask = m_mask[:, None] & (offs_d[None, :] < D)
-    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + offs_m[:, None] * sqt
-                + offs_d[None, :] * sqd, mask=mask, other=0.0)  # fmt: skip
-    do = tl.load(DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs_m[:, None] * sdt
-                 + offs_d[None, :] * sdd, mask=mask, other=0.0)  # fmt: skip
+    q = _tile(Q, b, h, pid_m * BLOCK_M, sqb, sqh, sqt, sqd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
+    do = _tile(DO, b, h, pid_m * BLOCK_M, sdb, sdh, sdt, sdd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
     lse = tl.load(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, mask=m_mask, other=0.0)
     delta = tl.load(Delta + pid_bh.to(tl.int64) * T_Q + offs_m, mask=m_mask, other=0.0)
-    k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh
-    v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     if CAUSAL:
         lo = (pid_m * BLOCK_M) // BLOCK_N * BLOCK_N
@@ -278,12 +327,47 @@ def _attn_bwd_dq_kernel(
     else:
         lo = (T_K // BLOCK_N) * BLOCK_N
         hi = T_K
-    dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, skt, skd, svt, svd, offs_m, offs_d,
-                   0, lo, T_K, D, qk_scale, False, CAUSAL, BLOCK_N, PRECISION)  # fmt: skip
-    dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, skt, skd, svt, svd, offs_m, offs_d,
-                   lo, hi, T_K, D, qk_scale, True, CAUSAL, BLOCK_N, PRECISION)  # fmt: skip
+    dq = _dq_inner(
+        dq, q, do, lse, delta, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
+        offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop, drop_scale,
+        False, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
+    )  # fmt: skip
+    dq = _dq_inner(
+        dq, q, do, lse, delta, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
+        offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop, drop_scale,
+        True, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
+    )  # fmt: skip
     out = pid_bh.to(tl.int64) * T_Q * D + offs_m[:, None] * D + offs_d[None, :]
-    tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=mask)
+    tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=m_mask[:, None] & (offs_d[None, :] < D))  # fmt: skip
+
+
+@triton.jit
+def _dropout_mask_kernel(
+    OUT, seed, p_drop, H, T_Q, T_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    for start_n in range(0, T_K, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        keep = _keep(seed, pid_bh, offs_m, offs_n, p_drop)
+        tl.store(
+            OUT + pid_bh.to(tl.int64) * T_Q * T_K + offs_m[:, None] * T_K + offs_n[None, :],
+            keep.to(tl.int8),
+            mask=(offs_m[:, None] < T_Q) & (offs_n[None, :] < T_K),
+        )
+
+
+def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) -> torch.Tensor:
+    """The keep mask (B, H, Tq, Tk), bool, that the kernels draw for ``seed`` and dropout
+    probability ``p``: for tests and inspection (it materialises Tq×Tk per head)."""
+    B, H, T_Q, T_K = shape
+    out = torch.empty(shape, dtype=torch.int8, device=device)
+    _dropout_mask_kernel[(triton.cdiv(T_Q, 64), B * H)](
+        out, seed, p, H, T_Q, T_K, BLOCK_M=64, BLOCK_N=64
+    )
+    return out.bool()
 
 
 def _blocks(head_dim: int) -> dict:
@@ -303,16 +387,82 @@ def _blocks(head_dim: int) -> dict:
 
 def _bwd_blocks(head_dim: int) -> dict:
     block_d = max(16, triton.next_power_of_2(head_dim))
-    if interpreting():
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
+
+
+# Why the TMA path was turned off for this process ("auto" mode, after a failed build).
+_tma_broken: str | None = None
+
+
+def tma_mode() -> str:
+    mode = os.environ.get("KERNELS_ATTENTION_TMA", "auto").strip().lower()
+    if mode not in TMA_MODES:
+        raise ValueError(f"KERNELS_ATTENTION_TMA must be one of {TMA_MODES}, got {mode!r}")
+    return mode
+
+
+def _tma_capable(t: torch.Tensor) -> bool:
+    """A Hopper-or-later GPU and a triton with host-side tensor descriptors."""
+    if TensorDescriptor is None or t.device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(t.device)[0] >= 9
+
+
+def _tma_aligned(*tensors: torch.Tensor) -> bool:
+    """TMA's rules for a (B, H, T, D) view: base 16-byte aligned, D contiguous, every other
+    stride a multiple of 16 bytes. A fused-QKV view meets them when H·D·itemsize does."""
+    for t in tensors:
+        size = t.element_size()
+        if t.data_ptr() % 16 or t.stride(-1) != 1:
+            return False
+        if any((s * size) % 16 for s in t.stride()[:-1]):
+            return False
+    return True
+
+
+def use_tma(*tensors: torch.Tensor) -> bool:
+    """Whether a launch on these inputs reads through tensor descriptors."""
+    mode = tma_mode()
+    if mode == "0":
+        return False
+    if mode == "1":
+        if TensorDescriptor is None:
+            raise RuntimeError("KERNELS_ATTENTION_TMA=1 but this triton has no TensorDescriptor")
+        return _tma_aligned(*tensors)
+    return _tma_broken is None and _tma_capable(tensors[0]) and _tma_aligned(*tensors)
+
+
+def _desc(t: torch.Tensor, block_rows: int, block_d: int):
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, block_d])
+
+
+def _launch(kernel, grid, tensors: dict, tma: bool, rows: dict, block_d: int, *args, **kw):
+    """Launch ``kernel`` with each of ``tensors`` passed as itself or, with ``tma``, as a
+    descriptor over ``rows[name]`` rows. In "auto" mode a TMA launch that fails to build
+    falls back to pointers for the rest of the process, with a warning naming the error."""
+    global _tma_broken
+    if tma:
+        try:
+            descs = [_desc(t, rows[name], block_d) for name, t in tensors.items()]
+            return kernel[grid](*descs, *args, TMA=True, **kw)
+        except Exception as e:  # noqa: BLE001 - any build failure: compiler, PTX, driver
+            if tma_mode() == "1":
+                raise
+            _tma_broken = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            warnings.warn(
+                f"attention: the TMA (tensor descriptor) path failed ({_tma_broken}); "
+                "using pointer loads from now on. Set KERNELS_ATTENTION_TMA=0 to skip it.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return kernel[grid](*tensors.values(), *args, TMA=False, **kw)
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())
 
 
-def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool) -> None:
+def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, dropout_p: float) -> None:
     """What the Triton kernel supports beyond the common checks; ValueError otherwise."""
     D = q.shape[-1]
     if D % 8 != 0 or not 8 <= D <= MAX_HEAD_DIM:
@@ -325,9 +475,17 @@ def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool) -> None:
             f"attention: causal attention on the triton backend needs as many queries as keys "
             f"(q has T={q.shape[2]}, k has T={k.shape[2]})"
         )
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
 
 
-def attention_fwd(q, k, v, causal: bool, sm_scale: float):
+def _dropout_args(dropout_p: float, seed: int) -> tuple:
+    if dropout_p == 0.0:
+        return 0, 0.0, 1.0
+    return seed, dropout_p, 1.0 / (1.0 - dropout_p)
+
+
+def attention_fwd(q, k, v, causal: bool, sm_scale: float, dropout_p: float = 0.0, seed: int = 0):
     """Launch the forward; returns o (B, H, T, D) contiguous and lse (B, H, T) fp32, base 2."""
     B, H, T_Q, D = q.shape
     H_KV, T_K = k.shape[1], k.shape[2]
@@ -335,15 +493,17 @@ def attention_fwd(q, k, v, causal: bool, sm_scale: float):
     lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
     cfg = _blocks(D)
     grid = (triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H)
-    _attn_fwd_kernel[grid](
-        q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        H, H_KV, T_Q, T_K, D, sm_scale * LOG2E,
-        CAUSAL=causal, PRECISION=dot_precision(q.dtype, q.device), **cfg,
+    rows = {"q": cfg["BLOCK_M"], "k": cfg["BLOCK_N"], "v": cfg["BLOCK_N"]}
+    _launch(
+        _attn_fwd_kernel, grid, {"q": q, "k": k, "v": v}, use_tma(q, k, v), rows,
+        cfg["BLOCK_D"], o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+        H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, *_dropout_args(dropout_p, seed),
+        CAUSAL=causal, DROPOUT=dropout_p > 0, PRECISION=dot_precision(q.dtype, q.device), **cfg,
     )  # fmt: skip
     return o, lse
 
 
-def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float):
+def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=0.0, seed=0):
     """Launch the backward; returns dq, dk, dv shaped like q, k, v (contiguous)."""
     B, H, T_Q, D = q.shape
     H_KV, T_K = k.shape[1], k.shape[2]
@@ -357,35 +517,63 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float):
     dk = torch.empty((B, H_KV, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H_KV, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do),
-              H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, sm_scale)  # fmt: skip
-    _attn_bwd_dkdv_kernel[(triton.cdiv(T_K, cfg["BLOCK_N"]), B * H_KV)](
-        q, k, v, do, lse, delta, dk, dv, *common, CAUSAL=causal, PRECISION=precision, **cfg
-    )
-    _attn_bwd_dq_kernel[(triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H)](
-        q, k, v, do, lse, delta, dq, *common, CAUSAL=causal, PRECISION=precision, **cfg
-    )
+              H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, sm_scale,
+              *_dropout_args(dropout_p, seed))  # fmt: skip
+    flags = {"CAUSAL": causal, "DROPOUT": dropout_p > 0, "PRECISION": precision, **cfg}
+    tma = use_tma(q, k, v, do)
+    # dK/dV: K, V resident (one block of BLOCK_N rows), Q and dO streamed (BLOCK_M rows)
+    rows = {"q": cfg["BLOCK_M"], "k": cfg["BLOCK_N"], "v": cfg["BLOCK_N"], "do": cfg["BLOCK_M"]}
+    qkvdo = {"q": q, "k": k, "v": v, "do": do}
+    _launch(
+        _attn_bwd_dkdv_kernel, (triton.cdiv(T_K, cfg["BLOCK_N"]), B * H_KV), qkvdo, tma, rows,
+        cfg["BLOCK_D"], lse, delta, dk, dv, *common, **flags,
+    )  # fmt: skip
+    _launch(
+        _attn_bwd_dq_kernel, (triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H), qkvdo, tma, rows,
+        cfg["BLOCK_D"], lse, delta, dq, *common, **flags,
+    )  # fmt: skip
     return dq, dk, dv
+
+
+def _draw_seed() -> int:
+    """A Philox seed from PyTorch's default CPU generator (``torch.manual_seed`` fixes it)."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
 
 
 class AttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, sm_scale):
-        o, lse = attention_fwd(q, k, v, causal, sm_scale)
+    def forward(ctx, q, k, v, causal, sm_scale, dropout_p, seed):
+        o, lse = attention_fwd(q, k, v, causal, sm_scale, dropout_p, seed)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.sm_scale = causal, sm_scale
+        ctx.causal, ctx.sm_scale, ctx.dropout_p, ctx.seed = causal, sm_scale, dropout_p, seed
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
-        return dq, dk, dv, None, None
+        dq, dk, dv = attention_bwd(
+            do, q, k, v, o, lse, ctx.causal, ctx.sm_scale, ctx.dropout_p, ctx.seed
+        )
+        return dq, dk, dv, None, None, None, None
 
 
-def attention(q, k, v, causal: bool = True, sm_scale: float | None = None) -> torch.Tensor:
+def attention(
+    q,
+    k,
+    v,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    dropout_p: float = 0.0,
+    seed: int | None = None,
+) -> torch.Tensor:
     """softmax(q kᵀ · sm_scale, causal) v in Triton. q: (B, H, T, D); k, v: (B, Hkv, T, D).
 
-    Raises ValueError for a head dim this kernel does not take, or causal with Tq ≠ Tk."""
-    check_supported(q, k, causal)
+    ``dropout_p`` drops attention probabilities (kept ones scaled by 1/(1 − p)); the mask
+    comes from ``seed``, drawn from PyTorch's generator when None (``dropout_mask`` gives
+    it back). Raises ValueError for a head dim this kernel does not take, causal with
+    Tq ≠ Tk, or dropout_p outside [0, 1)."""
+    check_supported(q, k, causal, dropout_p)
     scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
-    return AttentionFunction.apply(q, k, v, causal, scale)
+    if dropout_p > 0 and seed is None:
+        seed = _draw_seed()
+    return AttentionFunction.apply(q, k, v, causal, scale, float(dropout_p), seed or 0)

@@ -37,13 +37,17 @@ def attention(
     v: torch.Tensor,
     causal: bool = True,
     sm_scale: float | None = None,
+    dropout_p: float = 0.0,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """softmax(q kᵀ · sm_scale + mask) v.
+    """softmax(q kᵀ · sm_scale + mask) v, with attention dropout when ``keep`` is given.
 
     q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with Hkv dividing H (grouped-query attention
     when Hkv < H). sm_scale defaults to 1/sqrt(D). With ``causal``, query i attends to keys
     j <= i + (Tk - Tq), the bottom-right alignment of ``F.scaled_dot_product_attention``
-    when Tq == Tk. Returns (B, H, Tq, D) in q's dtype.
+    when Tq == Tk. ``keep`` (B, H, Tq, Tk), bool, is a dropout mask: the kept
+    probabilities are scaled by 1/(1 - dropout_p), the rest zeroed. Returns (B, H, Tq, D)
+    in q's dtype.
     """
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
@@ -58,6 +62,8 @@ def attention(
         j = torch.arange(Tk, device=q.device)[None, :]
         scores = scores.masked_fill(j > i + (Tk - Tq), float("-inf"))
     p = torch.softmax(scores, dim=-1)
+    if keep is not None:
+        p = p * keep / (1.0 - dropout_p)
     return (p @ vf).to(q.dtype)
 
 

@@ -217,17 +217,6 @@ def test_bad_model_config_is_named(change, message):
         validate(replace(cfg, model=replace(cfg.model, **change)))
 
 
-def test_explicit_triton_attention_with_dropout_is_an_error(tmp_path):
-    import kernels
-
-    q = torch.randn(1, 2, 4, 8)
-    with (
-        kernels.use_backend(attention="triton"),
-        pytest.raises(ValueError, match="no attention dropout"),
-    ):
-        kernels.attention(q, q, q, dropout_p=0.1)
-
-
 def test_generate_samples_text_from_a_checkpoint(tmp_path, capsys):
     from lab.generate import main as generate_main
 

@@ -9,6 +9,7 @@ from kernel_testing import (
     assert_close,
     assert_trains_like_torch,
     demo_config,
+    metrics,
     randn,
 )
 
@@ -29,7 +30,18 @@ SHAPES = [
 ]
 
 
-def _check(B, H, Hkv, T, D, dtype, causal, sm_scale=None, make_qkv=None):
+@pytest.fixture(params=["pointers", "tma"])
+def read_path(request, monkeypatch):
+    """Each test twice: tiles read through masked pointer loads, and through TMA tensor
+    descriptors (emulated by the interpreter on the CPU; sm_90+ on a GPU)."""
+    tma = request.param == "tma"
+    if tma and ON_GPU and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA descriptors need sm_90 or later")
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "1" if tma else "0")
+    return request.param
+
+
+def _check(B, H, Hkv, T, D, dtype, causal, sm_scale=None, make_qkv=None, dropout_p=0.0):
     g = torch.Generator().manual_seed(hash((B, H, Hkv, T, D, causal)) % 2**31)
     if make_qkv:
         q, k, v = make_qkv(g)
@@ -39,8 +51,12 @@ def _check(B, H, Hkv, T, D, dtype, causal, sm_scale=None, make_qkv=None):
     do = randn(*q.shape, dtype=dtype, generator=g)
     mine = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
     ref = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-    out = flash_attention.attention(*mine, causal=causal, sm_scale=sm_scale)
-    expected = reference.attention(*ref, causal=causal, sm_scale=sm_scale)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    out = flash_attention.attention(*mine, causal, sm_scale, dropout_p, seed=seed)
+    keep = None
+    if dropout_p > 0:  # the mask the kernels drew, materialised for the reference
+        keep = flash_attention.dropout_mask(seed, (B, H, T, T), dropout_p, q.device)
+    expected = reference.attention(*ref, causal, sm_scale, dropout_p, keep)
     out.backward(do)
     expected.backward(do)
     assert_close(out, expected, dtype, "o")
@@ -51,15 +67,96 @@ def _check(B, H, Hkv, T, D, dtype, causal, sm_scale=None, make_qkv=None):
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_output_and_gradients_match_reference(shape, dtype, causal):
+def test_output_and_gradients_match_reference(shape, dtype, causal, read_path):
     _check(*shape, dtype, causal)
 
 
-def test_custom_scale():
+def test_custom_scale(read_path):
     _check(1, 2, 2, 50, 32, torch.float32, causal=True, sm_scale=0.3)
 
 
-def test_views_of_a_fused_qkv_projection():
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 3, 77, 40), (1, 6, 2, 130, 64), (3, 1, 1, 5, 8)], ids=str)
+def test_dropout_output_and_gradients_match_reference_with_the_same_mask(
+    shape, dtype, causal, read_path
+):
+    _check(*shape, dtype, causal, dropout_p=0.3)
+
+
+def test_dropout_mask_drops_the_asked_fraction_independently_per_head_and_seed():
+    shape, p = (2, 3, 200, 200), 0.25
+    keep = flash_attention.dropout_mask(7, shape, p, "cpu")
+    n = keep.numel()  # 240k draws: the kept fraction's SD is 0.0009
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.005
+    assert torch.equal(keep, flash_attention.dropout_mask(7, shape, p, "cpu"))
+    other = flash_attention.dropout_mask(8, shape, p, "cpu")
+    heads = keep.view(6, -1).float()
+    # independent masks agree on a fraction p² + (1 − p)² of positions (0.625), ± 0.005
+    for a, b in [(keep.float(), other.float()), (heads[0], heads[1]), (heads[2], heads[5])]:
+        assert abs((a == b).float().mean().item() - 0.625) < 0.01, n
+    # nor is it striped along queries or keys: kept fractions per row and column are flat
+    assert keep.float().mean(dim=-1).std().item() < 0.06
+    assert keep.float().mean(dim=-2).std().item() < 0.06
+
+
+def test_dropout_seed_comes_from_torch_generator():
+    q, k, v = (randn(1, 2, 40, 16) for _ in range(3))
+    torch.manual_seed(5)
+    a = flash_attention.attention(q, k, v, dropout_p=0.2)
+    torch.manual_seed(5)
+    b = flash_attention.attention(q, k, v, dropout_p=0.2)
+    c = flash_attention.attention(q, k, v, dropout_p=0.2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    full = flash_attention.attention(q, k, v)
+    assert not torch.allclose(a, full, atol=1e-3)
+
+
+def test_model_trains_with_triton_attention_dropout_reproducibly(tmp_path):
+    def losses(name, p):
+        cfg = demo_config(tokens=64 * 3, attention="triton")
+        cfg.model.attn_dropout = p
+        assert train(cfg, tmp_path / name)["backends"]["attention"] == "triton"
+        return [(r["train_loss"], r["val_loss"]) for r in metrics(tmp_path / name)]
+
+    a, b, none = losses("a", 0.2), losses("b", 0.2), losses("none", 0.0)
+    assert a == b  # the same seed, the same masks
+    assert all(x[0] != y[0] for x, y in zip(a, none))  # dropout changed every training loss
+
+
+def test_tma_reads_fall_back_to_pointers_for_misaligned_views(monkeypatch):
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "1")
+    base = randn(1, 2, 33, 17)
+    q = base[..., 1:]  # D = 16 but the base is 4 bytes past a 16-byte boundary
+    assert not flash_attention.use_tma(q, q, q)
+    assert flash_attention.use_tma(*(randn(1, 2, 33, 16) for _ in range(3)))
+    _check(1, 2, 2, 33, 16, torch.float32, True, make_qkv=lambda g: [q, q.clone(), q.clone()])
+
+
+def test_a_failing_tma_build_falls_back_to_pointers_with_a_warning(monkeypatch):
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "auto")
+    monkeypatch.setattr(flash_attention, "_tma_broken", None)
+    monkeypatch.setattr(flash_attention, "_tma_capable", lambda t: True)
+
+    def broken(*args):
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(flash_attention, "_desc", broken)
+    with pytest.warns(RuntimeWarning, match="TMA .* failed .*PassManager"):
+        _check(1, 2, 2, 40, 16, torch.float32, causal=True)
+    assert flash_attention._tma_broken and not flash_attention.use_tma(*[randn(1, 1, 8, 16)] * 3)
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "1")  # forced: the error reaches the caller
+    with pytest.raises(RuntimeError, match="PassManager"):
+        flash_attention.attention(*(randn(1, 1, 8, 16) for _ in range(3)))
+
+
+def test_bad_tma_mode_is_named(monkeypatch):
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "yes")
+    with pytest.raises(ValueError, match="KERNELS_ATTENTION_TMA"):
+        flash_attention.attention(*(randn(1, 1, 8, 16) for _ in range(3)))
+
+
+def test_views_of_a_fused_qkv_projection(read_path):
     B, T, H, D = 2, 45, 3, 24
 
     def split_qkv(g):  # as the model does: one (B, T, 3·H·D) projection, split, transposed
@@ -69,6 +166,7 @@ def test_views_of_a_fused_qkv_projection():
 
     q, _, _ = split_qkv(torch.Generator().manual_seed(0))
     assert not q.is_contiguous()
+    assert flash_attention.use_tma(q, q, q) == (read_path == "tma")  # TMA takes the view
     _check(B, H, H, T, D, torch.float32, causal=True, make_qkv=split_qkv)
 
 
@@ -88,9 +186,10 @@ def test_gradients_are_deterministic():
 @pytest.mark.gpu
 @pytest.mark.parametrize("T, D", [(1024, 64), (2048, 128), (333, 80)])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-def test_longer_sequences_bf16_on_gpu(T, D, causal):
+def test_longer_sequences_bf16_on_gpu(T, D, causal, read_path):
     _check(2, 4, 4, T, D, torch.bfloat16, causal)
     _check(1, 8, 2, T, D, torch.bfloat16, causal)
+    _check(1, 8, 2, T, D, torch.bfloat16, causal, dropout_p=0.1)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +206,14 @@ def test_bad_shapes_raise_value_error_naming_them(shapes, message):
     q, k, v = (randn(*s) for s in shapes)
     with kernels.use_backend(attention="triton"), pytest.raises(ValueError, match=message):
         kernels.attention(q, k, v)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("p", [1.0, -0.1])
+def test_bad_dropout_p_is_named(backend, p):
+    q = randn(1, 2, 4, 8)
+    with kernels.use_backend(attention=backend), pytest.raises(ValueError, match="dropout_p"):
+        kernels.attention(q, q, q, dropout_p=p)
 
 
 def test_mixed_dtypes_or_devices_raise_value_error():

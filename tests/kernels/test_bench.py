@@ -33,3 +33,11 @@ def test_attention_benchmark_smoke_writes_a_table(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert {r["impl"] for r in rows} == {"triton", "torch"}
     assert all(float(r["fwd_TFLOPs"]) > 0 and float(r["bwd_TFLOPs"]) > 0 for r in rows)
+
+
+def test_attention_benchmark_compares_tma_with_pointer_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNELS_ATTENTION_TMA", "1")  # the interpreter emulates descriptors
+    out = tmp_path / "attention.csv"
+    assert bench.main(["attention", "--smoke", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["impl"] for r in rows} == {"triton", "triton-ptr", "torch"}

@@ -29,7 +29,9 @@ interpreter), or TMA through host-side tensor descriptors on Hopper and later (s
 copy engine. ``KERNELS_ATTENTION_TMA`` = auto (default: TMA where the GPU and the strides
 allow it, pointers otherwise, and pointers with a warning should a TMA build fail) | 1
 (TMA wherever the strides allow, on any device, the interpreter included; errors raise) |
-0 (never).
+0 (never). On a GPU each kernel autotunes its tile shape over a short list (FWD_TUNING,
+DKDV_TUNING, DQ_TUNING below; ``KERNELS_AUTOTUNE=0`` at import takes the first of each);
+the interpreter runs one 64×64 tile, and a test runs every listed tile shape there too.
 """
 
 from __future__ import annotations
@@ -370,24 +372,51 @@ def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) 
     return out.bool()
 
 
-def _blocks(head_dim: int) -> dict:
-    """Block sizes and warps, in one place. BLOCK_M is a multiple of BLOCK_N so a causal
-    query block meets whole key blocks on its diagonal."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    if interpreting():  # big tiles: the interpreter pays per operation, not per element
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
-    block_n = 64 if block_d <= 64 else 32
-    return {
-        "BLOCK_M": 128,
-        "BLOCK_N": block_n,
-        "BLOCK_D": block_d,
-        "num_warps": 8 if block_d > 64 else 4,
-    }
+# Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps), the first
+# being the one used when tuning is off (KERNELS_AUTOTUNE=0). BLOCK_M counts queries,
+# BLOCK_N keys. Eight warps only for 128×128 tiles: smaller ones starve them on Hopper
+# (the Triton tutorial's pruning rule). Under the interpreter one 64×64 tile runs.
+FWD_TUNING = [
+    (128, 64, 3, 4), (128, 64, 4, 4), (128, 128, 3, 8), (128, 128, 2, 8), (64, 64, 4, 4),
+    (128, 32, 4, 4),
+]  # fmt: skip
+DKDV_TUNING = [  # K/V resident (BLOCK_N), queries streamed (BLOCK_M)
+    (64, 128, 3, 8), (32, 128, 3, 4), (64, 64, 3, 4), (32, 64, 4, 4), (128, 128, 2, 8),
+]  # fmt: skip
+DQ_TUNING = [  # queries resident (BLOCK_M), K/V streamed (BLOCK_N)
+    (128, 64, 3, 8), (128, 32, 3, 4), (64, 64, 3, 4), (64, 128, 3, 8),
+]  # fmt: skip
+INTERPRETER_TILE = (64, 64, 1, 4)  # big tiles: the interpreter pays per op, not per element
+DESCRIPTOR_ROWS = {"Q": "BLOCK_M", "DO": "BLOCK_M", "K": "BLOCK_N", "V": "BLOCK_N"}
 
 
-def _bwd_blocks(head_dim: int) -> dict:
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
+def _descriptor_blocks(nargs: dict) -> None:
+    """Autotune pre-hook: give each TMA descriptor the tile shape of the config about to
+    run ([1, 1, rows, BLOCK_D]); pointer arguments are left alone."""
+    for name, rows in DESCRIPTOR_ROWS.items():
+        x = nargs.get(name)
+        if TensorDescriptor is not None and isinstance(x, TensorDescriptor):
+            x.block_shape = [1, 1, nargs[rows], nargs["BLOCK_D"]]
+
+
+def _configs(tuning: list[tuple[int, int, int, int]]) -> list:
+    if interpreting():
+        tuning = [INTERPRETER_TILE]
+    elif os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
+        tuning = tuning[:1]
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_stages=s, num_warps=w,
+                      pre_hook=_descriptor_blocks)
+        for m, n, s, w in tuning
+    ]  # fmt: skip
+
+
+# Tuned per sequence lengths, padded head dim, mask, dropout and read path (dtypes are
+# part of every autotune key). Each kernel writes its outputs whole, so reruns are safe.
+_TUNING_KEY = ["T_Q", "T_K", "BLOCK_D", "CAUSAL", "DROPOUT", "TMA"]
+_attn_fwd = triton.autotune(_configs(FWD_TUNING), key=_TUNING_KEY)(_attn_fwd_kernel)
+_attn_bwd_dkdv = triton.autotune(_configs(DKDV_TUNING), key=_TUNING_KEY)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = triton.autotune(_configs(DQ_TUNING), key=_TUNING_KEY)(_attn_bwd_dq_kernel)
 
 
 # Why the TMA path was turned off for this process ("auto" mode, after a failed build).
@@ -432,19 +461,20 @@ def use_tma(*tensors: torch.Tensor) -> bool:
     return _tma_broken is None and _tma_capable(tensors[0]) and _tma_aligned(*tensors)
 
 
-def _desc(t: torch.Tensor, block_rows: int, block_d: int):
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, block_d])
+def _desc(t: torch.Tensor, block_d: int):
+    """A 4-D descriptor over a (B, H, T, D) view; the pre-hook sets its row count."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, block_d])
 
 
-def _launch(kernel, grid, tensors: dict, tma: bool, rows: dict, block_d: int, *args, **kw):
-    """Launch ``kernel`` with each of ``tensors`` passed as itself or, with ``tma``, as a
-    descriptor over ``rows[name]`` rows. In "auto" mode a TMA launch that fails to build
+def _launch(kernel, grid, tensors: dict, tma: bool, block_d: int, *args, **kw):
+    """Launch ``kernel`` with ``tensors`` (named as the kernel names them) passed as
+    themselves or, with ``tma``, as descriptors. In "auto" mode a TMA launch that fails
     falls back to pointers for the rest of the process, with a warning naming the error."""
     global _tma_broken
     if tma:
         try:
-            descs = [_desc(t, rows[name], block_d) for name, t in tensors.items()]
-            return kernel[grid](*descs, *args, TMA=True, **kw)
+            descs = [_desc(t, block_d) for t in tensors.values()]
+            return kernel[grid](*descs, *args, BLOCK_D=block_d, TMA=True, **kw)
         except Exception as e:  # noqa: BLE001 - any build failure: compiler, PTX, driver
             if tma_mode() == "1":
                 raise
@@ -455,7 +485,7 @@ def _launch(kernel, grid, tensors: dict, tma: bool, rows: dict, block_d: int, *a
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return kernel[grid](*tensors.values(), *args, TMA=False, **kw)
+    return kernel[grid](*tensors.values(), *args, BLOCK_D=block_d, TMA=False, **kw)
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -485,20 +515,25 @@ def _dropout_args(dropout_p: float, seed: int) -> tuple:
     return seed, dropout_p, 1.0 / (1.0 - dropout_p)
 
 
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
 def attention_fwd(q, k, v, causal: bool, sm_scale: float, dropout_p: float = 0.0, seed: int = 0):
     """Launch the forward; returns o (B, H, T, D) contiguous and lse (B, H, T) fp32, base 2."""
     B, H, T_Q, D = q.shape
     H_KV, T_K = k.shape[1], k.shape[2]
     o = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
-    cfg = _blocks(D)
-    grid = (triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H)
-    rows = {"q": cfg["BLOCK_M"], "k": cfg["BLOCK_N"], "v": cfg["BLOCK_N"]}
+
+    def grid(meta):
+        return triton.cdiv(T_Q, meta["BLOCK_M"]), B * H
+
     _launch(
-        _attn_fwd_kernel, grid, {"q": q, "k": k, "v": v}, use_tma(q, k, v), rows,
-        cfg["BLOCK_D"], o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+        _attn_fwd, grid, {"Q": q, "K": k, "V": v}, use_tma(q, k, v), _block_d(D),
+        o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
         H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, *_dropout_args(dropout_p, seed),
-        CAUSAL=causal, DROPOUT=dropout_p > 0, PRECISION=dot_precision(q.dtype, q.device), **cfg,
+        CAUSAL=causal, DROPOUT=dropout_p > 0, PRECISION=dot_precision(q.dtype, q.device),
     )  # fmt: skip
     return o, lse
 
@@ -507,11 +542,10 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     """Launch the backward; returns dq, dk, dv shaped like q, k, v (contiguous)."""
     B, H, T_Q, D = q.shape
     H_KV, T_K = k.shape[1], k.shape[2]
-    cfg = _bwd_blocks(D)
-    precision = dot_precision(q.dtype, q.device)
+    block_d = _block_d(D)
     delta = torch.empty((B, H, T_Q), dtype=torch.float32, device=q.device)
-    _attn_bwd_delta_kernel[(triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H)](
-        o, do, delta, *_strides(do), H, T_Q, D, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"]
+    _attn_bwd_delta_kernel[(triton.cdiv(T_Q, 64), B * H)](
+        o, do, delta, *_strides(do), H, T_Q, D, BLOCK_M=64, BLOCK_D=block_d
     )
     dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H_KV, T_K, D), dtype=k.dtype, device=k.device)
@@ -519,19 +553,19 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do),
               H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, sm_scale,
               *_dropout_args(dropout_p, seed))  # fmt: skip
-    flags = {"CAUSAL": causal, "DROPOUT": dropout_p > 0, "PRECISION": precision, **cfg}
+    flags = {"CAUSAL": causal, "DROPOUT": dropout_p > 0,
+             "PRECISION": dot_precision(q.dtype, q.device)}  # fmt: skip
     tma = use_tma(q, k, v, do)
-    # dK/dV: K, V resident (one block of BLOCK_N rows), Q and dO streamed (BLOCK_M rows)
-    rows = {"q": cfg["BLOCK_M"], "k": cfg["BLOCK_N"], "v": cfg["BLOCK_N"], "do": cfg["BLOCK_M"]}
-    qkvdo = {"q": q, "k": k, "v": v, "do": do}
-    _launch(
-        _attn_bwd_dkdv_kernel, (triton.cdiv(T_K, cfg["BLOCK_N"]), B * H_KV), qkvdo, tma, rows,
-        cfg["BLOCK_D"], lse, delta, dk, dv, *common, **flags,
-    )  # fmt: skip
-    _launch(
-        _attn_bwd_dq_kernel, (triton.cdiv(T_Q, cfg["BLOCK_M"]), B * H), qkvdo, tma, rows,
-        cfg["BLOCK_D"], lse, delta, dq, *common, **flags,
-    )  # fmt: skip
+    qkvdo = {"Q": q, "K": k, "V": v, "DO": do}
+
+    def dkdv_grid(meta):  # one program per K/V block of each K/V head
+        return triton.cdiv(T_K, meta["BLOCK_N"]), B * H_KV
+
+    def dq_grid(meta):  # one program per query block of each query head
+        return triton.cdiv(T_Q, meta["BLOCK_M"]), B * H
+
+    _launch(_attn_bwd_dkdv, dkdv_grid, qkvdo, tma, block_d, lse, delta, dk, dv, *common, **flags)
+    _launch(_attn_bwd_dq, dq_grid, qkvdo, tma, block_d, lse, delta, dq, *common, **flags)
     return dq, dk, dv
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 from kernel_testing import (
     ON_GPU,
     assert_close,
@@ -17,6 +18,8 @@ import kernels
 from kernels import flash_attention, reference
 from lab.train import train
 
+TUNERS = [flash_attention._attn_fwd, flash_attention._attn_bwd_dkdv, flash_attention._attn_bwd_dq]
+TUNINGS = [flash_attention.FWD_TUNING, flash_attention.DKDV_TUNING, flash_attention.DQ_TUNING]
 # bf16 tl.dot is wrong under the CPU interpreter (triton-lang/triton#11584): GPU only
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_GPU else [])
 # (B, H, Hkv, T, D): T = 1, 77, 1000; D = 8, 40, 64, 128; grouped-query heads
@@ -82,6 +85,18 @@ def test_dropout_output_and_gradients_match_reference_with_the_same_mask(
     shape, dtype, causal, read_path
 ):
     _check(*shape, dtype, causal, dropout_p=0.3)
+
+
+@pytest.mark.parametrize("i", range(max(map(len, TUNINGS))))
+def test_every_tile_shape_the_gpu_autotuner_may_pick(i, monkeypatch, read_path):
+    """The interpreter runs one 64×64 tile; here each kernel runs the i-th tile of its GPU
+    tuning list instead, so a shape-dependent bug cannot hide until a GPU picks it."""
+    for tuner, tuning in zip(TUNERS, TUNINGS):
+        m, n, _, _ = tuning[i % len(tuning)]
+        config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, pre_hook=tuner.configs[0].pre_hook)
+        monkeypatch.setattr(tuner, "configs", [config])
+    _check(1, 2, 1, 150, 40, torch.float32, causal=True, dropout_p=0.1 if i % 2 else 0.0)
+    _check(1, 2, 1, 150, 40, torch.float32, causal=False)
 
 
 def test_dropout_mask_drops_the_asked_fraction_independently_per_head_and_seed():

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The one GPU check: the kernel tests on CUDA (bf16 included) and the benchmark tables.
+# The GPU check: the kernel tests on CUDA (bf16 included) and the benchmark tables.
 # Everything it prints also lands in $OUT (default runs/gpu_check). On the lent H200, from
 # this checkout: run ../shared/device/stage-wheels.sh here once, carry [".whl"], and run
-#   bash scripts/gpu_check.sh
+#   bash scripts/gpu_check.sh [STAGE ...]
+# STAGE: tests | layernorm | gemm | attention | gpt2 (default: all, in that order). A lent
+# GPU gives about 15 minutes in all, start-up included; all stages together may need more
+# (the attention table autotunes every kernel for each of its 8 variants), so a short lease
+# runs them in two calls, e.g. `tests layernorm gemm` and then `attention gpt2`.
 # It installs the carried hydra/omegaconf wheels when the machine lacks them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,23 +18,32 @@ if ! python3 -c "import hydra" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests layernorm gemm attention gpt2)
 {
   date -u +%Y-%m-%dT%H:%MZ
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
-} 2>&1 | tee "$OUT/env.txt"
+  echo "stages: ${stages[*]}"
+} 2>&1 | tee -a "$OUT/env.txt"
 
 status=0
-# KERNELS_AUTOTUNE=0: one tile per kernel (the tile-shape test still runs every tuned one);
-# the benchmarks below autotune.
-KERNELS_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels \
-  2>&1 | tee "$OUT/tests.log" || status=1
-for op in layernorm gemm attention; do
-  timeout 180 python3 -m kernels.bench "$op" --csv "$OUT/bench_$op.csv" \
-    2>&1 | tee "$OUT/bench_$op.log" || status=1
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    tests)
+      # KERNELS_AUTOTUNE=0: one tile per kernel (the tile-shape test still runs every
+      # tuned one); the benchmarks autotune.
+      KERNELS_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels \
+        2>&1 | tee "$OUT/tests.log" || status=1 ;;
+    layernorm|gemm|attention)
+      timeout 420 python3 -m kernels.bench "$stage" --csv "$OUT/bench_$stage.csv" \
+        2>&1 | tee "$OUT/bench_$stage.log" || status=1 ;;
+    gpt2)
+      # GPT-2 small training step: the lab on Triton kernels vs a torch.compile'd plain loop
+      timeout 240 python3 -m lab.bench --gpt2 --backend triton --steps 10 --rounds 3 \
+        2>&1 | tee "$OUT/bench_gpt2.log" || status=1 ;;
+    *) echo "gpu_check: unknown stage $stage (tests|layernorm|gemm|attention|gpt2)"; status=2 ;;
+  esac
 done
-# GPT-2 small training step: the lab on Triton kernels vs a torch.compile'd plain loop
-timeout 240 python3 -m lab.bench --gpt2 --backend triton --steps 10 --rounds 3 \
-  2>&1 | tee "$OUT/bench_gpt2.log" || status=1
 echo "gpu_check: exit $status; logs in $OUT"
 exit $status

@@ -374,17 +374,20 @@ def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) 
 
 # Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps), the first
 # being the one used when tuning is off (KERNELS_AUTOTUNE=0). BLOCK_M counts queries,
-# BLOCK_N keys. Eight warps only for 128×128 tiles: smaller ones starve them on Hopper
-# (the Triton tutorial's pruning rule). Under the interpreter one 64×64 tile runs.
+# BLOCK_N keys. Chosen from `python -m kernels.compile_check` (sm_90, bf16, triton 3.6; no
+# GPU run yet): the first of each list builds without register spills at D = 64 and 128 on
+# both read paths; the rest are candidates for one head dim or the other (a 128×64 forward
+# tile on 4 warps spills at D = 128 but not at 64). The dK/dV kernel keeps K, V, dK and dV
+# resident, so it wants 8 warps even on small tiles. Under the interpreter one 64×64 tile.
 FWD_TUNING = [
-    (128, 64, 3, 4), (128, 64, 4, 4), (128, 128, 3, 8), (128, 128, 2, 8), (64, 64, 4, 4),
-    (128, 32, 4, 4),
+    (128, 64, 3, 8), (128, 64, 3, 4), (128, 128, 3, 8), (128, 128, 2, 8), (64, 64, 3, 4),
+    (128, 32, 3, 8),
 ]  # fmt: skip
 DKDV_TUNING = [  # K/V resident (BLOCK_N), queries streamed (BLOCK_M)
-    (64, 128, 3, 8), (32, 128, 3, 4), (64, 64, 3, 4), (32, 64, 4, 4), (128, 128, 2, 8),
+    (64, 64, 3, 8), (32, 64, 3, 8), (128, 64, 2, 8), (32, 128, 3, 8), (16, 128, 3, 8),
 ]  # fmt: skip
 DQ_TUNING = [  # queries resident (BLOCK_M), K/V streamed (BLOCK_N)
-    (128, 64, 3, 8), (128, 32, 3, 4), (64, 64, 3, 4), (64, 128, 3, 8),
+    (128, 64, 3, 8), (128, 32, 3, 8), (64, 64, 3, 4), (64, 128, 3, 8), (128, 128, 2, 8),
 ]  # fmt: skip
 INTERPRETER_TILE = (64, 64, 1, 4)  # big tiles: the interpreter pays per op, not per element
 DESCRIPTOR_ROWS = {"Q": "BLOCK_M", "DO": "BLOCK_M", "K": "BLOCK_N", "V": "BLOCK_N"}

@@ -1,0 +1,204 @@
+"""Compile the attention kernels for a GPU architecture on a machine without one.
+
+    python -m kernels.compile_check [--arch 90] [--dtype bf16] [--head-dims 64 128]
+                                    [--first] [--csv PATH]
+
+Every kernel of ``kernels/flash_attention.py`` (forward, delta pre-pass, dK/dV, dQ), both
+read paths (TMA tensor descriptors and pointers), causal or not, with and without dropout,
+each tile shape of its tuning list (``--first``: only the one used when tuning is off), is
+built by Triton's own compiler down to a cubin, and the table reports each build's shared
+memory, registers and spilled bytes (from ptxas). Nothing runs: this answers "does the
+Hopper path build with this triton" and "which tiles spill", not "is it fast" or "is it
+right" (the interpreter tests and a GPU answer those).
+
+How: Triton's active driver is replaced by a stand-in that names the target (no CUDA
+needed), and each launch the real host code makes (``attention_fwd``, ``attention_bwd``) is
+turned into ``JITFunction.warmup``, which compiles without launching. The stand-in touches
+Triton internals (``triton.runtime.driver``); a triton upgrade may need it adjusted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+HOPPER_SMEM = 232448  # bytes of shared memory one block may opt into on sm_90
+
+
+class _TargetOnlyDriver:
+    """What the JIT asks of the active driver before a launch, for a GPU that is not here."""
+
+    def __init__(self, arch: int):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+class _CompileOnly:
+    """Stands in for a kernel (plain JIT or autotuned): ``kernel[grid](*args, **kw)``
+    compiles every config for those arguments instead of launching, recording each build."""
+
+    def __init__(self, name: str, kernel, builds: list, first_only: bool):
+        self.name, self.builds, self.first_only = name, builds, first_only
+        tuned = hasattr(kernel, "configs")  # an Autotuner wraps the JITFunction as .fn
+        self.fn = kernel.fn if tuned else kernel
+        self.configs = kernel.configs if tuned else [None]
+
+    def __getitem__(self, grid):
+        return lambda *args, **kw: self._compile(args, kw)
+
+    def _compile(self, args, kw):
+        for config in self.configs[:1] if self.first_only else self.configs:
+            meta = dict(kw)
+            if config is not None:
+                meta.update(config.all_kwargs())
+                if config.pre_hook is not None:
+                    config.pre_hook({**dict(zip(self.fn.arg_names, args)), **meta})
+            label = "x".join(str(meta[k]) for k in ("BLOCK_M", "BLOCK_N") if k in meta)
+            row = {
+                "kernel": self.name,
+                "path": "tma" if meta.get("TMA") else "pointers",
+                "tile": label or "-",
+                "stages": meta.get("num_stages", 3),
+                "warps": meta.get("num_warps", 4),
+            }
+            try:
+                compiled = self.fn.warmup(*args, grid=(1,), **meta)
+                row.update(status="ok", shared=compiled.metadata.shared)
+                row.update(_ptxas_usage(compiled.asm["ptx"], self.fn))
+            except Exception as e:  # noqa: BLE001 - reported in the table, counted as failed
+                row.update(status="FAILED: " + (str(e).strip().splitlines() or [""])[-1][:160])
+            self.builds.append(row)
+
+
+def _ptxas_usage(ptx: str, fn) -> dict:
+    """Registers and spill stores of a PTX module, from the ptxas that ships with triton
+    (the newer one when the PTX version needs it)."""
+    import re
+
+    import triton
+
+    arch = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        for ptxas in ("ptxas", "ptxas-blackwell"):
+            if not (bin_dir / ptxas).exists():
+                continue
+            out = subprocess.run(
+                [str(bin_dir / ptxas), "-v", f"--gpu-name={arch}", str(src), "-o", f"{tmp}/k.o"],
+                capture_output=True,
+                text=True,
+            )
+            regs = re.search(r"Used (\d+) registers", out.stderr)
+            spill = re.search(r"(\d+) bytes spill stores", out.stderr)
+            if out.returncode == 0 and regs:
+                return {"regs": int(regs.group(1)), "spill_bytes": int(spill.group(1))}
+    return {"regs": "?", "spill_bytes": "?"}
+
+
+def compile_all(arch: int, dtype, head_dims, first_only: bool) -> list[dict]:
+    from triton.runtime.driver import driver
+
+    previous = driver._active  # None on a machine without a GPU
+    driver.set_active(_TargetOnlyDriver(arch))
+    try:
+        from kernels import flash_attention as fa
+
+        builds: list[dict] = []
+        names = {
+            "_attn_fwd": "forward",
+            "_attn_bwd_delta_kernel": "delta",
+            "_attn_bwd_dkdv": "dk/dv",
+            "_attn_bwd_dq": "dq",
+        }
+        saved = {attr: getattr(fa, attr) for attr in names}
+        for attr, name in names.items():
+            setattr(fa, attr, _CompileOnly(name, saved[attr], builds, first_only))
+        saved_env = os.environ.get("KERNELS_ATTENTION_TMA")
+        try:
+            for D in head_dims:
+                for tma in ("1", "0"):
+                    os.environ["KERNELS_ATTENTION_TMA"] = tma
+                    for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
+                        start = len(builds)
+                        q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
+                        lse = torch.empty(2, 4, 1024)
+                        fa.attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
+                        fa.attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
+                        for row in builds[start:]:
+                            row.update(D=D, causal=causal, dropout=dropout_p > 0)
+        finally:
+            for attr, kernel in saved.items():
+                setattr(fa, attr, kernel)
+            if saved_env is None:
+                os.environ.pop("KERNELS_ATTENTION_TMA", None)
+            else:
+                os.environ["KERNELS_ATTENTION_TMA"] = saved_env
+        return builds
+    finally:
+        driver.set_active(previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kernels.compile_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
+    parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--first", action="store_true", help="only each list's first tile")
+    parser.add_argument("--csv", default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("kernels.compile_check: unset TRITON_INTERPRET (it compiles, not interprets)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    import triton
+
+    rows = compile_all(args.arch, DTYPES[args.dtype], args.head_dims, args.first)
+    columns = ["kernel", "path", "D", "causal", "dropout", "tile", "stages", "warps",
+               "status", "shared", "regs", "spill_bytes"]  # fmt: skip
+    rows = [{c: r.get(c, "") for c in columns} for r in rows]
+    print(f"sm_{args.arch} | {args.dtype} | triton {triton.__version__} | torch {torch.__version__}")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r[c]).rjust(widths[c]) for c in columns))
+    failed = [r for r in rows if r["status"] != "ok"]
+    too_big = [r for r in rows if r["status"] == "ok" and r["shared"] > HOPPER_SMEM]
+    print(f"{len(rows)} builds: {len(failed)} failed, {len(too_big)} over the shared-memory limit")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

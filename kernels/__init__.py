@@ -153,9 +153,7 @@ def attention(
     cast = _autocast_dtype(q.device)
     if cast is not None:
         q, k, v = q.to(cast), k.to(cast), v.to(cast)
-    check_attention(q, k, v, sm_scale)
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
+    check_attention(q, k, v, sm_scale, dropout_p)
     if backend_for("attention", q.device) == "triton":
         return _triton_op("attention")(q, k, v, causal, sm_scale, dropout_p)
     gqa = k.shape[1] != q.shape[1]

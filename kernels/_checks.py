@@ -45,7 +45,7 @@ def _same_dtype_device(op: str, named: dict[str, torch.Tensor | None]) -> None:
         )
 
 
-def check_attention(q, k, v, sm_scale) -> None:
+def check_attention(q, k, v, sm_scale, dropout_p: float = 0.0) -> None:
     _same_dtype_device("attention", {"q": q, "k": k, "v": v})
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
@@ -60,6 +60,8 @@ def check_attention(q, k, v, sm_scale) -> None:
         raise ValueError(f"attention: k/v heads ({k.shape[1]}) must divide q heads ({q.shape[1]})")
     if sm_scale is not None and not sm_scale > 0:
         raise ValueError(f"attention: sm_scale must be > 0, got {sm_scale}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
 
 
 def check_layer_norm(x, weight, bias, eps, op: str = "layer_norm") -> None:

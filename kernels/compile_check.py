@@ -85,13 +85,13 @@ class _CompileOnly:
             try:
                 compiled = self.fn.warmup(*args, grid=(1,), **meta)
                 row.update(status="ok", shared=compiled.metadata.shared)
-                row.update(_ptxas_usage(compiled.asm["ptx"], self.fn))
+                row.update(_ptxas_usage(compiled.asm["ptx"]))
             except Exception as e:  # noqa: BLE001 - reported in the table, counted as failed
                 row.update(status="FAILED: " + (str(e).strip().splitlines() or [""])[-1][:160])
             self.builds.append(row)
 
 
-def _ptxas_usage(ptx: str, fn) -> dict:
+def _ptxas_usage(ptx: str) -> dict:
     """Registers and spill stores of a PTX module, from the ptxas that ships with triton
     (the newer one when the PTX version needs it)."""
     import re

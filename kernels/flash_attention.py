@@ -495,7 +495,7 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())
 
 
-def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, dropout_p: float) -> None:
+def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool) -> None:
     """What the Triton kernel supports beyond the common checks; ValueError otherwise."""
     D = q.shape[-1]
     if D % 8 != 0 or not 8 <= D <= MAX_HEAD_DIM:
@@ -508,8 +508,6 @@ def check_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, dropout_p: f
             f"attention: causal attention on the triton backend needs as many queries as keys "
             f"(q has T={q.shape[2]}, k has T={k.shape[2]})"
         )
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
 
 
 def _dropout_args(dropout_p: float, seed: int) -> tuple:
@@ -607,9 +605,9 @@ def attention(
 
     ``dropout_p`` drops attention probabilities (kept ones scaled by 1/(1 − p)); the mask
     comes from ``seed``, drawn from PyTorch's generator when None (``dropout_mask`` gives
-    it back). Raises ValueError for a head dim this kernel does not take, causal with
-    Tq ≠ Tk, or dropout_p outside [0, 1)."""
-    check_supported(q, k, causal, dropout_p)
+    it back). Raises ValueError for a head dim this kernel does not take, or causal with
+    Tq ≠ Tk; ``kernels.attention`` checks the rest (shapes, dtypes, dropout_p) first."""
+    check_supported(q, k, causal)
     scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
     if dropout_p > 0 and seed is None:
         seed = _draw_seed()

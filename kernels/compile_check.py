@@ -1,20 +1,22 @@
-"""Compile the attention kernels for a GPU architecture on a machine without one.
+"""Compile the Triton kernels for a GPU architecture on a machine without one.
 
-    python -m kernels.compile_check [--arch 90] [--dtype bf16] [--head-dims 64 128]
-                                    [--first] [--csv PATH]
+    python -m kernels.compile_check [attention] [gemm] [layernorm] [--arch 90]
+                                    [--dtype bf16] [--head-dims 64 128] [--first] [--csv PATH]
 
-Every kernel of ``kernels/flash_attention.py`` (forward, delta pre-pass, dK/dV, dQ), both
-read paths (TMA tensor descriptors and pointers), causal or not, with and without dropout,
-each tile shape of its tuning list (``--first``: only the one used when tuning is off), is
-built by Triton's own compiler down to a cubin, and the table reports each build's shared
-memory, registers and spilled bytes (from ptxas). Nothing runs: this answers "does the
-Hopper path build with this triton" and "which tiles spill", not "is it fast" or "is it
-right" (the interpreter tests and a GPU answer those).
+Every launch the ops' host code makes is built by Triton's own compiler down to a cubin,
+and the table reports each build's shared memory, registers and spilled bytes (from
+ptxas): for attention (the default op), the forward, delta pre-pass, dK/dV and dQ kernels,
+both read paths (TMA tensor descriptors and pointers), causal or not, with and without
+dropout; for gemm, the linear layer's three products and the activation backward; for
+layernorm, forward and backward at four widths, LayerNorm and RMSNorm. Each autotuned
+kernel builds every tile of its tuning list (``--first``: only the first). Nothing runs:
+this answers "does the Hopper path build with this triton" and "which tiles spill", not
+"is it fast" or "is it right" (the interpreter tests and a GPU answer those).
 
 How: Triton's active driver is replaced by a stand-in that names the target (no CUDA
-needed), and each launch the real host code makes (``attention_fwd``, ``attention_bwd``) is
-turned into ``JITFunction.warmup``, which compiles without launching. The stand-in touches
-Triton internals (``triton.runtime.driver``); a triton upgrade may need it adjusted.
+needed), and each launch the host code makes is turned into ``JITFunction.warmup``, which
+compiles without launching. The stand-in touches Triton internals
+(``triton.runtime.driver``); a triton upgrade may need it adjusted.
 """
 
 from __future__ import annotations
@@ -74,11 +76,10 @@ class _CompileOnly:
                 meta.update(config.all_kwargs())
                 if config.pre_hook is not None:
                     config.pre_hook({**dict(zip(self.fn.arg_names, args)), **meta})
-            label = "x".join(str(meta[k]) for k in ("BLOCK_M", "BLOCK_N") if k in meta)
+            label = "x".join(str(meta[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in meta)
             row = {
                 "kernel": self.name,
-                "path": "tma" if meta.get("TMA") else "pointers",
-                "tile": label or "-",
+                "tile": label or str(meta.get("BLOCK", "-")),
                 "stages": meta.get("num_stages", 3),
                 "warps": meta.get("num_warps", 4),
             }
@@ -118,47 +119,103 @@ def _ptxas_usage(ptx: str) -> dict:
     return {"regs": "?", "spill_bytes": "?"}
 
 
-def compile_all(arch: int, dtype, head_dims, first_only: bool) -> list[dict]:
+def _attention_cases(fa, dtype, head_dims):
+    """Each case: (label, path, call) with call launching the host code's kernels."""
+    for D in head_dims:
+        for tma in ("1", "0"):
+            for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
+
+                def call(D=D, causal=causal, dropout_p=dropout_p, tma=tma):
+                    os.environ["KERNELS_ATTENTION_TMA"] = tma
+                    q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
+                    lse = torch.empty(2, 4, 1024)
+                    fa.attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
+                    fa.attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
+
+                mask = "causal" if causal else "full"
+                label = f"D={D} {mask}" + (" dropout" if dropout_p else "")
+                yield label, "tma" if tma == "1" else "pointers", call
+
+
+def _gemm_cases(gemm, dtype, head_dims):
+    """The linear layer's three products (x·Wᵀ with bias and GELU, dZ·W, dZᵀ·X through
+    strides) and the activation backward, at a GPT-2 small MLP shape."""
+    M, N, K = 4096, 3072, 768
+    for act in (None, "gelu_tanh"):
+
+        def call(act=act):
+            x, w = torch.empty(M, K, dtype=dtype), torch.empty(N, K, dtype=dtype)
+            _, z = gemm.matmul(x, w.t(), torch.empty(N, dtype=dtype), act, store_z=act is not None)
+            dz = torch.empty(M, N, dtype=dtype)
+            gemm.matmul(dz, w)
+            gemm.matmul(dz.t(), x)
+            if act is not None:
+                gemm.activation_bwd(dz, z, act)
+
+        yield f"{M}x{N}x{K} bias {act or 'no act'}", "pointers", call
+
+
+def _layernorm_cases(ln, dtype, head_dims):
+    for N in (768, 4096, 8192, 20000):  # 20000: past the one-read limit, chunked
+        for is_rms in (False, True):
+
+            def call(N=N, is_rms=is_rms):
+                x, w = torch.empty(4096, N, dtype=dtype), torch.empty(N, dtype=dtype)
+                b = None if is_rms else torch.empty(N, dtype=dtype)
+                _, x2, mean, rstd = ln.norm_fwd(x, w, b, 1e-5, is_rms)
+                ln.norm_bwd(x, x2, w, mean, rstd, b is not None, is_rms)
+
+            yield f"N={N} {'rms' if is_rms else 'layer'}", "pointers", call
+
+
+# op → (module, {kernel attribute: name in the table}, cases)
+OPS = {
+    "attention": ("kernels.flash_attention", {
+        "_attn_fwd": "forward", "_attn_bwd_delta_kernel": "delta",
+        "_attn_bwd_dkdv": "dk/dv", "_attn_bwd_dq": "dq",
+    }, _attention_cases),
+    "gemm": ("kernels.gemm", {
+        "_matmul_kernel": "matmul", "_activation_bwd_kernel": "activation bwd",
+    }, _gemm_cases),
+    "layernorm": ("kernels.layernorm", {
+        "_norm_fwd_kernel": "forward", "_norm_bwd_kernel": "backward",
+    }, _layernorm_cases),
+}  # fmt: skip
+
+
+def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict]:
+    """Build every kernel launch the host code of ``ops`` makes, for sm_``arch``."""
+    import importlib
+
     from triton.runtime.driver import driver
 
     previous = driver._active  # None on a machine without a GPU
     driver.set_active(_TargetOnlyDriver(arch))
+    saved_env = os.environ.get("KERNELS_ATTENTION_TMA")
+    builds: list[dict] = []
     try:
-        from kernels import flash_attention as fa
-
-        builds: list[dict] = []
-        names = {
-            "_attn_fwd": "forward",
-            "_attn_bwd_delta_kernel": "delta",
-            "_attn_bwd_dkdv": "dk/dv",
-            "_attn_bwd_dq": "dq",
-        }
-        saved = {attr: getattr(fa, attr) for attr in names}
-        for attr, name in names.items():
-            setattr(fa, attr, _CompileOnly(name, saved[attr], builds, first_only))
-        saved_env = os.environ.get("KERNELS_ATTENTION_TMA")
-        try:
-            for D in head_dims:
-                for tma in ("1", "0"):
-                    os.environ["KERNELS_ATTENTION_TMA"] = tma
-                    for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
-                        start = len(builds)
-                        q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
-                        lse = torch.empty(2, 4, 1024)
-                        fa.attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
-                        fa.attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
-                        for row in builds[start:]:
-                            row.update(D=D, causal=causal, dropout=dropout_p > 0)
-        finally:
-            for attr, kernel in saved.items():
-                setattr(fa, attr, kernel)
-            if saved_env is None:
-                os.environ.pop("KERNELS_ATTENTION_TMA", None)
-            else:
-                os.environ["KERNELS_ATTENTION_TMA"] = saved_env
-        return builds
+        for op in ops:
+            module_name, kernels, cases = OPS[op]
+            module = importlib.import_module(module_name)
+            saved = {attr: getattr(module, attr) for attr in kernels}
+            try:
+                for attr, name in kernels.items():
+                    setattr(module, attr, _CompileOnly(name, saved[attr], builds, first_only))
+                for label, path, call in cases(module, dtype, head_dims):
+                    start = len(builds)
+                    call()
+                    for row in builds[start:]:
+                        row.update(op=op, case=label, path=path)
+            finally:
+                for attr, kernel in saved.items():
+                    setattr(module, attr, kernel)
     finally:
         driver.set_active(previous)
+        if saved_env is None:
+            os.environ.pop("KERNELS_ATTENTION_TMA", None)
+        else:
+            os.environ["KERNELS_ATTENTION_TMA"] = saved_env
+    return builds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,20 +224,27 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("ops", nargs="*", metavar="OP",
+                        help=f"any of {', '.join(OPS)} (default: attention)")  # fmt: skip
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128],
+                        help="attention head dims")  # fmt: skip
     parser.add_argument("--first", action="store_true", help="only each list's first tile")
     parser.add_argument("--csv", default=None, help="also write the table here")
     args = parser.parse_args(argv)
+    args.ops = args.ops or ["attention"]
+    unknown = sorted(set(args.ops) - set(OPS))
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("kernels.compile_check: unset TRITON_INTERPRET (it compiles, not interprets)",
               file=sys.stderr)  # fmt: skip
         return 2
     import triton
 
-    rows = compile_all(args.arch, DTYPES[args.dtype], args.head_dims, args.first)
-    columns = ["kernel", "path", "D", "causal", "dropout", "tile", "stages", "warps",
+    rows = compile_all(args.ops, args.arch, DTYPES[args.dtype], args.head_dims, args.first)
+    columns = ["op", "kernel", "case", "path", "tile", "stages", "warps",
                "status", "shared", "regs", "spill_bytes"]  # fmt: skip
     rows = [{c: r.get(c, "") for c in columns} for r in rows]
     print(f"sm_{args.arch} | {args.dtype} | triton {triton.__version__} | torch {torch.__version__}")

@@ -122,7 +122,7 @@ def _fwd_inner(
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
 def _attn_fwd_kernel(
     Q, K, V, O, LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
@@ -229,7 +229,7 @@ def _dkdv_inner(
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk, dv: (B, Hkv, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
@@ -302,7 +302,7 @@ def _dq_inner(
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
 def _attn_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq: (B, H, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
@@ -344,7 +344,7 @@ def _attn_bwd_dq_kernel(
              mask=m_mask[:, None] & (offs_d[None, :] < D))  # fmt: skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
 def _dropout_mask_kernel(
     OUT, seed, p_drop, H, T_Q, T_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
 ):

@@ -110,6 +110,13 @@ def test_dropout_mask_drops_the_asked_fraction_independently_per_head_and_seed()
     # independent masks agree on a fraction p² + (1 − p)² of positions (0.625), ± 0.005
     for a, b in [(keep.float(), other.float()), (heads[0], heads[1]), (heads[2], heads[5])]:
         assert abs((a == b).float().mean().item() - 0.625) < 0.01, n
+    # neighbouring keys (which share a Philox call, one word each) and queries are
+    # independent too: agreement at lags 1, 2, 3 (inside a 4-key group) and 4 (across)
+    for lag in (1, 2, 3, 4):
+        a, b = keep[..., :-lag].float(), keep[..., lag:].float()
+        assert abs((a == b).float().mean().item() - 0.625) < 0.01, lag
+    a, b = keep[..., :-1, :].float(), keep[..., 1:, :].float()
+    assert abs((a == b).float().mean().item() - 0.625) < 0.01
     # nor is it striped along queries or keys: kept fractions per row and column are flat
     assert keep.float().mean(dim=-1).std().item() < 0.06
     assert keep.float().mean(dim=-2).std().item() < 0.06

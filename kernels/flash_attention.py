@@ -12,10 +12,10 @@ kernel holds a K/V block resident and loops over query blocks to accumulate dK a
 with grouped-query attention, over every query head sharing that K/V head); a second
 kernel holds a query block and loops over K/V blocks for dQ.
 
-Attention dropout is fused: one Philox draw per (head, query, key) from a seed taken from
-PyTorch's generator, so ``torch.manual_seed`` makes it reproducible; the backward redraws
-the same mask instead of storing it. Dropped probabilities still count in the softmax's
-denominator (dropout acts on P, as in ``F.scaled_dot_product_attention``).
+Attention dropout is fused: Philox draws (one 32-bit word per head, query and key) from a
+seed taken from PyTorch's generator, so ``torch.manual_seed`` makes it reproducible; the
+backward redraws the same mask instead of storing it. Dropped probabilities still count
+in the softmax's denominator (dropout acts on P, as in ``F.scaled_dot_product_attention``).
 
 Inputs are (B, H, T, D) of any strides (the views a fused QKV projection gives after split
 and transpose need no copy); k and v may have fewer heads than q (grouped-query attention,

@@ -34,7 +34,7 @@ for stage in "${stages[@]}"; do
       # KERNELS_AUTOTUNE=0: one tile per kernel (the tile-shape test still runs every
       # tuned one); the benchmarks autotune.
       # (the sm_90 build check is CPU work, done before any GPU is lent: deselected here)
-      KERNELS_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels \
+      KERNELS_AUTOTUNE=0 timeout 480 python3 -m pytest -q -p no:cacheprovider tests/kernels \
         --deselect tests/kernels/test_compile_check.py \
         2>&1 | tee "$OUT/tests.log" || status=1 ;;
     layernorm|gemm|attention)

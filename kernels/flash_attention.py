@@ -128,11 +128,11 @@ def _fwd_inner(
     return acc, l_i, m_i
 
 
-@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
+@triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_fwd_kernel(
     Q, K, V, O, LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
-    H, H_KV, T_Q, T_K, D, qk_scale, seed, p_drop, drop_scale,
+    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, seed, p_drop, drop_scale,
     CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -235,11 +235,11 @@ def _dkdv_inner(
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
+@triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, Delta, DK, DV,  # dk, dv: (B, Hkv, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
+    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
     CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -310,11 +310,11 @@ def _dq_inner(
     return dq
 
 
-@triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
+@triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_bwd_dq_kernel(
     Q, K, V, DO, LSE, Delta, DQ,  # dq: (B, H, T, D) contiguous
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
+    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
     CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -422,9 +422,15 @@ def _configs(tuning: list[tuple[int, int, int, int]]) -> list:
     ]  # fmt: skip
 
 
-# Tuned per sequence lengths, padded head dim, mask, dropout and read path (dtypes are
-# part of every autotune key). Each kernel writes its outputs whole, so reruns are safe.
-_TUNING_KEY = ["T_Q", "T_K", "BLOCK_D", "CAUSAL", "DROPOUT", "TMA"]
+# Tuned per power-of-two bucket of the sequence length (T_BUCKET, an argument the kernels
+# take only for this key, so generating token by token, T growing by one a step, retunes
+# log₂ T times, not T times), padded head dim, mask, dropout and read path (dtypes are part
+# of every autotune key). Each kernel writes its outputs whole, so reruns are safe.
+_TUNING_KEY = ["T_BUCKET", "BLOCK_D", "CAUSAL", "DROPOUT", "TMA"]
+
+
+def _bucket(*lengths: int) -> int:
+    return triton.next_power_of_2(max(lengths))
 _attn_fwd = triton.autotune(_configs(FWD_TUNING), key=_TUNING_KEY)(_attn_fwd_kernel)
 _attn_bwd_dkdv = triton.autotune(_configs(DKDV_TUNING), key=_TUNING_KEY)(_attn_bwd_dkdv_kernel)
 _attn_bwd_dq = triton.autotune(_configs(DQ_TUNING), key=_TUNING_KEY)(_attn_bwd_dq_kernel)
@@ -541,7 +547,8 @@ def attention_fwd(q, k, v, causal: bool, sm_scale: float, dropout_p: float = 0.0
     _launch(
         _attn_fwd, grid, {"Q": q, "K": k, "V": v}, use_tma(q, k, v), _block_d(D),
         o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, *_dropout_args(dropout_p, seed),
+        H, H_KV, T_Q, T_K, _bucket(T_Q, T_K), D, sm_scale * LOG2E,
+        *_dropout_args(dropout_p, seed),
         CAUSAL=causal, DROPOUT=dropout_p > 0, PRECISION=dot_precision(q.dtype, q.device),
     )  # fmt: skip
     return o, lse
@@ -560,7 +567,7 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     dk = torch.empty((B, H_KV, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H_KV, T_K, D), dtype=v.dtype, device=v.device)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do),
-              H, H_KV, T_Q, T_K, D, sm_scale * LOG2E, sm_scale,
+              H, H_KV, T_Q, T_K, _bucket(T_Q, T_K), D, sm_scale * LOG2E, sm_scale,
               *_dropout_args(dropout_p, seed))  # fmt: skip
     flags = {"CAUSAL": causal, "DROPOUT": dropout_p > 0,
              "PRECISION": dot_precision(q.dtype, q.device)}  # fmt: skip

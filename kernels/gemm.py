@@ -67,8 +67,13 @@ def _activation(z, ACTIVATION: tl.constexpr):
     return z
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "HAS_BIAS", "ACTIVATION", "STORE_Z"])
-@triton.jit
+# Tuned per power-of-two bucket of M, N and K (arguments the kernel takes only for this
+# key): the token count changes M (and K, for dW) with every new length when generating
+# token by token, and retuning for each would cost seconds a step.
+@triton.autotune(
+    configs=_configs(), key=["M_BUCKET", "N_BUCKET", "K_BUCKET", "HAS_BIAS", "ACTIVATION", "STORE_Z"]
+)
+@triton.jit(do_not_specialize=["M_BUCKET", "N_BUCKET", "K_BUCKET"])
 def _matmul_kernel(
     A,  # (M, K), strides (stride_am, stride_ak)
     B,  # (K, N), strides (stride_bk, stride_bn)
@@ -84,6 +89,9 @@ def _matmul_kernel(
     stride_bn,
     stride_cm,
     stride_cn,
+    M_BUCKET,  # next powers of two of M, N, K: the autotune key, unused in the body
+    N_BUCKET,
+    K_BUCKET,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     STORE_Z: tl.constexpr,
@@ -189,6 +197,7 @@ def matmul(
     _matmul_kernel[grid](
         a, b, c, bias if bias is not None else c, z, M, N, K,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+        *(triton.next_power_of_2(x) for x in (M, N, K)),
         HAS_BIAS=bias is not None, ACTIVATION=act, STORE_Z=store_z,
         PRECISION=dot_precision(a.dtype, a.device),
     )  # fmt: skip

@@ -76,3 +76,23 @@ def assert_trains_like_torch(tmp_path, steps: int = 4, **backend_ops: str) -> No
         assert abs(ra["train_loss"] - rb["train_loss"]) < tol
         assert abs(ra["val_loss"] - rb["val_loss"]) < tol
     assert abs(ref["val_loss"] - run["val_loss"]) < tol
+
+
+def count_tunings(monkeypatch, tuner) -> list:
+    """Give an autotuned kernel two configs (the interpreter's has one) and a stand-in timer;
+    returns the list each benchmark it runs appends its config to."""
+    import triton
+
+    first = tuner.configs[0]
+    halved = dict(first.kwargs, BLOCK_M=first.kwargs["BLOCK_M"] // 2)
+    second = triton.Config(halved, num_warps=first.num_warps, pre_hook=first.pre_hook)
+    benched: list = []
+
+    def bench(*args, config, **meta):
+        benched.append(config)
+        return [1.0 if config is first else 2.0] * 3
+
+    monkeypatch.setattr(tuner, "configs", [first, second])
+    monkeypatch.setattr(tuner, "_bench", bench)
+    monkeypatch.setattr(tuner, "cache", {})
+    return benched

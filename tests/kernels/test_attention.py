@@ -9,6 +9,7 @@ from kernel_testing import (
     ON_GPU,
     assert_close,
     assert_trains_like_torch,
+    count_tunings,
     demo_config,
     metrics,
     randn,
@@ -97,6 +98,15 @@ def test_every_tile_shape_the_gpu_autotuner_may_pick(i, monkeypatch, read_path):
         monkeypatch.setattr(tuner, "configs", [config])
     _check(1, 2, 1, 150, 40, torch.float32, causal=True, dropout_p=0.1 if i % 2 else 0.0)
     _check(1, 2, 1, 150, 40, torch.float32, causal=False)
+
+
+def test_autotuning_runs_once_per_power_of_two_bucket_of_t(monkeypatch):
+    """Generating token by token grows T by one a step: that must not retune each step."""
+    benched = [count_tunings(monkeypatch, tuner) for tuner in TUNERS]
+    for T in (65, 70, 100, 128, 129):
+        q, k, v = (randn(1, 2, T, 16).requires_grad_(True) for _ in range(3))
+        flash_attention.attention(q, k, v).sum().backward()
+    assert [len(b) for b in benched] == [4, 4, 4]  # 2 configs × 2 buckets (128, 256) each
 
 
 def test_dropout_mask_drops_the_asked_fraction_independently_per_head_and_seed():

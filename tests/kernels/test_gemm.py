@@ -8,6 +8,7 @@ from kernel_testing import (
     ON_GPU,
     assert_close,
     assert_trains_like_torch,
+    count_tunings,
     randn,
 )
 
@@ -89,3 +90,14 @@ def test_bad_input_raises_value_error_naming_it(args, message):
 
 def test_demo_model_trains_to_the_same_losses_with_triton_linear(tmp_path):
     assert_trains_like_torch(tmp_path, linear="triton")
+
+
+def test_autotuning_runs_once_per_power_of_two_bucket_of_the_token_count(monkeypatch):
+    """The token count is M of x·Wᵀ and dX, and K of dW; generating token by token changes
+    it every step, which must not retune every step."""
+    benched = count_tunings(monkeypatch, gemm._matmul_kernel)
+    w = randn(24, 40).requires_grad_(True)
+    for rows in (65, 70, 100, 128, 129):
+        gemm.linear(randn(rows, 40).requires_grad_(True), w).sum().backward()
+    # 3 products (x·Wᵀ, dZ·W, dZᵀ·X) × 2 buckets (128, 256) × 2 configs
+    assert len(benched) == 12

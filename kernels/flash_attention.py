@@ -383,9 +383,10 @@ def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) 
 # Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps), the first
 # being the one used when tuning is off (KERNELS_AUTOTUNE=0). BLOCK_M counts queries,
 # BLOCK_N keys. Chosen from `python -m kernels.compile_check` (sm_90, bf16, triton 3.6; no
-# GPU run yet): the first of each list builds without register spills at D = 64 and 128 on
-# both read paths; the rest are candidates for one head dim or the other (a 128×64 forward
-# tile on 4 warps spills at D = 128 but not at 64). The dK/dV kernel keeps K, V, dK and dV
+# GPU run yet): without dropout the first of each list builds without register spills at
+# D = 64 and 128 on the TMA path (dK/dV's spills 40–164 bytes reading through pointers);
+# the rest are candidates for one head dim or the other (a 128×64 forward tile on 4 warps
+# spills at D = 128 but not at 64). Figures: kernels/BENCHMARKS.md. The dK/dV kernel keeps K, V, dK and dV
 # resident, so it wants 8 warps even on small tiles. Under the interpreter one 64×64 tile.
 FWD_TUNING = [
     (128, 64, 3, 8), (128, 64, 3, 4), (128, 128, 3, 8), (128, 128, 2, 8), (64, 64, 3, 4),

@@ -128,6 +128,20 @@ def _fwd_inner(
     return acc, l_i, m_i
 
 
+@triton.jit
+def _key_blocks(pid_m, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """For query block pid_m, the keys it reads in two loops: [0, lo) unmasked, [lo, hi)
+    masked. Causal: the blocks below the diagonal unmasked, those straddling it masked,
+    those above it never visited. Otherwise every key, only the ragged last block masked."""
+    if CAUSAL:
+        lo = (pid_m * BLOCK_M) // BLOCK_N * BLOCK_N
+        hi = tl.minimum((pid_m + 1) * BLOCK_M, T_K)
+    else:
+        lo = (T_K // BLOCK_N) * BLOCK_N
+        hi = T_K
+    return lo, hi
+
+
 @triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_fwd_kernel(
     Q, K, V, O, LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
@@ -148,12 +162,7 @@ def _attn_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if CAUSAL:  # keys below the diagonal block unmasked, the diagonal blocks masked
-        lo = (pid_m * BLOCK_M) // BLOCK_N * BLOCK_N
-        hi = tl.minimum((pid_m + 1) * BLOCK_M, T_K)
-    else:  # every key; only the ragged last block masked
-        lo = (T_K // BLOCK_N) * BLOCK_N
-        hi = T_K
+    lo, hi = _key_blocks(pid_m, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
         offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop,
@@ -331,12 +340,7 @@ def _attn_bwd_dq_kernel(
     lse = tl.load(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, mask=m_mask, other=0.0)
     delta = tl.load(Delta + pid_bh.to(tl.int64) * T_Q + offs_m, mask=m_mask, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if CAUSAL:
-        lo = (pid_m * BLOCK_M) // BLOCK_N * BLOCK_N
-        hi = tl.minimum((pid_m + 1) * BLOCK_M, T_K)
-    else:
-        lo = (T_K // BLOCK_N) * BLOCK_N
-        hi = T_K
+    lo, hi = _key_blocks(pid_m, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _dq_inner(
         dq, q, do, lse, delta, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
         offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop, drop_scale,

@@ -96,6 +96,17 @@ def _norm_fwd_kernel(
     tl.store(Rstd + rows, rstd, mask=row_mask)
 
 
+@triton.jit
+def _row_chunk(X, DY, W, x_row, dy_row, cols, N, mean, rstd):
+    """Columns ``cols`` of one row, for the chunked backward: x̂ (zero past N), dy and
+    g = w ⊙ dy, in fp32. Both passes over a wide row call it, so they read it the same way."""
+    cmask = cols < N
+    x = tl.load(X + x_row + cols, mask=cmask, other=0.0).to(tl.float32)
+    dy = tl.load(DY + dy_row + cols, mask=cmask, other=0.0).to(tl.float32)
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    return tl.where(cmask, (x - mean) * rstd, 0.0), dy, dy * w
+
+
 # Backward, with x̂ = (x − mean)·rstd (mean = 0 for RMSNorm) and g = w ⊙ dy:
 #   dx = rstd · (g − x̂ · mean(g ⊙ x̂) − mean(g))      (RMSNorm: no mean(g) term)
 #   dW = Σ_rows dy ⊙ x̂,   dB = Σ_rows dy
@@ -171,23 +182,17 @@ def _norm_bwd_kernel(
             acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
             for start in range(0, N, BLOCK_N):
                 cols = start + tl.arange(0, BLOCK_N)
-                cmask = cols < N
-                x = tl.load(X + r64 * stride_x + cols, mask=cmask, other=0.0).to(tl.float32)
-                dy = tl.load(DY + r64 * stride_dy + cols, mask=cmask, other=0.0).to(tl.float32)
-                w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-                xhat = tl.where(cmask, (x - mean) * rstd, 0.0)
-                acc1 += xhat * dy * w
-                acc2 += dy * w
+                xhat, dy, g = _row_chunk(X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N,
+                                         mean, rstd)  # fmt: skip
+                acc1 += xhat * g
+                acc2 += g
             c1 = tl.sum(acc1, axis=0) / N
             c2 = tl.sum(acc2, axis=0) / N
             for start in range(0, N, BLOCK_N):
                 cols = start + tl.arange(0, BLOCK_N)
                 cmask = cols < N
-                x = tl.load(X + r64 * stride_x + cols, mask=cmask, other=0.0).to(tl.float32)
-                dy = tl.load(DY + r64 * stride_dy + cols, mask=cmask, other=0.0).to(tl.float32)
-                w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-                xhat = tl.where(cmask, (x - mean) * rstd, 0.0)
-                g = dy * w
+                xhat, dy, g = _row_chunk(X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N,
+                                         mean, rstd)  # fmt: skip
                 if IS_RMS:
                     dx = (g - xhat * c1) * rstd
                 else:

@@ -33,8 +33,14 @@ def chinchilla_optimum(params: dict, compute, k: float = FLOPS_PER_PARAM_TOKEN) 
     G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
     n_opt, d_opt = G * c**a, c**b / G
     loss = E + A / n_opt**alpha + B / d_opt**beta
-    return {"a": a, "b": b, "N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt,
-            "loss": loss}  # fmt: skip
+    return {
+        "a": a,
+        "b": b,
+        "N_opt": n_opt,
+        "D_opt": d_opt,
+        "tokens_per_param": d_opt / n_opt,
+        "loss": loss,
+    }
 
 
 def _loglog_fit(x, y) -> tuple[float, float]:
@@ -60,8 +66,13 @@ def envelope(df: pd.DataFrame) -> dict:
         )
     a, ia = _loglog_fit(front["compute"], front["n_params"])
     b, ib = _loglog_fit(front["compute"], front["tokens"])
-    return {"a": a, "b": b, "intercepts": {"N": ia, "D": ib}, "runs": front["run"].astype(str).tolist(),
-            "points": front[["compute", "n_params", "tokens", "loss"]].to_dict("list")}  # fmt: skip
+    return {
+        "a": a,
+        "b": b,
+        "intercepts": {"N": ia, "D": ib},
+        "runs": front["run"].astype(str).tolist(),
+        "points": front[["compute", "n_params", "tokens", "loss"]].to_dict("list"),
+    }
 
 
 def budget_groups(df: pd.DataFrame, tolerance: float = 0.05) -> pd.Series:
@@ -102,12 +113,20 @@ def isoflop(df: pd.DataFrame, k: float = FLOPS_PER_PARAM_TOKEN, warn: bool = Tru
                 f"edge of its grid (N {np.exp(x.min()):.3g} to {np.exp(x.max()):.3g}); extend the grid"
             )
         n_opt = float(np.exp(x_opt))
-        minima.append({"compute": float(budget), "N_opt": n_opt, "D_opt": float(budget) / (k * n_opt),
-                       "loss": float(c0 + c1 * x_opt + c2 * x_opt**2),
-                       "parabola": [float(c2), float(c1), float(c0)]})  # fmt: skip
+        minima.append(
+            {
+                "compute": float(budget),
+                "N_opt": n_opt,
+                "D_opt": float(budget) / (k * n_opt),
+                "loss": float(c0 + c1 * x_opt + c2 * x_opt**2),
+                "parabola": [float(c2), float(c1), float(c0)],
+            }
+        )
     if len(minima) < 3:
-        notes.append(f"only {len(minima)} IsoFLOP budget(s) with 3+ model sizes: the exponents "
-                     "a and b are poorly determined (use at least 3)")  # fmt: skip
+        notes.append(
+            f"only {len(minima)} IsoFLOP budget(s) with 3+ model sizes: the exponents "
+            "a and b are poorly determined (use at least 3)"
+        )
     if warn:
         for note in notes:
             warnings.warn(note, stacklevel=2)

@@ -21,8 +21,9 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
 
 
-def bootstrap_fit(df: pd.DataFrame, fit: Fit, resamples: int = 1000, seed: int = 0,
-                  delta: float = HUBER_DELTA) -> list[dict[str, float]]:  # fmt: skip
+def bootstrap_fit(
+    df: pd.DataFrame, fit: Fit, resamples: int = 1000, seed: int = 0, delta: float = HUBER_DELTA
+) -> list[dict[str, float]]:
     """Refit ``fit.law`` on ``resamples`` bootstrap resamples of ``df``'s runs; returns the
     parameters of each refit (those whose objective came out finite)."""
     log_x, log_loss = design(df, fit.law)

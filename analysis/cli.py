@@ -45,10 +45,14 @@ def runs_table(df: pd.DataFrame) -> str:
     conv = df.attrs.get("conventions", {})
     lines = [f"{'N':>8} {'D':>8} {'C':>8} {'loss':>7}  run"]
     for _, r in df.iterrows():
-        lines.append(f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
-                     f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}")  # fmt: skip
-    lines.append(f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
-                 f"loss: {conv.get('loss')} (nats/token)")  # fmt: skip
+        lines.append(
+            f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
+            f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}"
+        )
+    lines.append(
+        f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
+        f"loss: {conv.get('loss')} (nats/token)"
+    )
     return "\n".join(lines)
 
 
@@ -86,8 +90,10 @@ def summary(study: Study) -> str:
     bt = r.get("backtest")
     if bt:
         errs = ", ".join(f"{e:+.1%}" for e in bt["relative_error"])
-        lines.append(f"  backtest: fitted without {bt['held_out']}; predicted their loss with "
-                     f"mean |error| {bt['mean_abs_relative_error']:.1%} ({errs})")  # fmt: skip
+        lines.append(
+            f"  backtest: fitted without {bt['held_out']}; predicted their loss with "
+            f"mean |error| {bt['mean_abs_relative_error']:.1%} ({errs})"
+        )
     for note in r["warnings"]:
         lines.append(f"  warning: {note}")
     return "\n".join(lines)
@@ -150,12 +156,17 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lab-analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="lab-analyze",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, figures, text in (("fit", "main", "fit a law; write fit.json and the main figure"),
-                                ("plot", "all", "fit, and write every figure"),
-                                ("report", "report", "fit, every figure, and report.md")):  # fmt: skip
+    for name, figures, text in (
+        ("fit", "main", "fit a law; write fit.json and the main figure"),
+        ("plot", "all", "fit, and write every figure"),
+        ("report", "report", "fit, every figure, and report.md"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument(
             "path", help="sweep directory, or CSV/JSONL/Parquet of n_params, tokens, loss"
@@ -163,8 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--law", default="auto", choices=["auto", *LAWS])
         p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
         p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
-        p.add_argument("--budget", type=float, nargs="+", default=None,
-                       help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)")  # fmt: skip
+        p.add_argument(
+            "--budget",
+            type=float,
+            nargs="+",
+            default=None,
+            help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
         p.add_argument("--compute", default="6N", choices=list(C_CONVENTIONS))

@@ -166,8 +166,12 @@ class KaplanND(Law):
         return np.array(list(itertools.product(*axes)), dtype=float)
 
     def params(self, theta):
-        return {"N_c": float(np.exp(theta[0])), "D_c": float(np.exp(theta[1])),
-                "alpha_N": float(theta[2]), "alpha_D": float(theta[3])}  # fmt: skip
+        return {
+            "N_c": float(np.exp(theta[0])),
+            "D_c": float(np.exp(theta[1])),
+            "alpha_N": float(theta[2]),
+            "alpha_D": float(theta[3]),
+        }
 
     def predict(self, params, **variables):
         n = np.asarray(variables["n_params"], dtype=float)
@@ -177,8 +181,10 @@ class KaplanND(Law):
 
     def describe(self, params):
         p = params
-        return (f"L = [({p['N_c']:.3g}/N)^({p['alpha_N']:.4f}/{p['alpha_D']:.4f}) + "
-                f"{p['D_c']:.3g}/D]^{p['alpha_D']:.4f}")  # fmt: skip
+        return (
+            f"L = [({p['N_c']:.3g}/N)^({p['alpha_N']:.4f}/{p['alpha_D']:.4f}) + "
+            f"{p['D_c']:.3g}/D]^{p['alpha_D']:.4f}"
+        )
 
 
 def _power(name, variables, offset, formula):
@@ -222,8 +228,13 @@ class Fit:
         return self.law.describe(self.params)
 
 
-def objective(law: Law, log_x: np.ndarray, log_loss: np.ndarray, weights: np.ndarray,
-              delta: float = HUBER_DELTA):  # fmt: skip
+def objective(
+    law: Law,
+    log_x: np.ndarray,
+    log_loss: np.ndarray,
+    weights: np.ndarray,
+    delta: float = HUBER_DELTA,
+):
     """fun_grad(θ, rows) for ``lbfgs_batched``: Σ_i w_i · Huber_δ(log L̂_i − log L_i), one
     weight row per problem (ones for a plain fit, resample counts for a bootstrap)."""
 
@@ -259,9 +270,11 @@ def design(df: pd.DataFrame, law: Law) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_law(
-    df: pd.DataFrame, law: str | Law = "chinchilla", delta: float = HUBER_DELTA,
+    df: pd.DataFrame,
+    law: str | Law = "chinchilla",
+    delta: float = HUBER_DELTA,
     starts: np.ndarray | None = None,
-) -> Fit:  # fmt: skip
+) -> Fit:
     """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
     ``loss``) from its grid of starts (or ``starts``), keeping the best.
 

@@ -8,61 +8,20 @@ N, which C and which loss they hold is in ``df.attrs["conventions"]``.
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-RECORD_NAME = "result.json"
-N_CONVENTIONS = {"non_embedding": "n_params_non_embedding", "total": "n_params_total"}
-C_CONVENTIONS = {"6N": "flops_6N", "6N_attn": "flops_6N_attn", "6N_attn_head": "flops_6N_attn_head"}
-LOSSES = ("val_loss", "train_loss")
-
-# The flat columns of the sweep-level table, in order.
-TABLE_COLUMNS = [
-    "run",
-    "status",
-    "model",
-    "n_params_non_embedding",
-    "n_params_total",
-    "tokens",
-    "budget",
-    "flops_6N",
-    "flops_6N_attn",
-    "flops_6N_attn_head",
-    "train_loss",
-    "val_loss",
-    "epochs",
-    "wall_time_s",
-    "tokens_per_s",
-    "config_hash",
-    "error",
-    "run_dir",
-]
-
-
-def find_records(root: str | Path) -> list[Path]:
-    return sorted(Path(root).rglob(RECORD_NAME))
-
-
-def read_records(root: str | Path) -> pd.DataFrame:
-    """Every run record under ``root`` (any status) as one flat row per run."""
-    rows = []
-    for path in find_records(root):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            warnings.warn(f"unreadable record skipped: {path}", stacklevel=2)
-            continue
-        row = {k: rec.get(k) for k in TABLE_COLUMNS}
-        row["run"] = path.parent.relative_to(root).as_posix() if path.parent != Path(root) else "."
-        row["model"] = (rec.get("config") or {}).get("model", {}).get("name")
-        row["run_dir"] = str(path.parent)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+from lab.records import read_records
+from lab.schema import (  # the record schema, shared with the lab that writes the records
+    C_CONVENTIONS,
+    LOSSES,
+    N_CONVENTIONS,
+    RECORD_NAME,
+    format_si,
+)
 
 
 def load_runs(
@@ -157,18 +116,6 @@ def drop_bad_rows(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     for c in columns:
         out[c] = out[c].astype(float)
     return out
-
-
-def format_si(x: float) -> str:
-    """1234567 -> '1.23M'."""
-    if x is None or not math.isfinite(x):
-        return str(x)
-    if abs(x) >= 1e21:
-        return f"{x:.3g}"
-    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale * (1 - 1e-9):
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
 
 
 def format_value(x: float) -> str:

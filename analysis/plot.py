@@ -97,8 +97,11 @@ def loss_vs_variables(study, path) -> list[Path]:
         ax.set_xlabel(_label(df, x))
         ax.set_ylabel(_loss_label(df))
         ax.legend(fontsize=8)
-    fig.suptitle(f"Loss against {' and '.join(SYMBOL[v] for v in law.variables)}\nfit: "
-                 f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"Loss against {' and '.join(SYMBOL[v] for v in law.variables)}\nfit: "
+        f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -128,8 +131,14 @@ def _grouped(ax, study, x, group, xs, inside) -> None:
             )
         gv = np.full_like(xs, g)
         label = f"fit at {SYMBOL[group]} = {format_si(g)}" if many else None
-        _curve(ax, xs, study.fit.predict(**{x: xs, group: gv}), inside, color,
-               _band(study, **{x: xs, group: gv}))  # fmt: skip
+        _curve(
+            ax,
+            xs,
+            study.fit.predict(**{x: xs, group: gv}),
+            inside,
+            color,
+            _band(study, **{x: xs, group: gv}),
+        )
         if label:
             ax.plot([], [], "-", color=color, label=label)
 
@@ -141,8 +150,14 @@ def loss_vs_compute(study, path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
     sizes = sorted(df["n_params"].unique())
     if len(sizes) > MAX_LEGEND_GROUPS:
-        sc = ax.scatter(df["compute"], df["loss"], c=df["n_params"], cmap="viridis", s=18,
-                        norm=matplotlib.colors.LogNorm())  # fmt: skip
+        sc = ax.scatter(
+            df["compute"],
+            df["loss"],
+            c=df["n_params"],
+            cmap="viridis",
+            s=18,
+            norm=matplotlib.colors.LogNorm(),
+        )
         plt.colorbar(sc, ax=ax, label=_label(df, "n_params"))
     else:
         colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(sizes)))
@@ -153,8 +168,15 @@ def loss_vs_compute(study, path) -> list[Path]:
             )
     a1 = study.result.get("approach_1")
     if a1:
-        ax.plot(a1["points"]["compute"], a1["points"]["loss"], "o", mfc="none", mec="red", ms=11,
-                label="lower envelope (approach 1)")  # fmt: skip
+        ax.plot(
+            a1["points"]["compute"],
+            a1["points"]["loss"],
+            "o",
+            mfc="none",
+            mec="red",
+            ms=11,
+            label="lower envelope (approach 1)",
+        )
     if study.fit.law.name == "chinchilla":
         cs = _span(df["compute"], extend=10)
         opt = chinchilla_optimum(study.fit.params, cs)["loss"]
@@ -225,8 +247,10 @@ def optimal_allocation(study, path) -> list[Path] | None:
             inside = (cs >= df["compute"].min()) & (cs <= df["compute"].max())
             _curve(ax, cs, point, inside, "black", band)
             ax.plot([], [], "k-", label=f"approach 3: {sym}* ∝ C^{r['params'][ex]['value']:.3f}")
-        for name, res, color, marker in (("approach 1", r.get("approach_1"), "C3", "o"),
-                                         ("approach 2", r.get("approach_2"), "C0", "*")):  # fmt: skip
+        for name, res, color, marker in (
+            ("approach 1", r.get("approach_1"), "C3", "o"),
+            ("approach 2", r.get("approach_2"), "C0", "*"),
+        ):
             if not res:
                 continue
             if name == "approach 1":
@@ -267,10 +291,18 @@ def residuals(study, path) -> list[Path]:
 def all_figures(study, out: Path) -> list[Path]:
     """Every figure that applies to this study, written under ``out``."""
     written = []
-    for fn, name in ((loss_vs_variables, "loss_vs_n_and_d" if len(study.fit.law.variables) == 2
-                      else f"loss_vs_{SYMBOL[study.fit.law.variables[0]]}"),
-                     (loss_vs_compute, "loss_vs_compute"), (isoflop_curves, "isoflop"),
-                     (optimal_allocation, "optimal_allocation"), (residuals, "residuals")):  # fmt: skip
+    for fn, name in (
+        (
+            loss_vs_variables,
+            "loss_vs_n_and_d"
+            if len(study.fit.law.variables) == 2
+            else f"loss_vs_{SYMBOL[study.fit.law.variables[0]]}",
+        ),
+        (loss_vs_compute, "loss_vs_compute"),
+        (isoflop_curves, "isoflop"),
+        (optimal_allocation, "optimal_allocation"),
+        (residuals, "residuals"),
+    ):
         paths = fn(study, out / name)
         written += paths or []
     return written

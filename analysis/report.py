@@ -42,11 +42,17 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
         "",
     ]
     if r.get("compute_optimal"):
-        md += ["## Compute-optimal allocation (approach 3)", "",
-               "| C (FLOPs) | N* | D* | D*/N* | predicted loss |", "|---|---|---|---|---|"]  # fmt: skip
+        md += [
+            "## Compute-optimal allocation (approach 3)",
+            "",
+            "| C (FLOPs) | N* | D* | D*/N* | predicted loss |",
+            "|---|---|---|---|---|",
+        ]
         for row in r["compute_optimal"]:
-            md.append(f"| {format_si(row['compute'])} | {_cell(row['N_opt'])} | {_cell(row['D_opt'])} "
-                      f"| {_cell(row['tokens_per_param'])} | {_cell(row['loss'])} |")  # fmt: skip
+            md.append(
+                f"| {format_si(row['compute'])} | {_cell(row['N_opt'])} | {_cell(row['D_opt'])} "
+                f"| {_cell(row['tokens_per_param'])} | {_cell(row['loss'])} |"
+            )
         md.append("")
     md += [
         "## Exponents by approach (N* ∝ C^a, D* ∝ C^b)",
@@ -66,12 +72,20 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
     bt = r.get("backtest")
     md += ["## Backtest", ""]
     if bt:
-        md += [f"Fitted without the runs at {bt['held_out']} ({bt['fitted_on']} runs left), then "
-               f"asked to predict them: mean absolute relative error "
-               f"**{bt['mean_abs_relative_error']:.2%}**.", "",
-               "| run | observed | predicted | error |", "|---|---|---|---|"]  # fmt: skip
-        for run, o, p, e in zip(bt["runs"] or [""] * len(bt["observed"]), bt["observed"],
-                                bt["predicted"], bt["relative_error"]):  # fmt: skip
+        md += [
+            f"Fitted without the runs at {bt['held_out']} ({bt['fitted_on']} runs left), then "
+            f"asked to predict them: mean absolute relative error "
+            f"**{bt['mean_abs_relative_error']:.2%}**.",
+            "",
+            "| run | observed | predicted | error |",
+            "|---|---|---|---|",
+        ]
+        for run, o, p, e in zip(
+            bt["runs"] or [""] * len(bt["observed"]),
+            bt["observed"],
+            bt["predicted"],
+            bt["relative_error"],
+        ):
             md.append(f"| {run} | {o:.4f} | {p:.4f} | {e:+.2%} |")
     else:
         md.append("Not possible with these runs.")
@@ -81,8 +95,10 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
     md += [f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"]
     md += ["", "## Runs", "", "| run | N | D | C | loss |", "|---|---|---|---|---|"]
     for _, row in df.iterrows():
-        md.append(f"| {row['run']} | {format_si(row['n_params'])} | {format_si(row['tokens'])} "
-                  f"| {format_si(row['compute'])} | {row['loss']:.4f} |")  # fmt: skip
+        md.append(
+            f"| {row['run']} | {format_si(row['n_params'])} | {format_si(row['tokens'])} "
+            f"| {format_si(row['compute'])} | {row['loss']:.4f} |"
+        )
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.reference import ACTIVATIONS
+from kernels import activations
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -75,9 +75,12 @@ def check_layer_norm(x, weight, bias, eps, op: str = "layer_norm") -> None:
         raise ValueError(f"{op}: eps must be > 0, got {eps}")
 
 
-def check_linear(x, weight, bias, activation) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
+def check_linear(x, weight, bias, activation) -> activations.Activation:
+    """Checks the inputs of ``linear``; returns the activation's registry entry."""
+    if activation not in activations.ACTIVATIONS:
+        raise ValueError(
+            f"linear: activation must be None or one of {activations.names()}, got {activation!r}"
+        )
     _same_dtype_device("linear", {"x": x, "weight": weight, "bias": bias})
     if weight.dim() != 2:
         raise ValueError(f"linear: weight must be (out, in), got shape {tuple(weight.shape)}")
@@ -90,3 +93,4 @@ def check_linear(x, weight, bias, activation) -> None:
         raise ValueError(
             f"linear: bias must be shaped ({weight.shape[0]},), got {tuple(bias.shape)}"
         )
+    return activations.ACTIVATIONS[activation]

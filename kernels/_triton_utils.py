@@ -6,10 +6,12 @@ import os
 
 import torch
 
+from kernels.registry import interpreting  # noqa: F401 - re-exported for the kernel files
 
-def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+def autotune_off() -> bool:
+    """``KERNELS_AUTOTUNE=0``: each autotuned kernel keeps only the first tile of its list."""
+    return os.environ.get("KERNELS_AUTOTUNE", "1") == "0"
 
 
 def dot_precision(dtype: torch.dtype, device: torch.device) -> str:

@@ -26,7 +26,8 @@ import torch
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 LAYERNORM_SHAPES = [(16384, 768), (16384, 2048), (16384, 4096), (32768, 8192)]
 SMOKE_LAYERNORM_SHAPES = [(64, 768), (16, 2048)]
-# (M, N, K): 8192³ and the GPT-2 small shapes of the anchors (B·T = 16384 tokens)
+# (M, N, K): 8192³ and the GPT-2 small shapes (B·T = 16384 tokens) of the PyTorch baselines
+# in kernels/BENCHMARKS.md
 GEMM_SHAPES = [
     (8192, 8192, 8192),
     (16384, 2304, 768),
@@ -35,7 +36,7 @@ GEMM_SHAPES = [
     (16384, 50304, 768),
 ]
 SMOKE_GEMM_SHAPES = [(64, 48, 32)]
-# (D, T, causal) at B·T = 16384 tokens and H·D = 2048, as in the anchors
+# (D, T, causal) at B·T = 16384 tokens and H·D = 2048, as in those baselines
 ATTENTION_SHAPES = [
     (d, t, c) for d in (64, 128) for t in (1024, 4096, 16384) for c in (True, False)
 ]
@@ -73,7 +74,7 @@ def copy_bandwidth_gbs(device: torch.device, ms: Callable, nbytes: int) -> float
 
 
 def bench_layernorm(shapes, dtype, device, ms) -> list[dict]:
-    """Forward GB/s = 2·bytes(x)/t, backward GB/s = 3·bytes(x)/t (the anchors' convention)."""
+    """Forward GB/s = 2·bytes(x)/t, backward GB/s = 3·bytes(x)/t (the convention of the baselines in kernels/BENCHMARKS.md)."""
     return [row for M, N in shapes for row in _bench_layernorm_shape(M, N, dtype, device, ms)]
 
 
@@ -148,7 +149,7 @@ def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
 
 
 def bench_attention(shapes, dtype, device, ms, tokens=16384, width=2048) -> list[dict]:
-    """TFLOP/s, forward 4·B·H·T²·D (halved when causal) and backward 2.5× that (the anchors'
+    """TFLOP/s, forward 4·B·H·T²·D (halved when causal) and backward 2.5× that (the baselines'
     convention), for the Triton kernel and each SDPA backend PyTorch has on this device."""
     return [
         row
@@ -253,13 +254,43 @@ def environment(device: torch.device) -> str:
     )
 
 
+def _layernorm_suite(dtype, device, ms, smoke: bool, env: str):
+    cuda = device.type == "cuda"
+    copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
+    shapes = SMOKE_LAYERNORM_SHAPES if smoke else LAYERNORM_SHAPES
+    rows = with_ratios(
+        bench_layernorm(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs
+    )
+    return rows, f"layernorm | {env} | copy {copy_gbs:.1f} GB/s"
+
+
+def _gemm_suite(dtype, device, ms, smoke: bool, env: str):
+    shapes = SMOKE_GEMM_SHAPES if smoke else GEMM_SHAPES
+    return with_ratios(bench_gemm(shapes, dtype, device, ms), ["TFLOPs"]), f"gemm | {env}"
+
+
+def _attention_suite(dtype, device, ms, smoke: bool, env: str):
+    shapes = SMOKE_ATTENTION_SHAPES if smoke else ATTENTION_SHAPES
+    size = {"tokens": 128, "width": 64} if smoke else {}
+    rows = bench_attention(shapes, dtype, device, ms, **size)
+    metrics = ["fwd_TFLOPs", "bwd_TFLOPs"]
+    for baseline in ("flash", "cudnn") if device.type == "cuda" else ("torch",):
+        rows = with_ratios(rows, metrics, baseline=baseline)
+    return rows, f"attention | {env}"
+
+
+# One suite per kernel group of the op registry (kernels.registry.kernel_groups); a test
+# checks that every group has one.
+SUITES = {"layernorm": _layernorm_suite, "gemm": _gemm_suite, "attention": _attention_suite}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kernels.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("op", choices=["layernorm", "gemm", "attention"])
+    parser.add_argument("op", choices=list(SUITES))
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     parser.add_argument("--csv", default=None, help="also write the table here")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; runs without a GPU")
@@ -278,25 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     ms = timer(device)
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
     env = f"{dtype_name} | {environment(device)}"
-    if args.op == "layernorm":
-        copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
-        shapes = SMOKE_LAYERNORM_SHAPES if args.smoke else LAYERNORM_SHAPES
-        rows = with_ratios(
-            bench_layernorm(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs
-        )
-        header = f"layernorm | {env} | copy {copy_gbs:.1f} GB/s"
-    elif args.op == "gemm":
-        shapes = SMOKE_GEMM_SHAPES if args.smoke else GEMM_SHAPES
-        rows = with_ratios(bench_gemm(shapes, dtype, device, ms), ["TFLOPs"])
-        header = f"gemm | {env}"
-    else:
-        shapes = SMOKE_ATTENTION_SHAPES if args.smoke else ATTENTION_SHAPES
-        size = {"tokens": 128, "width": 64} if args.smoke else {}
-        rows = bench_attention(shapes, dtype, device, ms, **size)
-        metrics = ["fwd_TFLOPs", "bwd_TFLOPs"]
-        for baseline in ("flash", "cudnn") if cuda else ("torch",):
-            rows = with_ratios(rows, metrics, baseline=baseline)
-        header = f"attention | {env}"
+    rows, header = SUITES[args.op](dtype, device, ms, args.smoke, env)
     print_table(rows, header)
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

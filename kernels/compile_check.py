@@ -119,72 +119,18 @@ def _ptxas_usage(ptx: str) -> dict:
     return {"regs": "?", "spill_bytes": "?"}
 
 
-def _attention_cases(fa, dtype, head_dims):
-    """Each case: (label, path, call) with call launching the host code's kernels."""
-    for D in head_dims:
-        for tma in ("1", "0"):
-            for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
+def _groups() -> dict[str, str]:
+    """Kernel group → module, from the op registry (every op with a Triton kernel)."""
+    import kernels  # noqa: F401 - registers the ops
+    from kernels.registry import kernel_groups
 
-                def call(D=D, causal=causal, dropout_p=dropout_p, tma=tma):
-                    os.environ["KERNELS_ATTENTION_TMA"] = tma
-                    q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
-                    lse = torch.empty(2, 4, 1024)
-                    fa.attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
-                    fa.attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
-
-                mask = "causal" if causal else "full"
-                label = f"D={D} {mask}" + (" dropout" if dropout_p else "")
-                yield label, "tma" if tma == "1" else "pointers", call
-
-
-def _gemm_cases(gemm, dtype, head_dims):
-    """The linear layer's three products (x·Wᵀ with bias and GELU, dZ·W, dZᵀ·X through
-    strides) and the activation backward, at a GPT-2 small MLP shape."""
-    M, N, K = 4096, 3072, 768
-    for act in (None, "gelu_tanh"):
-
-        def call(act=act):
-            x, w = torch.empty(M, K, dtype=dtype), torch.empty(N, K, dtype=dtype)
-            _, z = gemm.matmul(x, w.t(), torch.empty(N, dtype=dtype), act, store_z=act is not None)
-            dz = torch.empty(M, N, dtype=dtype)
-            gemm.matmul(dz, w)
-            gemm.matmul(dz.t(), x)
-            if act is not None:
-                gemm.activation_bwd(dz, z, act)
-
-        yield f"{M}x{N}x{K} bias {act or 'no act'}", "pointers", call
-
-
-def _layernorm_cases(ln, dtype, head_dims):
-    for N in (768, 4096, 8192, 20000):  # 20000: past the one-read limit, chunked
-        for is_rms in (False, True):
-
-            def call(N=N, is_rms=is_rms):
-                x, w = torch.empty(4096, N, dtype=dtype), torch.empty(N, dtype=dtype)
-                b = None if is_rms else torch.empty(N, dtype=dtype)
-                _, x2, mean, rstd = ln.norm_fwd(x, w, b, 1e-5, is_rms)
-                ln.norm_bwd(x, x2, w, mean, rstd, b is not None, is_rms)
-
-            yield f"N={N} {'rms' if is_rms else 'layer'}", "pointers", call
-
-
-# op → (module, {kernel attribute: name in the table}, cases)
-OPS = {
-    "attention": ("kernels.flash_attention", {
-        "_attn_fwd": "forward", "_attn_bwd_delta_kernel": "delta",
-        "_attn_bwd_dkdv": "dk/dv", "_attn_bwd_dq": "dq",
-    }, _attention_cases),
-    "gemm": ("kernels.gemm", {
-        "_matmul_kernel": "matmul", "_activation_bwd_kernel": "activation bwd",
-    }, _gemm_cases),
-    "layernorm": ("kernels.layernorm", {
-        "_norm_fwd_kernel": "forward", "_norm_bwd_kernel": "backward",
-    }, _layernorm_cases),
-}  # fmt: skip
+    return kernel_groups()
 
 
 def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict]:
-    """Build every kernel launch the host code of ``ops`` makes, for sm_``arch``."""
+    """Build every kernel launch the host code of the kernel groups ``ops`` makes, for
+    sm_``arch``. Each group's module names its kernels (``COMPILE_KERNELS``) and the launches
+    that build them (``compile_cases(dtype, head_dims)``, yielding (label, path, call))."""
     import importlib
 
     from triton.runtime.driver import driver
@@ -193,15 +139,16 @@ def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict
     driver.set_active(_TargetOnlyDriver(arch))
     saved_env = os.environ.get("KERNELS_ATTENTION_TMA")
     builds: list[dict] = []
+    groups = _groups()
     try:
         for op in ops:
-            module_name, kernels, cases = OPS[op]
-            module = importlib.import_module(module_name)
-            saved = {attr: getattr(module, attr) for attr in kernels}
+            module = importlib.import_module(groups[op])
+            names = module.COMPILE_KERNELS  # kernel attribute → name in the table
+            saved = {attr: getattr(module, attr) for attr in names}
             try:
-                for attr, name in kernels.items():
+                for attr, name in names.items():
                     setattr(module, attr, _CompileOnly(name, saved[attr], builds, first_only))
-                for label, path, call in cases(module, dtype, head_dims):
+                for label, path, call in module.compile_cases(dtype, head_dims):
                     start = len(builds)
                     call()
                     for row in builds[start:]:
@@ -224,30 +171,48 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("ops", nargs="*", metavar="OP",
-                        help=f"any of {', '.join(OPS)} (default: attention)")  # fmt: skip
+    groups = _groups()
+    parser.add_argument(
+        "ops", nargs="*", metavar="OP", help=f"any of {', '.join(groups)} (default: attention)"
+    )
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128],
-                        help="attention head dims")  # fmt: skip
+    parser.add_argument(
+        "--head-dims", type=int, nargs="+", default=[64, 128], help="attention head dims"
+    )
     parser.add_argument("--first", action="store_true", help="only each list's first tile")
     parser.add_argument("--csv", default=None, help="also write the table here")
     args = parser.parse_args(argv)
     args.ops = args.ops or ["attention"]
-    unknown = sorted(set(args.ops) - set(OPS))
+    unknown = sorted(set(args.ops) - set(groups))
     if unknown:
-        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(groups)}")
     if os.environ.get("TRITON_INTERPRET") == "1":
-        print("kernels.compile_check: unset TRITON_INTERPRET (it compiles, not interprets)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "kernels.compile_check: unset TRITON_INTERPRET (it compiles, not interprets)",
+            file=sys.stderr,
+        )
         return 2
     import triton
 
     rows = compile_all(args.ops, args.arch, DTYPES[args.dtype], args.head_dims, args.first)
-    columns = ["op", "kernel", "case", "path", "tile", "stages", "warps",
-               "status", "shared", "regs", "spill_bytes"]  # fmt: skip
+    columns = [
+        "op",
+        "kernel",
+        "case",
+        "path",
+        "tile",
+        "stages",
+        "warps",
+        "status",
+        "shared",
+        "regs",
+        "spill_bytes",
+    ]
     rows = [{c: r.get(c, "") for c in columns} for r in rows]
-    print(f"sm_{args.arch} | {args.dtype} | triton {triton.__version__} | torch {torch.__version__}")
+    print(
+        f"sm_{args.arch} | {args.dtype} | triton {triton.__version__} | torch {torch.__version__}"
+    )
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
     for r in rows:

@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._triton_utils import dot_precision, interpreting
+from kernels._triton_utils import autotune_off, dot_precision, interpreting
 
 try:  # triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -58,9 +58,20 @@ TMA_MODES = ("auto", "1", "0")
 
 @triton.jit
 def _tile(
-    X, b, h, row0, s_b, s_h, s_t, s_d, n_rows, D,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, TMA: tl.constexpr,
-):  # fmt: skip
+    X,
+    b,
+    h,
+    row0,
+    s_b,
+    s_h,
+    s_t,
+    s_d,
+    n_rows,
+    D,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    TMA: tl.constexpr,
+):
     """Rows [row0, row0 + BLOCK_R) of head (b, h) of a (B, H, T, D) tensor as a
     (BLOCK_R, BLOCK_D) tile, zero past T and past D. X is a pointer, or with TMA a tensor
     descriptor with block [1, 1, BLOCK_R, BLOCK_D] (the strides are then unused)."""
@@ -100,11 +111,39 @@ def _keep(seed, bh, offs_m, start_n, p_drop, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _fwd_inner(
-    acc, l_i, m_i, q, K, V, b, hk, bh, skb, skh, skt, skd, svb, svh, svt, svd,
-    offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    acc,
+    l_i,
+    m_i,
+    q,
+    K,
+    V,
+    b,
+    hk,
+    bh,
+    skb,
+    skh,
+    skt,
+    skd,
+    svb,
+    svh,
+    svt,
+    svd,
+    offs_m,
+    lo,
+    hi,
+    T_K,
+    D,
+    qk_scale,
+    seed,
+    p_drop,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Online softmax over key blocks [lo, hi); MASKED blocks apply the causal and tail masks."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -144,12 +183,45 @@ def _key_blocks(pid_m, T_K, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N
 
 @triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_fwd_kernel(
-    Q, K, V, O, LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
-    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
-    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, seed, p_drop, drop_scale,
-    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    O,
+    LSE,  # q, o: (B, H, T, D); k, v: (B, Hkv, T, D); lse: (B, H, T) fp32, base 2
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    skt,
+    skd,
+    svb,
+    svh,
+    svt,
+    svd,
+    sob,
+    soh,
+    sot,
+    sod,
+    H,
+    H_KV,
+    T_Q,
+    T_K,
+    T_BUCKET,
+    D,
+    qk_scale,
+    seed,
+    p_drop,
+    drop_scale,
+    CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -164,44 +236,116 @@ def _attn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     lo, hi = _key_blocks(pid_m, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
-        offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop,
-        False, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
-    )  # fmt: skip
+        acc,
+        l_i,
+        m_i,
+        q,
+        K,
+        V,
+        b,
+        hk,
+        pid_bh,
+        skb,
+        skh,
+        skt,
+        skd,
+        svb,
+        svh,
+        svt,
+        svd,
+        offs_m,
+        0,
+        lo,
+        T_K,
+        D,
+        qk_scale,
+        seed,
+        p_drop,
+        False,
+        CAUSAL,
+        DROPOUT,
+        TMA,
+        BLOCK_N,
+        BLOCK_D,
+        PRECISION,
+    )
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
-        offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop,
-        True, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
-    )  # fmt: skip
+        acc,
+        l_i,
+        m_i,
+        q,
+        K,
+        V,
+        b,
+        hk,
+        pid_bh,
+        skb,
+        skh,
+        skt,
+        skd,
+        svb,
+        svh,
+        svt,
+        svd,
+        offs_m,
+        lo,
+        hi,
+        T_K,
+        D,
+        qk_scale,
+        seed,
+        p_drop,
+        True,
+        CAUSAL,
+        DROPOUT,
+        TMA,
+        BLOCK_N,
+        BLOCK_D,
+        PRECISION,
+    )
     acc = acc / l_i[:, None]
     if DROPOUT:
         acc = acc * drop_scale
     tl.store(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, m_i + tl.math.log2(l_i), mask=m_mask)
     o_base = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
     tl.store(
-        o_base + offs_m[:, None] * sot + offs_d[None, :] * sod, acc.to(O.dtype.element_ty),
+        o_base + offs_m[:, None] * sot + offs_d[None, :] * sod,
+        acc.to(O.dtype.element_ty),
         mask=m_mask[:, None] & (offs_d[None, :] < D),
-    )  # fmt: skip
+    )
 
 
 @triton.jit
 def _attn_bwd_delta_kernel(
-    O, DO, Delta,  # o: (B, H, T, D) contiguous; do: any strides; delta: (B, H, T) fp32
-    sdb, sdh, sdt, sdd, H, T, D,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    O,
+    DO,
+    Delta,  # o: (B, H, T, D) contiguous; do: any strides; delta: (B, H, T) fp32
+    sdb,
+    sdh,
+    sdt,
+    sdd,
+    H,
+    T,
+    D,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < T) & (offs_d[None, :] < D)
-    o = tl.load(O + pid_bh.to(tl.int64) * T * D + offs_m[:, None] * D + offs_d[None, :],
-                mask=mask, other=0.0).to(tl.float32)  # fmt: skip
+    o = tl.load(
+        O + pid_bh.to(tl.int64) * T * D + offs_m[:, None] * D + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    ).to(tl.float32)
     b = pid_bh // H
     h = pid_bh % H
     do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
-    do = tl.load(do_base + offs_m[:, None] * sdt + offs_d[None, :] * sdd, mask=mask,
-                 other=0.0).to(tl.float32)  # fmt: skip
+    do = tl.load(do_base + offs_m[:, None] * sdt + offs_d[None, :] * sdd, mask=mask, other=0.0).to(
+        tl.float32
+    )
     tl.store(Delta + pid_bh.to(tl.int64) * T + offs_m, tl.sum(o * do, axis=1), mask=offs_m < T)
 
 
@@ -213,12 +357,43 @@ def _attn_bwd_delta_kernel(
 # saved log-sum-exp: P = exp2(S·log2(e) − lse₂); Z is redrawn from the seed.
 @triton.jit
 def _dkdv_inner(
-    dk, dv, k, v, Q, DO, b, h, bh, lse_base, delta_base,
-    sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, start_n, lo, hi, T_Q, D, qk_scale,
-    seed, p_drop, drop_scale,
-    MASKED: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    dk,
+    dv,
+    k,
+    v,
+    Q,
+    DO,
+    b,
+    h,
+    bh,
+    lse_base,
+    delta_base,
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    sdb,
+    sdh,
+    sdt,
+    sdd,
+    offs_n,
+    start_n,
+    lo,
+    hi,
+    T_Q,
+    D,
+    qk_scale,
+    seed,
+    p_drop,
+    drop_scale,
+    MASKED: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_mask = offs_m < T_Q
@@ -234,8 +409,9 @@ def _dkdv_inner(
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         if DROPOUT:
             keep = _keep(seed, bh, offs_m, start_n, p_drop, BLOCK_N)
-            dv = tl.dot(tl.trans(tl.where(keep, p, 0.0)).to(do.dtype), do, dv,
-                        input_precision=PRECISION)  # fmt: skip
+            dv = tl.dot(
+                tl.trans(tl.where(keep, p, 0.0)).to(do.dtype), do, dv, input_precision=PRECISION
+            )
             dp = tl.where(keep, dp * drop_scale, 0.0)
         else:
             dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=PRECISION)
@@ -246,12 +422,49 @@ def _dkdv_inner(
 
 @triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, Delta, DK, DV,  # dk, dv: (B, Hkv, T, D) contiguous
-    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
-    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    Delta,
+    DK,
+    DV,  # dk, dv: (B, Hkv, T, D) contiguous
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    skt,
+    skd,
+    svb,
+    svh,
+    svt,
+    svd,
+    sdb,
+    sdh,
+    sdt,
+    sdd,
+    H,
+    H_KV,
+    T_Q,
+    T_K,
+    T_BUCKET,
+    D,
+    qk_scale,
+    sm_scale,
+    seed,
+    p_drop,
+    drop_scale,
+    CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
     b = pid_bhk // H_KV
@@ -275,17 +488,81 @@ def _attn_bwd_dkdv_kernel(
         bh = b * H + h
         row0 = bh.to(tl.int64) * T_Q
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, Q, DO, b, h, bh, LSE + row0, Delta + row0,
-            sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, pid_n * BLOCK_N, lo, mid, T_Q, D,
-            qk_scale, seed, p_drop, drop_scale, True, DROPOUT, TMA, BLOCK_M, BLOCK_N, BLOCK_D,
+            dk,
+            dv,
+            k,
+            v,
+            Q,
+            DO,
+            b,
+            h,
+            bh,
+            LSE + row0,
+            Delta + row0,
+            sqb,
+            sqh,
+            sqt,
+            sqd,
+            sdb,
+            sdh,
+            sdt,
+            sdd,
+            offs_n,
+            pid_n * BLOCK_N,
+            lo,
+            mid,
+            T_Q,
+            D,
+            qk_scale,
+            seed,
+            p_drop,
+            drop_scale,
+            True,
+            DROPOUT,
+            TMA,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_D,
             PRECISION,
-        )  # fmt: skip
+        )
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, Q, DO, b, h, bh, LSE + row0, Delta + row0,
-            sqb, sqh, sqt, sqd, sdb, sdh, sdt, sdd, offs_n, pid_n * BLOCK_N, mid, T_Q, T_Q, D,
-            qk_scale, seed, p_drop, drop_scale, False, DROPOUT, TMA, BLOCK_M, BLOCK_N, BLOCK_D,
+            dk,
+            dv,
+            k,
+            v,
+            Q,
+            DO,
+            b,
+            h,
+            bh,
+            LSE + row0,
+            Delta + row0,
+            sqb,
+            sqh,
+            sqt,
+            sqd,
+            sdb,
+            sdh,
+            sdt,
+            sdd,
+            offs_n,
+            pid_n * BLOCK_N,
+            mid,
+            T_Q,
+            T_Q,
+            D,
+            qk_scale,
+            seed,
+            p_drop,
+            drop_scale,
+            False,
+            DROPOUT,
+            TMA,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_D,
             PRECISION,
-        )  # fmt: skip
+        )
     if DROPOUT:
         dv = dv * drop_scale
     out = pid_bhk.to(tl.int64) * T_K * D + offs_n[:, None] * D + offs_d[None, :]
@@ -295,11 +572,41 @@ def _attn_bwd_dkdv_kernel(
 
 @triton.jit
 def _dq_inner(
-    dq, q, do, lse, delta, K, V, b, hk, bh, skb, skh, skt, skd, svb, svh, svt, svd,
-    offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop, drop_scale,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    K,
+    V,
+    b,
+    hk,
+    bh,
+    skb,
+    skh,
+    skt,
+    skd,
+    svb,
+    svh,
+    svt,
+    svd,
+    offs_m,
+    lo,
+    hi,
+    T_K,
+    D,
+    qk_scale,
+    seed,
+    p_drop,
+    drop_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _tile(K, b, hk, start_n, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
@@ -321,12 +628,48 @@ def _dq_inner(
 
 @triton.jit(do_not_specialize=["seed", "T_BUCKET"])  # fresh seeds, buckets: no recompiles
 def _attn_bwd_dq_kernel(
-    Q, K, V, DO, LSE, Delta, DQ,  # dq: (B, H, T, D) contiguous
-    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sdb, sdh, sdt, sdd,
-    H, H_KV, T_Q, T_K, T_BUCKET, D, qk_scale, sm_scale, seed, p_drop, drop_scale,
-    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    Delta,
+    DQ,  # dq: (B, H, T, D) contiguous
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    skt,
+    skd,
+    svb,
+    svh,
+    svt,
+    svd,
+    sdb,
+    sdh,
+    sdt,
+    sdd,
+    H,
+    H_KV,
+    T_Q,
+    T_K,
+    T_BUCKET,
+    D,
+    qk_scale,
+    sm_scale,
+    seed,
+    p_drop,
+    drop_scale,
+    CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -342,18 +685,83 @@ def _attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     lo, hi = _key_blocks(pid_m, T_K, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _dq_inner(
-        dq, q, do, lse, delta, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
-        offs_m, 0, lo, T_K, D, qk_scale, seed, p_drop, drop_scale,
-        False, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
-    )  # fmt: skip
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K,
+        V,
+        b,
+        hk,
+        pid_bh,
+        skb,
+        skh,
+        skt,
+        skd,
+        svb,
+        svh,
+        svt,
+        svd,
+        offs_m,
+        0,
+        lo,
+        T_K,
+        D,
+        qk_scale,
+        seed,
+        p_drop,
+        drop_scale,
+        False,
+        CAUSAL,
+        DROPOUT,
+        TMA,
+        BLOCK_N,
+        BLOCK_D,
+        PRECISION,
+    )
     dq = _dq_inner(
-        dq, q, do, lse, delta, K, V, b, hk, pid_bh, skb, skh, skt, skd, svb, svh, svt, svd,
-        offs_m, lo, hi, T_K, D, qk_scale, seed, p_drop, drop_scale,
-        True, CAUSAL, DROPOUT, TMA, BLOCK_N, BLOCK_D, PRECISION,
-    )  # fmt: skip
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K,
+        V,
+        b,
+        hk,
+        pid_bh,
+        skb,
+        skh,
+        skt,
+        skd,
+        svb,
+        svh,
+        svt,
+        svd,
+        offs_m,
+        lo,
+        hi,
+        T_K,
+        D,
+        qk_scale,
+        seed,
+        p_drop,
+        drop_scale,
+        True,
+        CAUSAL,
+        DROPOUT,
+        TMA,
+        BLOCK_N,
+        BLOCK_D,
+        PRECISION,
+    )
     out = pid_bh.to(tl.int64) * T_Q * D + offs_m[:, None] * D + offs_d[None, :]
-    tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=m_mask[:, None] & (offs_d[None, :] < D))  # fmt: skip
+    tl.store(
+        DQ + out,
+        (dq * sm_scale).to(DQ.dtype.element_ty),
+        mask=m_mask[:, None] & (offs_d[None, :] < D),
+    )
 
 
 @triton.jit(do_not_specialize=["seed"])  # a fresh seed each call: no recompiles
@@ -386,22 +794,33 @@ def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) 
 
 # Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps), the first
 # being the one used when tuning is off (KERNELS_AUTOTUNE=0). BLOCK_M counts queries,
-# BLOCK_N keys. Chosen from `python -m kernels.compile_check` (sm_90, bf16, triton 3.6; no
-# GPU run yet): without dropout the first of each list builds without register spills at
+# BLOCK_N keys. Chosen from `python -m kernels.compile_check` (sm_90, bf16, triton 3.6): without dropout the first of each list builds without register spills at
 # D = 64 and 128 on the TMA path (dK/dV's spills 40–164 bytes reading through pointers);
 # the rest are candidates for one head dim or the other (a 128×64 forward tile on 4 warps
 # spills at D = 128 but not at 64). Figures: kernels/BENCHMARKS.md. The dK/dV kernel keeps K, V, dK and dV
 # resident, so it wants 8 warps even on small tiles. Under the interpreter one 64×64 tile.
 FWD_TUNING = [
-    (128, 64, 3, 8), (128, 64, 3, 4), (128, 128, 3, 8), (128, 128, 2, 8), (64, 64, 3, 4),
+    (128, 64, 3, 8),
+    (128, 64, 3, 4),
+    (128, 128, 3, 8),
+    (128, 128, 2, 8),
+    (64, 64, 3, 4),
     (128, 32, 3, 8),
-]  # fmt: skip
+]
 DKDV_TUNING = [  # K/V resident (BLOCK_N), queries streamed (BLOCK_M)
-    (64, 64, 3, 8), (32, 64, 3, 8), (128, 64, 2, 8), (32, 128, 3, 8), (16, 128, 3, 8),
-]  # fmt: skip
+    (64, 64, 3, 8),
+    (32, 64, 3, 8),
+    (128, 64, 2, 8),
+    (32, 128, 3, 8),
+    (16, 128, 3, 8),
+]
 DQ_TUNING = [  # queries resident (BLOCK_M), K/V streamed (BLOCK_N)
-    (128, 64, 3, 8), (128, 32, 3, 8), (64, 64, 3, 4), (64, 128, 3, 8), (128, 128, 2, 8),
-]  # fmt: skip
+    (128, 64, 3, 8),
+    (128, 32, 3, 8),
+    (64, 64, 3, 4),
+    (64, 128, 3, 8),
+    (128, 128, 2, 8),
+]
 INTERPRETER_TILE = (64, 64, 1, 4)  # big tiles: the interpreter pays per op, not per element
 DESCRIPTOR_ROWS = {"Q": "BLOCK_M", "DO": "BLOCK_M", "K": "BLOCK_N", "V": "BLOCK_N"}
 
@@ -418,13 +837,14 @@ def _descriptor_blocks(nargs: dict) -> None:
 def _configs(tuning: list[tuple[int, int, int, int]]) -> list:
     if interpreting():
         tuning = [INTERPRETER_TILE]
-    elif os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
+    elif autotune_off():
         tuning = tuning[:1]
     return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_stages=s, num_warps=w,
-                      pre_hook=_descriptor_blocks)
+        triton.Config(
+            {"BLOCK_M": m, "BLOCK_N": n}, num_stages=s, num_warps=w, pre_hook=_descriptor_blocks
+        )
         for m, n, s, w in tuning
-    ]  # fmt: skip
+    ]
 
 
 # Tuned per power-of-two bucket of the sequence length (T_BUCKET, an argument the kernels
@@ -436,6 +856,8 @@ _TUNING_KEY = ["T_BUCKET", "BLOCK_D", "CAUSAL", "DROPOUT", "TMA"]
 
 def _bucket(*lengths: int) -> int:
     return triton.next_power_of_2(max(lengths))
+
+
 _attn_fwd = triton.autotune(_configs(FWD_TUNING), key=_TUNING_KEY)(_attn_fwd_kernel)
 _attn_bwd_dkdv = triton.autotune(_configs(DKDV_TUNING), key=_TUNING_KEY)(_attn_bwd_dkdv_kernel)
 _attn_bwd_dq = triton.autotune(_configs(DQ_TUNING), key=_TUNING_KEY)(_attn_bwd_dq_kernel)
@@ -550,12 +972,29 @@ def attention_fwd(q, k, v, causal: bool, sm_scale: float, dropout_p: float = 0.0
         return triton.cdiv(T_Q, meta["BLOCK_M"]), B * H
 
     _launch(
-        _attn_fwd, grid, {"Q": q, "K": k, "V": v}, use_tma(q, k, v), _block_d(D),
-        o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        H, H_KV, T_Q, T_K, _bucket(T_Q, T_K), D, sm_scale * LOG2E,
+        _attn_fwd,
+        grid,
+        {"Q": q, "K": k, "V": v},
+        use_tma(q, k, v),
+        _block_d(D),
+        o,
+        lse,
+        *_strides(q),
+        *_strides(k),
+        *_strides(v),
+        *_strides(o),
+        H,
+        H_KV,
+        T_Q,
+        T_K,
+        _bucket(T_Q, T_K),
+        D,
+        sm_scale * LOG2E,
         *_dropout_args(dropout_p, seed),
-        CAUSAL=causal, DROPOUT=dropout_p > 0, PRECISION=dot_precision(q.dtype, q.device),
-    )  # fmt: skip
+        CAUSAL=causal,
+        DROPOUT=dropout_p > 0,
+        PRECISION=dot_precision(q.dtype, q.device),
+    )
     return o, lse
 
 
@@ -571,11 +1010,26 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     dq = torch.empty((B, H, T_Q, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H_KV, T_K, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H_KV, T_K, D), dtype=v.dtype, device=v.device)
-    common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do),
-              H, H_KV, T_Q, T_K, _bucket(T_Q, T_K), D, sm_scale * LOG2E, sm_scale,
-              *_dropout_args(dropout_p, seed))  # fmt: skip
-    flags = {"CAUSAL": causal, "DROPOUT": dropout_p > 0,
-             "PRECISION": dot_precision(q.dtype, q.device)}  # fmt: skip
+    common = (
+        *_strides(q),
+        *_strides(k),
+        *_strides(v),
+        *_strides(do),
+        H,
+        H_KV,
+        T_Q,
+        T_K,
+        _bucket(T_Q, T_K),
+        D,
+        sm_scale * LOG2E,
+        sm_scale,
+        *_dropout_args(dropout_p, seed),
+    )
+    flags = {
+        "CAUSAL": causal,
+        "DROPOUT": dropout_p > 0,
+        "PRECISION": dot_precision(q.dtype, q.device),
+    }
     tma = use_tma(q, k, v, do)
     qkvdo = {"Q": q, "K": k, "V": v, "DO": do}
 
@@ -632,3 +1086,31 @@ def attention(
     if dropout_p > 0 and seed is None:
         seed = _draw_seed()
     return AttentionFunction.apply(q, k, v, causal, scale, float(dropout_p), seed or 0)
+
+
+# -- for kernels.compile_check: the kernels to build and the launches that build them -----
+COMPILE_KERNELS = {
+    "_attn_fwd": "forward",
+    "_attn_bwd_delta_kernel": "delta",
+    "_attn_bwd_dkdv": "dk/dv",
+    "_attn_bwd_dq": "dq",
+}
+
+
+def compile_cases(dtype: torch.dtype, head_dims=(64, 128)):
+    """Forward and backward at T = 1024 for each head dim, both read paths, causal, full
+    and causal with dropout. Yields (label, read path, call)."""
+    for D in head_dims:
+        for tma in ("1", "0"):
+            for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
+
+                def call(D=D, causal=causal, dropout_p=dropout_p, tma=tma):
+                    os.environ["KERNELS_ATTENTION_TMA"] = tma
+                    q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
+                    lse = torch.empty(2, 4, 1024)
+                    attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
+                    attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
+
+                mask = "causal" if causal else "full"
+                label = f"D={D} {mask}" + (" dropout" if dropout_p else "")
+                yield label, "tma" if tma == "1" else "pointers", call

@@ -26,15 +26,20 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._triton_utils import dot_precision, interpreting
+from kernels import activations
+from kernels._triton_utils import autotune_off, dot_precision, interpreting
 
-ACTIVATION_IDS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
+# Each registered activation's forward and backward as Triton device functions, passed to
+# the kernels as constexpr arguments (one compiled variant per activation).
+_ACT_FWD = {name: triton.jit(a.triton_fwd) for name, a in activations.ACTIVATIONS.items()}
+_ACT_BWD = {name: triton.jit(a.triton_bwd) for name, a in activations.ACTIVATIONS.items()}
 
 
 def _configs() -> list[triton.Config]:
     """Autotuned tiles: Hopper-sized ones on a GPU (128×256 with 8 warps led on the H200
-    probe in the anchors); one small tile under the interpreter, which runs programs one
-    by one on the CPU and would otherwise time every configuration."""
+    Triton GEMM probe recorded in kernels/BENCHMARKS.md); one small tile under the interpreter, which runs programs one
+    by one on the CPU and would otherwise time every configuration. ``KERNELS_AUTOTUNE=0``
+    at import takes the first tile."""
     if interpreting():
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
     shapes = [
@@ -47,6 +52,8 @@ def _configs() -> list[triton.Config]:
         (64, 64, 64, 4, 4),
         (32, 64, 32, 4, 4),  # small M (decode-like shapes)
     ]
+    if autotune_off():
+        shapes = shapes[:1]
     return [
         triton.Config(
             {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w
@@ -55,23 +62,12 @@ def _configs() -> list[triton.Config]:
     ]
 
 
-@triton.jit
-def _activation(z, ACTIVATION: tl.constexpr):
-    if ACTIVATION == 1:  # relu
-        z = tl.maximum(z, 0.0)
-    elif ACTIVATION == 2:  # gelu, exact: z·Φ(z)
-        z = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
-    elif ACTIVATION == 3:  # gelu, tanh approximation: 0.5·(1 + tanh(u)) = sigmoid(2u)
-        u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
-        z = z * tl.sigmoid(2.0 * u)
-    return z
-
-
 # Tuned per power-of-two bucket of M, N and K (arguments the kernel takes only for this
 # key): the token count changes M (and K, for dW) with every new length when generating
 # token by token, and retuning for each would cost seconds a step.
 @triton.autotune(
-    configs=_configs(), key=["M_BUCKET", "N_BUCKET", "K_BUCKET", "HAS_BIAS", "ACTIVATION", "STORE_Z"]
+    configs=_configs(),
+    key=["M_BUCKET", "N_BUCKET", "K_BUCKET", "HAS_BIAS", "ACTIVATION", "STORE_Z"],
 )
 @triton.jit(do_not_specialize=["M_BUCKET", "N_BUCKET", "K_BUCKET"])
 def _matmul_kernel(
@@ -93,7 +89,7 @@ def _matmul_kernel(
     N_BUCKET,
     K_BUCKET,
     HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
+    ACTIVATION: tl.constexpr,  # a Triton device function z -> act(z) (kernels.activations)
     STORE_Z: tl.constexpr,
     PRECISION: tl.constexpr,  # "ieee" or "tf32" (fp32 inputs only)
     BLOCK_M: tl.constexpr,
@@ -132,48 +128,27 @@ def _matmul_kernel(
     mask = mask_m[:, None] & mask_n[None, :]
     if STORE_Z:
         tl.store(Z + c_offs, acc.to(Z.dtype.element_ty), mask=mask)
-    acc = _activation(acc, ACTIVATION)
+    acc = ACTIVATION(acc)
     tl.store(C + c_offs, acc.to(C.dtype.element_ty), mask=mask)
 
 
-# dZ = dY ⊙ act′(Z):
-#   relu′(z) = [z > 0]
-#   gelu′(z) = Φ(z) + z·φ(z),  Φ(z) = ½(1 + erf(z/√2)),  φ(z) = e^(−z²/2)/√(2π)
-#   gelu_tanh′(z) = s + z·s(1 − s)·2u′,  s = sigmoid(2u),  u = √(2/π)(z + 0.044715 z³)
+# dZ = dY ⊙ act′(Z), act′ from the activation's registry entry (kernels.activations,
+# where each derivative is written out).
 @triton.jit
 def _activation_bwd_kernel(
     DY,  # (n,) contiguous upstream gradient
     Z,  # (n,) contiguous pre-activation
     DZ,  # (n,) out
     n,
-    ACTIVATION: tl.constexpr,
+    ACTIVATION_BWD: tl.constexpr,  # a Triton device function (z, dy) -> dy·act′(z)
     BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
     z = tl.load(Z + offs, mask=mask, other=0.0).to(tl.float32)
-    if ACTIVATION == 1:
-        dz = tl.where(z > 0.0, dy, 0.0)
-    elif ACTIVATION == 2:
-        cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
-        pdf = tl.exp(-0.5 * z * z) * 0.3989422804014327
-        dz = dy * (cdf + z * pdf)
-    else:
-        u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
-        du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
-        s = tl.sigmoid(2.0 * u)
-        dz = dy * (s + z * s * (1.0 - s) * 2.0 * du)
+    dz = ACTIVATION_BWD(z, dy)
     tl.store(DZ + offs, dz.to(DZ.dtype.element_ty), mask=mask)
-
-
-def _precision(dtype: torch.dtype, device: torch.device) -> str:
-    if dtype != torch.float32 or device.type != "cuda":
-        return "ieee"
-    tf32 = (
-        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
-    )
-    return "tf32" if tf32 else "ieee"
 
 
 def matmul(
@@ -189,18 +164,31 @@ def matmul(
     N = b.shape[1]
     c = torch.empty((M, N), dtype=a.dtype, device=a.device)
     z = torch.empty_like(c) if store_z else c
-    act = ACTIVATION_IDS[activation]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
     _matmul_kernel[grid](
-        a, b, c, bias if bias is not None else c, z, M, N, K,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+        a,
+        b,
+        c,
+        bias if bias is not None else c,
+        z,
+        M,
+        N,
+        K,
+        a.stride(0),
+        a.stride(1),
+        b.stride(0),
+        b.stride(1),
+        c.stride(0),
+        c.stride(1),
         *(triton.next_power_of_2(x) for x in (M, N, K)),
-        HAS_BIAS=bias is not None, ACTIVATION=act, STORE_Z=store_z,
+        HAS_BIAS=bias is not None,
+        ACTIVATION=_ACT_FWD[activation],
+        STORE_Z=store_z,
         PRECISION=dot_precision(a.dtype, a.device),
-    )  # fmt: skip
+    )
     return c, (z if store_z else None)
 
 
@@ -211,7 +199,7 @@ def activation_bwd(dy: torch.Tensor, z: torch.Tensor, activation: str) -> torch.
     n = z.numel()
     BLOCK = 1024
     _activation_bwd_kernel[(triton.cdiv(n, BLOCK),)](
-        dy, z, dz, n, ACTIVATION=ACTIVATION_IDS[activation], BLOCK=BLOCK
+        dy, z, dz, n, ACTIVATION_BWD=_ACT_BWD[activation], BLOCK=BLOCK
     )
     return dz
 
@@ -249,3 +237,26 @@ def linear(
 ) -> torch.Tensor:
     """activation(x Wᵀ + b) in Triton. x: (..., K); weight: (N, K); bias: (N,) or None."""
     return LinearFunction.apply(x, weight, bias, activation)
+
+
+# -- for kernels.compile_check: the kernels to build and the launches that build them -----
+COMPILE_KERNELS = {"_matmul_kernel": "matmul", "_activation_bwd_kernel": "activation bwd"}
+
+
+def compile_cases(dtype: torch.dtype, head_dims=None):
+    """The linear layer's three products (x·Wᵀ with bias and each registered activation,
+    dZ·W, dZᵀ·X through strides) and the activation backward, at a GPT-2 small MLP shape.
+    Yields (label, read path, call)."""
+    M, N, K = 4096, 3072, 768
+    for act in activations.ACTIVATIONS:
+
+        def call(act=act):
+            x, w = torch.empty(M, K, dtype=dtype), torch.empty(N, K, dtype=dtype)
+            _, z = matmul(x, w.t(), torch.empty(N, dtype=dtype), act, store_z=act is not None)
+            dz = torch.empty(M, N, dtype=dtype)
+            matmul(dz, w)
+            matmul(dz.t(), x)
+            if act is not None:
+                activation_bwd(dz, z, act)
+
+        yield f"{M}x{N}x{K} bias {act or 'no act'}", "pointers", call

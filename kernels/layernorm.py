@@ -182,8 +182,9 @@ def _norm_bwd_kernel(
             acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
             for start in range(0, N, BLOCK_N):
                 cols = start + tl.arange(0, BLOCK_N)
-                xhat, dy, g = _row_chunk(X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N,
-                                         mean, rstd)  # fmt: skip
+                xhat, dy, g = _row_chunk(
+                    X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N, mean, rstd
+                )
                 acc1 += xhat * g
                 acc2 += g
             c1 = tl.sum(acc1, axis=0) / N
@@ -191,8 +192,9 @@ def _norm_bwd_kernel(
             for start in range(0, N, BLOCK_N):
                 cols = start + tl.arange(0, BLOCK_N)
                 cmask = cols < N
-                xhat, dy, g = _row_chunk(X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N,
-                                         mean, rstd)  # fmt: skip
+                xhat, dy, g = _row_chunk(
+                    X, DY, W, r64 * stride_x, r64 * stride_dy, cols, N, mean, rstd
+                )
                 if IS_RMS:
                     dx = (g - xhat * c1) * rstd
                 else:
@@ -243,11 +245,24 @@ def norm_fwd(
     block_m, block_n, single, warps = _blocks(N)
     grid = (triton.cdiv(M, block_m),)
     _norm_fwd_kernel[grid](
-        x2, y, weight, bias if bias is not None else weight, mean, rstd,
-        x2.stride(0), y.stride(0), M, N, eps,
-        IS_RMS=is_rms, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        SINGLE_PASS=single, num_warps=warps,
-    )  # fmt: skip
+        x2,
+        y,
+        weight,
+        bias if bias is not None else weight,
+        mean,
+        rstd,
+        x2.stride(0),
+        y.stride(0),
+        M,
+        N,
+        eps,
+        IS_RMS=is_rms,
+        HAS_BIAS=bias is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        SINGLE_PASS=single,
+        num_warps=warps,
+    )
     return y.view(x.shape), x2, mean, rstd
 
 
@@ -261,11 +276,26 @@ def norm_bwd(dy, x2, weight, mean, rstd, has_bias: bool, is_rms: bool):
     dw_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device)
     db_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device) if has_bias else dw_part
     _norm_bwd_kernel[(G,)](
-        dy2, x2, weight, mean, rstd, dx, dw_part, db_part,
-        dy2.stride(0), x2.stride(0), dx.stride(0), M, N,
-        IS_RMS=is_rms, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
-        SINGLE_PASS=single, num_warps=warps,
-    )  # fmt: skip
+        dy2,
+        x2,
+        weight,
+        mean,
+        rstd,
+        dx,
+        dw_part,
+        db_part,
+        dy2.stride(0),
+        x2.stride(0),
+        dx.stride(0),
+        M,
+        N,
+        IS_RMS=is_rms,
+        HAS_BIAS=has_bias,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        SINGLE_PASS=single,
+        num_warps=warps,
+    )
     dw = dw_part.sum(0).to(weight.dtype)
     db = db_part.sum(0).to(weight.dtype) if has_bias else None
     return dx, dw, db
@@ -294,3 +324,22 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5):
     """RMSNorm of x (..., N) with weight (N,), in Triton."""
     return LayerNormFunction.apply(x, weight, None, eps, True)
+
+
+# -- for kernels.compile_check: the kernels to build and the launches that build them -----
+COMPILE_KERNELS = {"_norm_fwd_kernel": "forward", "_norm_bwd_kernel": "backward"}
+
+
+def compile_cases(dtype: torch.dtype, head_dims=None):
+    """Forward and backward, LayerNorm and RMSNorm, at four widths (20000: past the
+    one-read limit, chunked). Yields (label, read path, call)."""
+    for N in (768, 4096, 8192, 20000):
+        for is_rms in (False, True):
+
+            def call(N=N, is_rms=is_rms):
+                x, w = torch.empty(4096, N, dtype=dtype), torch.empty(N, dtype=dtype)
+                b = None if is_rms else torch.empty(N, dtype=dtype)
+                _, x2, mean, rstd = norm_fwd(x, w, b, 1e-5, is_rms)
+                norm_bwd(x, x2, w, mean, rstd, b is not None, is_rms)
+
+            yield f"N={N} {'rms' if is_rms else 'layer'}", "pointers", call

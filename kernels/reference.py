@@ -13,22 +13,13 @@ import math
 
 import torch
 
-ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+from kernels import activations
 
 
 def apply_activation(z: torch.Tensor, activation: str | None) -> torch.Tensor:
-    """Elementwise activation by name: None (identity), "relu", "gelu" (exact, erf) or
-    "gelu_tanh" (the tanh approximation of GPT-2)."""
-    if activation is None:
-        return z
-    if activation == "relu":
-        return torch.clamp_min(z, 0.0)
-    if activation == "gelu":
-        return 0.5 * z * (1.0 + torch.erf(z / math.sqrt(2.0)))
-    if activation == "gelu_tanh":
-        inner = math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)
-        return 0.5 * z * (1.0 + torch.tanh(inner))
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    """Elementwise activation by name (None: identity), the reference math of its entry in
+    ``kernels.activations``. Raises ValueError for an unknown name."""
+    return activations.get(activation).reference(z)
 
 
 def attention(

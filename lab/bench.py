@@ -9,7 +9,7 @@ and checks, loss, clipping, AdamW). The plain loop is the same architecture writ
 ``nn.Linear``, ``nn.LayerNorm`` and ``F.scaled_dot_product_attention`` on a fixed batch:
 what a researcher would write in an afternoon. Both are timed in alternating rounds in one
 process and the ratio of medians is reported; with ``--gpt2`` the plain loop is also
-``torch.compile``d (the anchors' baseline) and MFU is reported against 989 TFLOP/s.
+``torch.compile``d (the PyTorch baseline in lab/BENCHMARKS.md) and MFU is reported against 989 TFLOP/s.
 """
 
 from __future__ import annotations
@@ -41,10 +41,18 @@ class PlainGPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, d)
         self.wpe = nn.Embedding(cfg.context, d)
         self.layers = nn.ModuleList(
-            nn.ModuleDict({"ln1": nn.LayerNorm(d), "qkv": nn.Linear(d, 3 * d), "proj": nn.Linear(d, d),
-                           "ln2": nn.LayerNorm(d), "fc": nn.Linear(d, 4 * d), "out": nn.Linear(4 * d, d)})
+            nn.ModuleDict(
+                {
+                    "ln1": nn.LayerNorm(d),
+                    "qkv": nn.Linear(d, 3 * d),
+                    "proj": nn.Linear(d, d),
+                    "ln2": nn.LayerNorm(d),
+                    "fc": nn.Linear(d, 4 * d),
+                    "out": nn.Linear(4 * d, d),
+                }
+            )
             for _ in range(cfg.n_layer)
-        )  # fmt: skip
+        )
         self.ln_f = nn.LayerNorm(d)
 
     def forward(self, idx):
@@ -128,8 +136,11 @@ def compare(cfg: Config, steps: int, rounds: int, compile_plain: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="mini", help="a conf/model preset")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--context", type=int, default=64)
@@ -143,24 +154,40 @@ def main(argv: list[str] | None = None) -> int:
             print("lab.bench: --gpt2 needs a CUDA GPU", file=sys.stderr)
             return 2
         model = ModelConfig(name="gpt2-small", n_layer=12, n_head=12, d_model=768, context=1024)
-        cfg = Config(model=model, data=DataConfig(max_bytes=8_000_000), optim=OptimConfig(),
-                     train=TrainConfig(batch_size=32, device="cuda", backend=args.backend))  # fmt: skip
+        cfg = Config(
+            model=model,
+            data=DataConfig(max_bytes=8_000_000),
+            optim=OptimConfig(),
+            train=TrainConfig(batch_size=32, device="cuda", backend=args.backend),
+        )
     else:
-        cfg = compose_run([f"model={args.model}", f"model.context={args.context}",
-                           f"train.batch_size={args.batch_size}", f"train.backend={args.backend}"])  # fmt: skip
+        cfg = compose_run(
+            [
+                f"model={args.model}",
+                f"model.context={args.context}",
+                f"train.batch_size={args.batch_size}",
+                f"train.backend={args.backend}",
+            ]
+        )
     r = compare(cfg, args.steps, args.rounds, compile_plain=args.gpt2)
     device = (
         torch.cuda.get_device_name()
         if cfg.train.device == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)"
     )
-    print(f"{time.strftime('%Y-%m-%d')} | {device} | torch {torch.__version__} | model {cfg.model.name} "
-          f"B={cfg.train.batch_size} T={cfg.model.context} | backends {r['backends']}")  # fmt: skip
-    print(f"lab step:   {r['lab_tokens_per_s']:>12,.0f} tokens/s"
-          + (f"  MFU {r['lab_mfu']:.3f}" if r["lab_mfu"] else ""))  # fmt: skip
+    print(
+        f"{time.strftime('%Y-%m-%d')} | {device} | torch {torch.__version__} | model {cfg.model.name} "
+        f"B={cfg.train.batch_size} T={cfg.model.context} | backends {r['backends']}"
+    )
+    print(
+        f"lab step:   {r['lab_tokens_per_s']:>12,.0f} tokens/s"
+        + (f"  MFU {r['lab_mfu']:.3f}" if r["lab_mfu"] else "")
+    )
     plain_name = "plain loop (compiled)" if args.gpt2 else "plain loop"
-    print(f"{plain_name}: {r['plain_tokens_per_s']:>12,.0f} tokens/s"
-          + (f"  MFU {r['plain_mfu']:.3f}" if r["plain_mfu"] else ""))  # fmt: skip
+    print(
+        f"{plain_name}: {r['plain_tokens_per_s']:>12,.0f} tokens/s"
+        + (f"  MFU {r['plain_mfu']:.3f}" if r["plain_mfu"] else "")
+    )
     print(
         f"ratio lab / plain: {r['ratio']:.3f}  (median over {args.rounds} back-to-back rounds "
         f"of {args.steps} steps each)"

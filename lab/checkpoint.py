@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save to a temporary file beside ``path``, then rename over it."""

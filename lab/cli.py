@@ -32,9 +32,8 @@ from lab.config import (
     register_configs,
     to_dict,
 )
-from lab.records import RECORD_NAME, read_record, write_json_atomic
-
-SWEEP_TABLE = "runs.csv"
+from lab.records import read_record, write_json_atomic
+from lab.schema import RECORD_NAME, SWEEP_TABLE, format_si
 
 log = logging.getLogger("lab")
 
@@ -43,13 +42,19 @@ register_configs()
 
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
     """Train one configured run in ``out_dir``; in a multirun, never raise."""
-    from lab.train import below_one_context, train  # torch loads here, not for --help
+    from lab.counting import below_one_context
+    from lab.train import train  # torch loads here, not for --help
 
     too_small = below_one_context(cfg)
     if multirun and too_small:
         log.warning("skipped: %s", too_small)
-        record = {"status": "skipped", "error": too_small, "config": to_dict(cfg),
-                  "config_hash": config_hash(cfg), "budget": cfg.data.budget}  # fmt: skip
+        record = {
+            "status": "skipped",
+            "error": too_small,
+            "config": to_dict(cfg),
+            "config_hash": config_hash(cfg),
+            "budget": cfg.data.budget,
+        }
         write_json_atomic(out_dir / RECORD_NAME, record)
         return record
     if multirun and cfg.train.skip_done:
@@ -141,7 +146,7 @@ class SweepTable(Callback):
     """At the end of a multirun: write the sweep-level table and print a summary."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from analysis.load import read_records
+        from lab.records import read_records
 
         sweep_dir = Path(config.hydra.sweep.dir)
         table = read_records(sweep_dir)
@@ -154,7 +159,6 @@ class SweepTable(Callback):
 
 def summarize(table, sweep_dir: Path) -> str:
     """The sweep's runs, one line each: N, D, C, validation loss, time, status, name."""
-    from analysis.load import format_si
 
     def num(v, fmt=format_si):
         return "-" if v is None or v != v else fmt(v)

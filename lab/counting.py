@@ -4,7 +4,7 @@ Parameters (``param_counts``):
 - ``embedding``: the token table V·d, the learned position table T·d (none with RoPE), and
   an untied output head V·d (the vocabulary-sized matrices Kaplan et al. 2020 leave out).
 - ``non_embedding``: everything else, per layer 12·d² + 13·d with biases, layer norm and
-  d_ff = 4d (SwiGLU: three d×d_ff matrices): Kaplan's N, whose laws are cleanest in it.
+  d_ff = 4d (a gated MLP: three d×d_ff matrices): Kaplan's N, whose laws are cleanest in it.
 - ``total``: all parameters, Chinchilla's N (Hoffmann et al. 2022 count embeddings).
 
 Training FLOPs per token (``flops_per_token``), forward + backward = 3 × forward:
@@ -18,9 +18,8 @@ C for a run is flops_per_token × D.
 
 from __future__ import annotations
 
-from lab.config import ModelConfig
-
-FLOP_CONVENTIONS = ("6N", "6N_attn", "6N_attn_head")
+from lab.config import Mlp, ModelConfig
+from lab.schema import FLOP_CONVENTIONS  # noqa: F401 - the conventions flops_per_token gives
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -29,7 +28,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
     b = 1 if cfg.bias else 0
     norm = d * (1 + (b if cfg.norm == "layernorm" else 0))  # weight (+ bias; RMSNorm has none)
     attn = (3 * d * d + 3 * d * b) + (d * d + d * b)  # qkv, output projection
-    up = 2 * ff if cfg.activation == "swiglu" else ff  # SwiGLU: gate and value
+    up = 2 * ff if cfg.mlp == Mlp.gated else ff  # gated MLP: gate and value
     mlp = (d * up + up * b) + (ff * d + d * b)  # up, down
     per_layer = 2 * norm + attn + mlp
     non_embedding = L * per_layer + norm  # + the final norm
@@ -59,6 +58,20 @@ def training_flops(cfg: ModelConfig, tokens: int) -> dict[str, float]:
 def budget_tokens(cfg: ModelConfig, budget: float) -> int:
     """D for a compute budget C under C = 6·N·D (N non-embedding): round(C / (6·N))."""
     return int(round(budget / (6 * param_counts(cfg)["non_embedding"])))
+
+
+def below_one_context(cfg) -> str | None:
+    """Why a run's compute budget (``cfg.data.budget``) is too small to train it: D below
+    one context; None when it is not (or there is no budget)."""
+    if cfg.data.budget is None:
+        return None
+    tokens = budget_tokens(cfg.model, cfg.data.budget)
+    if tokens >= cfg.model.context:
+        return None
+    return (
+        f"budget C={cfg.data.budget:.3g} is too small for model {cfg.model.name!r}: "
+        f"D = C/(6N) = {tokens} tokens, below one context of {cfg.model.context}"
+    )
 
 
 # Dense bf16 peak FLOP/s by GPU name (MFU is measured against these).

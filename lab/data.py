@@ -74,12 +74,18 @@ class Corpus:
 
     def summary(self) -> dict:
         return {
-            "source": self.source, "content_hash": self.content_hash, "bytes": self.n_bytes,
-            "docs_train": self.n_docs_train, "docs_val": self.n_docs_val,
-            "tokens_train": int(self.train.size), "tokens_val": int(self.val.size),
-            "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
-            "skipped_files": len(self.skipped), "skipped_examples": self.skipped[:10],
-        }  # fmt: skip
+            "source": self.source,
+            "content_hash": self.content_hash,
+            "bytes": self.n_bytes,
+            "docs_train": self.n_docs_train,
+            "docs_val": self.n_docs_val,
+            "tokens_train": int(self.train.size),
+            "tokens_val": int(self.val.size),
+            "tokenizer": self.tokenizer.name,
+            "vocab_size": self.tokenizer.vocab_size,
+            "skipped_files": len(self.skipped),
+            "skipped_examples": self.skipped[:10],
+        }
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -133,8 +139,10 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
     skipped = list(src.skipped)
     if not names:
         where = cfg.path or "the standard library"
-        raise ValueError(f"data.path: no UTF-8 text found in {where}"
-                         + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else ""))  # fmt: skip
+        raise ValueError(
+            f"data.path: no UTF-8 text found in {where}"
+            + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else "")
+        )
     content_hash = digest.hexdigest()[:16]
     val = {n for n in names if is_validation(n, cfg.val_fraction)}
     if not val and len(names) > 1:  # a tiny corpus: hold out its last document
@@ -145,11 +153,20 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
         _build(src, tokenizer, val, folder)
     meta = json.loads((folder / "meta.json").read_text())
     return Corpus(
-        train=np.memmap(folder / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_train"],)),
-        val=np.memmap(folder / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_val"],)),
-        content_hash=content_hash, source=src.description, n_bytes=n_bytes,
-        n_docs_train=len(names) - len(val), n_docs_val=len(val), tokenizer=tokenizer, skipped=skipped,
-    )  # fmt: skip
+        train=np.memmap(
+            folder / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_train"],)
+        ),
+        val=np.memmap(
+            folder / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_val"],)
+        ),
+        content_hash=content_hash,
+        source=src.description,
+        n_bytes=n_bytes,
+        n_docs_train=len(names) - len(val),
+        n_docs_val=len(val),
+        tokenizer=tokenizer,
+        skipped=skipped,
+    )
 
 
 def _tokenizer(cfg: DataConfig, src: TextSource, content_hash: str, val: set[str]):
@@ -197,8 +214,12 @@ def _build(src: TextSource, tokenizer, val: set[str], folder: Path) -> None:
                 flush()
                 batch, size = [], 0
         flush()
-    meta = {"dtype": np.dtype(dtype).name, "tokens_train": counts["train"], "tokens_val": counts["val"],
-            "tokenizer": tokenizer.name}  # fmt: skip
+    meta = {
+        "dtype": np.dtype(dtype).name,
+        "tokens_train": counts["train"],
+        "tokens_val": counts["val"],
+        "tokenizer": tokenizer.name,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, folder)
@@ -229,10 +250,16 @@ def _load_bin(src: BinSource, cfg: DataConfig) -> Corpus:
     max_id = max(_max_id(train), _max_id(val) if val.size else 0)
     files = [src.train] + ([src.val] if src.val is not None else [])
     return Corpus(
-        train=train, val=val, content_hash=_file_hash(files), source=src.description,
-        n_bytes=sum(f.stat().st_size for f in files), n_docs_train=1, n_docs_val=1 if val.size else 0,
-        tokenizer=IdTokenizer(max_id + 1), max_token_id=max_id,
-    )  # fmt: skip
+        train=train,
+        val=val,
+        content_hash=_file_hash(files),
+        source=src.description,
+        n_bytes=sum(f.stat().st_size for f in files),
+        n_docs_train=1,
+        n_docs_val=1 if val.size else 0,
+        tokenizer=IdTokenizer(max_id + 1),
+        max_token_id=max_id,
+    )
 
 
 def _max_id(tokens: np.ndarray, chunk: int = 1 << 26) -> int:
@@ -249,8 +276,9 @@ def require_context(corpus: Corpus, context: int) -> None:
             )
 
 
-def random_batch(tokens: np.ndarray, batch_size: int, context: int, rng: np.random.Generator,
-                 pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def random_batch(
+    tokens: np.ndarray, batch_size: int, context: int, rng: np.random.Generator, pin: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """batch_size windows at random offsets: inputs and next-token targets, (B, T) int64."""
     starts = rng.integers(0, tokens.size - context, size=batch_size)
     x, y = _windows(tokens, starts, context)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from lab.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from lab.checkpoint import load_checkpoint
 from lab.config import ModelConfig
 from lab.model import GPT
+from lab.schema import CHECKPOINT_NAME
 from lab.tokenizer import ByteTokenizer, from_payload
 
 
@@ -35,8 +36,14 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
 
 
 @torch.no_grad()
-def generate(model: GPT, ids: torch.Tensor, new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def generate(
+    model: GPT,
+    ids: torch.Tensor,
+    new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Extend ids (B, T) by ``new_tokens`` sampled tokens; returns (B, T + new_tokens)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
@@ -59,8 +66,11 @@ def generate(model: GPT, ids: torch.Tensor, new_tokens: int, temperature: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab-generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="lab-generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="a run folder (with checkpoint.pt) or a checkpoint file")
     parser.add_argument("--prompt", default="def ")
     parser.add_argument("--tokens", type=int, default=200, help="tokens to generate")
@@ -79,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         if prompt.size == 0:
             raise ValueError("--prompt must not be empty")
         if prompt.size > model.cfg.n_positions:
-            print(f"warning: the prompt has {prompt.size} tokens; keeping the last "
-                  f"{model.cfg.n_positions} (the positional table)", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: the prompt has {prompt.size} tokens; keeping the last "
+                f"{model.cfg.n_positions} (the positional table)",
+                file=sys.stderr,
+            )
         ids = torch.as_tensor(prompt)[None].repeat(args.samples, 1)
         gen = torch.Generator().manual_seed(args.seed)
         out = generate(model, ids, args.tokens, args.temperature, args.top_k, gen)

@@ -30,13 +30,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from kernels import reference  # noqa: E402
-from lab.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from lab.config import DataConfig  # noqa: E402
 from lab.data import load_corpus  # noqa: E402
 from lab.generate import load_model  # noqa: E402
-from lab.model import GPT, apply_rope  # noqa: E402
+from lab.model import GPT  # noqa: E402
 from lab.probes import PROBES, labels, probe_layers  # noqa: E402
-from lab.records import RECORD_NAME  # noqa: E402
+from lab.schema import CHECKPOINT_NAME, RECORD_NAME  # noqa: E402
 
 
 class Run:
@@ -82,35 +81,30 @@ class Run:
 
 @torch.no_grad()
 def trace(model: GPT, ids: torch.Tensor) -> dict:
-    """Hidden states after the embedding and every block, each layer's attention maps
-    (B, H, T, T) from the reference math, and how far the maps' output is from the
-    model's own attention output (``max_attention_error``)."""
+    """Observe one forward pass of the model (forward hooks; nothing re-implemented):
+    hidden states after the embedding and every block, each layer's attention maps
+    (B, H, T, T) from the reference math on the model's own q and k, and how far the maps'
+    output is from the model's own attention output (``max_attention_error``)."""
     model.eval()
-    T = ids.shape[1]
-    x = model.wte(ids)
-    rope = None
-    if model.wpe is not None:
-        x = x + model.wpe(torch.arange(T, device=ids.device))
-    else:
-        rope = (model.rope_cos[:T], model.rope_sin[:T])
-    hidden, maps, error = [x], [], 0.0
+    hidden, calls = [], []
+    hooks = [model.blocks[0].register_forward_pre_hook(lambda m, args: hidden.append(args[0]))]
     for block in model.blocks:
-        h = block.ln1(x)
-        attn = block.attn
-        B, _, C = h.shape
-        q, k, v = (
-            t.view(B, T, attn.n_head, -1).transpose(1, 2) for t in attn.qkv(h).split(C, dim=2)
+        hooks.append(
+            block.attn.register_forward_hook(lambda m, args, out: calls.append((m, args, out)))
         )
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        hooks.append(block.register_forward_hook(lambda m, args, out: hidden.append(out)))
+    try:
+        model(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps, error = [], 0.0
+    for attn, args, own in calls:
+        q, k, v = attn.heads(*args)
         p = reference.attention_probs(q, k, causal=True)  # (B, H, T, T)
-        from_maps = attn.proj((p @ v.float()).to(v.dtype).transpose(1, 2).reshape(B, T, C))
-        own = attn(h, rope)
+        from_maps = attn.merge((p @ v.float()).to(v.dtype))
         error = max(error, float((from_maps - own).abs().max()))
         maps.append(p)
-        x = x + own
-        x = x + block.mlp(block.ln2(x))
-        hidden.append(x)
     return {"hidden": hidden, "maps": maps, "max_attention_error": error}
 
 
@@ -175,10 +169,14 @@ def tokens_figure(run: Run, text: str | None, out: Path) -> list[Path]:
     top = max(float(loss.max()), 1e-6)
     spans = [f"<span title='first token'>{html.escape(toks[0])}</span>"]
     for tok, v in zip(toks[1:], loss):
-        spans.append(f"<span style='background: rgba(220,40,40,{v / top:.2f})' title='{v:.2f} nats'>"
-                     f"{html.escape(tok)}</span>")  # fmt: skip
-    page = (f"<html><body><p>Per-token loss (nats; darker is harder; mean {loss.mean():.3f})</p>"
-            f"<pre style='font-size:14px'>{''.join(spans)}</pre></body></html>")  # fmt: skip
+        spans.append(
+            f"<span style='background: rgba(220,40,40,{v / top:.2f})' title='{v:.2f} nats'>"
+            f"{html.escape(tok)}</span>"
+        )
+    page = (
+        f"<html><body><p>Per-token loss (nats; darker is harder; mean {loss.mean():.3f})</p>"
+        f"<pre style='font-size:14px'>{''.join(spans)}</pre></body></html>"
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokens.html").write_text(page)
     width = 48
@@ -255,9 +253,13 @@ def sweep_summary(sweep: Path, out: Path, windows: int = 8) -> tuple[Path, list[
         t = trace(run.model, ids)
         with torch.no_grad():
             logits, loss = run.model(ids[:, :-1], ids[:, 1:])
-        row = {"run": str(ckpt.parent.relative_to(sweep)), "N": run.record["n_params_non_embedding"],
-               "tokens": run.record["tokens"], "loss": float(loss),
-               "attention_entropy": float(torch.stack([entropy(m) for m in t["maps"]]).mean())}  # fmt: skip
+        row = {
+            "run": str(ckpt.parent.relative_to(sweep)),
+            "N": run.record["n_params_non_embedding"],
+            "tokens": run.record["tokens"],
+            "loss": float(loss),
+            "attention_entropy": float(torch.stack([entropy(m) for m in t["maps"]]).mean()),
+        }
         if getattr(run.tokenizer, "name", "") == "bytes":
             for prop, prows in probe_run(run, list(PROBES), windows).items():
                 row[f"selectivity_{prop}"] = max(r["selectivity"] for r in prows)
@@ -294,8 +296,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab-inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="lab-inspect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("attention", "probe", "tokens"):
         p = sub.add_parser(name)
@@ -341,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             for prop, rows in results.items():
                 for r in rows:
-                    print(f"{prop:<14} {r['layer']:>5} {r['accuracy']:>9.3f} {r['control']:>8.3f} "
-                          f"{r['majority']:>9.3f} {r['selectivity']:>12.3f}")  # fmt: skip
+                    print(
+                        f"{prop:<14} {r['layer']:>5} {r['accuracy']:>9.3f} {r['control']:>8.3f} "
+                        f"{r['majority']:>9.3f} {r['selectivity']:>12.3f}"
+                    )
             (out / "probes.json").parent.mkdir(parents=True, exist_ok=True)
             (out / "probes.json").write_text(json.dumps(results, indent=2))
             print(f"figure: {probe_figure(results, out)}")

@@ -5,8 +5,9 @@ norm → linear head (tied to the token embedding by default). Every matmul, nor
 attention goes through ``kernels.linear``, ``kernels.layer_norm`` / ``kernels.rms_norm`` and
 ``kernels.attention``, so switching the kernel backend swaps the whole model's compute.
 
-Knobs (``lab.config.ModelConfig``): activation relu | gelu | gelu_tanh | swiglu (Shazeer
-2020), norm layernorm | rmsnorm, positions learned | rope (Su et al. 2021, rotating half
+Knobs (``lab.config.ModelConfig``): the MLP's activation (any name in
+``kernels.activations``), a plain or gated MLP (GLU variants, Shazeer 2020: gated + silu is
+SwiGLU), norm layernorm | rmsnorm, positions learned | rope (Su et al. 2021, rotating half
 the head dim's pairs as GPT-NeoX does), dropout on embeddings, residual branches and
 attention probabilities, tied or untied head. GPT-2 initialisation: N(0, 0.02) weights,
 residual projections scaled by 1/sqrt(2·n_layer).
@@ -21,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from lab.config import ModelConfig
+from kernels import activations
+from lab.config import Mlp, ModelConfig
 
 
 def dropout(p: float) -> nn.Module:
@@ -82,7 +84,9 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.resid_dropout = dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, rope: tuple | None = None) -> tuple[torch.Tensor, ...]:
+        """q, k, v, each (B, nh, T, hs), positions applied: what attention attends with
+        (model inspection reads the attention maps from these)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         # (B, nh, T, hs): views of the fused projection, no copy
@@ -91,33 +95,41 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, nh, T, hs) heads → the output projection's (B, T, C) result."""
+        B, _, T, _ = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+        q, k, v = self.heads(x, rope)
         p = self.attn_dropout if self.training else 0.0
         y = kernels.attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y))
+        return self.resid_dropout(self.merge(y))
 
 
 class MLP(nn.Module):
-    """d → d_ff → d with the activation fused into the first linear; SwiGLU splits a
-    2·d_ff projection into a gate and a value: silu(gate) ⊙ value."""
+    """d → d_ff → d. Plain: the activation fused into the first linear. Gated: one 2·d_ff
+    projection split into a gate and a value, act(gate) ⊙ value (SwiGLU with silu)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.swiglu = cfg.activation == "swiglu"
         ff = cfg.ff_dim
-        if self.swiglu:
+        self.gate_act = activations.get(str(cfg.activation)).torch if cfg.mlp == Mlp.gated else None
+        if self.gate_act is not None:
             self.fc = Linear(cfg.d_model, 2 * ff, cfg.bias)
         else:
-            self.fc = Linear(cfg.d_model, ff, cfg.bias, activation=cfg.activation)
+            self.fc = Linear(cfg.d_model, ff, cfg.bias, activation=str(cfg.activation))
         self.proj = Linear(ff, cfg.d_model, cfg.bias)
         self.proj.residual = True
         self.dropout = dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
-        if self.swiglu:
+        if self.gate_act is not None:
             gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
+            h = self.gate_act(gate) * value
         return self.dropout(self.proj(h))
 
 

@@ -16,10 +16,11 @@ import torch
 import kernels
 from lab.bench import timed
 from lab.config import Config
-from lab.counting import budget_tokens, param_counts, training_flops
+from lab.counting import below_one_context, budget_tokens, param_counts, training_flops
 from lab.model import GPT
+from lab.schema import format_si
 from lab.sweeps import compose_run, expand_sweep
-from lab.train import below_one_context, param_groups, resolve_device
+from lab.train import param_groups, resolve_device
 
 PROBE_STEPS = 3
 
@@ -59,9 +60,15 @@ def plan(name: str, overrides: list[str] | None = None, probe: bool = True) -> l
         n = param_counts(replace(cfg.model, vocab_size=257))["non_embedding"]
         skip = below_one_context(cfg)
         tokens = budget_tokens(cfg.model, cfg.data.budget) if cfg.data.budget else cfg.data.tokens
-        row = {"run": ",".join(swept), "model": cfg.model.name, "N": n, "D": tokens,
-               "C": training_flops(replace(cfg.model, vocab_size=257), tokens)["6N"],
-               "seconds": None, "note": "skipped: D below one context" if skip else ""}  # fmt: skip
+        row = {
+            "run": ",".join(swept),
+            "model": cfg.model.name,
+            "N": n,
+            "D": tokens,
+            "C": training_flops(replace(cfg.model, vocab_size=257), tokens)["6N"],
+            "seconds": None,
+            "note": "skipped: D below one context" if skip else "",
+        }
         if probe and not skip:
             key = (repr(cfg.model), cfg.train.batch_size, cfg.train.device, cfg.train.backend)
             if key not in speeds:
@@ -78,18 +85,23 @@ def plan(name: str, overrides: list[str] | None = None, probe: bool = True) -> l
 
 
 def format_plan(name: str, rows: list[dict]) -> str:
-    from analysis.load import format_si
 
-    lines = [f"plan for sweep {name!r}: {len(rows)} runs",
-             f"{'N':>8} {'D':>8} {'C':>8} {'est. time':>10}  run"]  # fmt: skip
+    lines = [
+        f"plan for sweep {name!r}: {len(rows)} runs",
+        f"{'N':>8} {'D':>8} {'C':>8} {'est. time':>10}  run",
+    ]
     total = 0.0
     for r in rows:
         t = "-" if r["seconds"] is None else _duration(r["seconds"])
         total += r["seconds"] or 0.0
-        lines.append(f"{format_si(r['N']):>8} {format_si(r['D']):>8} {format_si(r['C']):>8} "
-                     f"{t:>10}  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}")  # fmt: skip
-    lines.append(f"total: about {_duration(total)} run one after another (basic launcher); "
-                 f"N non-embedding, C = 6ND; times from a {PROBE_STEPS}-step throughput probe")  # fmt: skip
+        lines.append(
+            f"{format_si(r['N']):>8} {format_si(r['D']):>8} {format_si(r['C']):>8} "
+            f"{t:>10}  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}"
+        )
+    lines.append(
+        f"total: about {_duration(total)} run one after another (basic launcher); "
+        f"N non-embedding, C = 6ND; times from a {PROBE_STEPS}-step throughput probe"
+    )
     return "\n".join(lines)
 
 

@@ -93,8 +93,14 @@ def _lex(text: str) -> tuple[np.ndarray, np.ndarray]:
     return in_string, in_comment
 
 
-def fit_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
-              steps: int = 200, weight_decay: float = 1e-3) -> float:  # fmt: skip
+def fit_probe(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    steps: int = 200,
+    weight_decay: float = 1e-3,
+) -> float:
     """Accuracy on the test positions of a multinomial logistic regression trained on the
     training positions (features standardised on the training set; L-BFGS)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -134,6 +140,13 @@ def probe_layers(hidden: list[torch.Tensor], y: np.ndarray, seed: int = 0) -> li
         h = h.float()
         acc = fit_probe(h[tr], yt[tr], h[te], yt[te])
         control = fit_probe(h[tr], shuffled[tr], h[te], shuffled[te])
-        rows.append({"layer": layer, "accuracy": acc, "control": control, "majority": majority,
-                     "selectivity": acc - control})  # fmt: skip
+        rows.append(
+            {
+                "layer": layer,
+                "accuracy": acc,
+                "control": control,
+                "majority": majority,
+                "selectivity": acc - control,
+            }
+        )
     return rows

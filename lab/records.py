@@ -8,13 +8,14 @@ import os
 import platform
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-RECORD_NAME = "result.json"
-METRICS_NAME = "metrics.jsonl"
-STATUSES = ("running", "ok", "failed", "diverged", "skipped")
+import pandas as pd
+
+from lab.schema import RECORD_NAME, TABLE_COLUMNS
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -80,3 +81,25 @@ def versions() -> dict[str, str | None]:
         "numpy": numpy.__version__,
         "cuda": torch.version.cuda,
     }
+
+
+def find_records(root: str | Path) -> list[Path]:
+    """Every record file under ``root``, in path order."""
+    return sorted(Path(root).rglob(RECORD_NAME))
+
+
+def read_records(root: str | Path) -> pd.DataFrame:
+    """Every run record under ``root`` (any status) as one flat row per run."""
+    rows = []
+    for path in find_records(root):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            warnings.warn(f"unreadable record skipped: {path}", stacklevel=2)
+            continue
+        row = {k: rec.get(k) for k in TABLE_COLUMNS}
+        row["run"] = path.parent.relative_to(root).as_posix() if path.parent != Path(root) else "."
+        row["model"] = (rec.get("config") or {}).get("model", {}).get("name")
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("cosine", "wsd", "constant")
-COOLDOWN_SHAPES = ("linear", "cosine", "sqrt")
-
 
 def warmup_steps(cfg, total_steps: int) -> int:
     return round(cfg.warmup_fraction * total_steps)

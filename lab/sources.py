@@ -56,8 +56,15 @@ class TextSource:
     """Documents from files: each text file whole (or cut, for a single file), each record of
     a JSONL / Parquet file. ``documents()`` can be iterated more than once."""
 
-    def __init__(self, files: list[Path], root: Path, description: str, max_bytes: int,
-                 text_field: str = "text", split_single: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        files: list[Path],
+        root: Path,
+        description: str,
+        max_bytes: int,
+        text_field: str = "text",
+        split_single: bool = False,
+    ):
         self.files, self.root, self.description = files, root, description
         self.max_bytes, self.text_field, self.split_single = max_bytes, text_field, split_single
         self.skipped: list[str] = []

@@ -1,15 +1,17 @@
 """Compose configs and expand sweep files without running anything.
 
 ``expand_sweep("demo")`` returns the override list of every run the sweep launches, in
-Hydra's own order (through its basic sweeper's expansion), and ``compose_run`` turns one
+the order of Hydra's basic sweeper (the cartesian product of the swept values, the last
+key varying fastest), and ``compose_run`` turns one
 such list into the ``Config`` that run would train. Tests use these to check that every
 sweep file composes and promises the runs it says; a planner can print them.
 """
 
 from __future__ import annotations
 
+import itertools
+
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -39,5 +41,10 @@ def expand_sweep(name: str, overrides: list[str] | None = None) -> list[list[str
     params = cfg.hydra.sweeper.params or {}
     swept = [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(overrides + swept)
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [list(job) for batch in batches for job in batch]
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
+    return [list(job) for job in itertools.product(*choices)]

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -34,19 +35,36 @@ import torch.nn.functional as F
 
 import kernels
 from lab import distributed
-from lab.checkpoint import (
-    CHECKPOINT_NAME,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from lab.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from lab.config import Config, DataConfig, config_hash, to_dict, validate
-from lab.counting import budget_tokens, flops_per_token, param_counts, peak_flops, training_flops
+from lab.counting import (
+    budget_tokens,
+    flops_per_token,
+    param_counts,
+    peak_flops,
+    training_flops,
+)
 from lab.data import Corpus, eval_windows, load_corpus, random_batch, require_context
+from lab.loop import (
+    BranchPoints,
+    Checkpoints,
+    EarlyStopping,
+    Evaluation,
+    Loop,
+    MetricsLog,
+    Progress,
+)
 from lab.model import GPT, Norm
-from lab.records import METRICS_NAME, RECORD_NAME, git_commit, versions, write_json_atomic
+from lab.records import git_commit, versions, write_json_atomic
 from lab.schedule import cooldown_start, lr_at, warmup_steps
+from lab.schema import (
+    C_CONVENTIONS,
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    N_CONVENTIONS,
+    N_EMBEDDING_KEY,
+    RECORD_NAME,
+)
 
 log = logging.getLogger("lab.train")
 
@@ -55,8 +73,11 @@ _corpus_cache: dict[tuple, Corpus] = {}
 
 def cached_corpus(cfg: DataConfig, context: int) -> Corpus:
     """load_corpus, remembered within the process (a sweep reads its corpus once)."""
-    key = (cfg.path, cfg.max_bytes, cfg.val_fraction, cfg.tokenizer, cfg.bpe_vocab_size,
-           cfg.bpe_train_bytes, cfg.text_field, cfg.bin_dtype, cfg.cache_dir)  # fmt: skip
+    key = tuple(
+        (f.name, getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if f.name not in ("tokens", "budget", "branches")  # how much is read, not what
+    )
     if key not in _corpus_cache:
         _corpus_cache.clear()
         _corpus_cache[key] = load_corpus(cfg)
@@ -80,19 +101,6 @@ def resolve_budget(cfg: Config) -> Config:
     return replace(cfg, data=replace(cfg.data, tokens=budget_tokens(cfg.model, cfg.data.budget)))
 
 
-def below_one_context(cfg: Config) -> str | None:
-    """Why a run's budget is too small to train (D below one context), or None."""
-    if cfg.data.budget is None:
-        return None
-    tokens = budget_tokens(cfg.model, cfg.data.budget)
-    if tokens >= cfg.model.context:
-        return None
-    return (
-        f"budget C={cfg.data.budget:.3g} is too small for model {cfg.model.name!r}: "
-        f"D = C/(6N) = {tokens} tokens, below one context of {cfg.model.context}"
-    )
-
-
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices of linear layers only: not on norms, biases, embeddings."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, Norm) for p in m.parameters()}
@@ -107,24 +115,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-
-
-@torch.no_grad()
-def evaluate(model: GPT, windows, batch_size: int, device: torch.device) -> float:
-    """Mean loss in nats per token over fixed windows."""
-    was_training = model.training
-    model.eval()
-    x_all, y_all = windows
-    total, count = 0.0, 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for i in range(0, x_all.shape[0], batch_size):
-        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
-        with autocast:
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / count
 
 
 def _now() -> str:
@@ -145,7 +135,8 @@ class LoopState:
 
 
 class Trainer:
-    """The model, optimizer, data sampler and loop of one run (and of its WSD branches)."""
+    """The model, optimizer and data sampler of one run (and of its WSD branches): one
+    optimizer step, evaluation, and the checkpoint payload. ``lab.loop`` drives it."""
 
     def __init__(
         self, cfg: Config, corpus: Corpus, device: torch.device, out: Path, dist, key: str
@@ -185,14 +176,18 @@ class Trainer:
         self.state = LoopState()
         self.data_seconds = 0.0  # time spent drawing batches, this session
 
-    # -- one optimizer step -------------------------------------------------------------
     def train_step(self, n_tokens: int, lr: float) -> float:
         """One step on a global batch whose first ``n_tokens`` targets count (the last step
         of a run may be partial). Returns the batch's mean loss over the processes."""
         t = self.cfg.train
         started = time.perf_counter()
-        x, y = random_batch(self.corpus.train, t.batch_size, self.cfg.model.context, self.rng,
-                            pin=self.device.type == "cuda")  # fmt: skip
+        x, y = random_batch(
+            self.corpus.train,
+            t.batch_size,
+            self.cfg.model.context,
+            self.rng,
+            pin=self.device.type == "cuda",
+        )
         self.data_seconds += time.perf_counter() - started
         if n_tokens < y.numel():
             y = y.clone()
@@ -213,9 +208,11 @@ class Trainer:
             with ctx, self.autocast:
                 logits, _ = self.net(xb)
                 loss_sum = F.cross_entropy(
-                    logits.float().view(-1, logits.size(-1)), yb.reshape(-1),
-                    ignore_index=-1, reduction="sum",
-                )  # fmt: skip
+                    logits.float().view(-1, logits.size(-1)),
+                    yb.reshape(-1),
+                    ignore_index=-1,
+                    reduction="sum",
+                )
                 # DDP averages gradients over ranks: scale so the result is the global mean
                 (loss_sum * (self.dist.world / n_tokens)).backward()
             local_sum += loss_sum.item()
@@ -227,105 +224,51 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
-    # -- the loop -------------------------------------------------------------------------
-    def run(self, budget: int, lr_fn, end_evals: bool = True, snapshots: dict | None = None,
-            metrics_path: Path | None = None, checkpoints: bool = True) -> dict:  # fmt: skip
-        """Train from ``self.state.step`` until ``budget`` tokens; returns how it ended.
+    @torch.no_grad()
+    def evaluate(self, windows) -> float:
+        """Mean loss in nats per token over fixed windows (inputs, targets)."""
+        was_training = self.model.training
+        self.model.eval()
+        x_all, y_all = windows
+        batch_size = self.cfg.train.batch_size
+        total, count = 0.0, 0
+        for i in range(0, x_all.shape[0], batch_size):
+            x = x_all[i : i + batch_size].to(self.device)
+            y = y_all[i : i + batch_size].to(self.device)
+            with self.autocast:
+                _, loss = self.model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+        self.model.train(was_training)
+        return total / count
 
-        ``lr_fn(step)`` gives the learning rate; ``snapshots`` maps a step to a callback
-        called before that step (the WSD branch points)."""
-        s, t = self.state, self.cfg.train
-        steps = math.ceil(budget / self.tokens_per_step)
-        metrics_path = metrics_path or self.out / METRICS_NAME
-        metrics = open(metrics_path, "a") if self.dist.main else None  # noqa: SIM115
-        bar = _progress(steps, s.step) if self.dist.main else None
-        status, message, stopped_early, evaluated_at = "ok", None, False, -1
-        session_start, session_tokens = time.perf_counter(), 0
-        run_start, self.data_seconds = session_start, 0.0
-        try:
-            while s.step < steps:
-                if snapshots and s.step in snapshots:
-                    snapshots[s.step]()
-                n = min(self.tokens_per_step, budget - s.step * self.tokens_per_step)
-                lr = lr_fn(s.step)
-                loss = self.train_step(n, lr)
-                if not math.isfinite(loss):
-                    status = "diverged"
-                    message = f"loss became {loss} at step {s.step} (lr {lr:.3g}); stopped"
-                    log.error("run diverged: %s; the last good checkpoint is kept", message)
-                    break
-                s.step += 1
-                s.tokens += n
-                session_tokens += n
-                s.running = loss if s.running is None else 0.9 * s.running + 0.1 * loss
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{s.running:.3f}", lr=f"{lr:.2e}")
-                last = s.step == steps
-                if s.step % self.eval_every == 0 or last:
-                    elapsed = s.elapsed + time.perf_counter() - session_start
-                    tps = session_tokens / max(1e-9, time.perf_counter() - session_start)
-                    s.val_loss = evaluate(self.model, self.val_windows, t.batch_size, self.device)
-                    evaluated_at = s.step
-                    self._log_metrics(metrics, lr, tps, elapsed)
-                    if s.val_loss < s.best_val:
-                        s.best_val, s.evals_since_best = s.val_loss, 0
-                    else:
-                        s.evals_since_best += 1
-                    if t.early_stop_patience and s.evals_since_best >= t.early_stop_patience:
-                        stopped_early = True
-                        log.info(
-                            "early stop: no better val loss in %d evaluations", s.evals_since_best
-                        )
-                if checkpoints and (s.step % self.checkpoint_every == 0 or last or stopped_early):
-                    s.elapsed += time.perf_counter() - session_start
-                    session_start = time.perf_counter()
-                    self.save()
-                if stopped_early:
-                    break
-        finally:
-            if metrics:
-                metrics.close()
-            if bar:
-                bar.close()
-        s.elapsed += time.perf_counter() - session_start
-        if end_evals and status == "ok" and evaluated_at != s.step:
-            s.val_loss = evaluate(self.model, self.val_windows, t.batch_size, self.device)
-        train_loss = float("nan")
-        if end_evals and status == "ok":
-            train_loss = evaluate(self.model, self.train_windows, t.batch_size, self.device)
-        tps = s.tokens / s.elapsed if s.elapsed > 0 else None
-        result = {
-            "status": status, "steps": s.step, "tokens_seen": s.tokens,
-            "train_loss": train_loss, "val_loss": s.val_loss, "train_loss_running": s.running,
-            "generalization_gap": s.val_loss - train_loss, "wall_time_s": s.elapsed,
-            "tokens_per_s": tps, "stopped_early": stopped_early,
-            "mfu": tps * self.flops_per_token / self.peak if tps and self.peak else None,
-            "data_wait_fraction": self.data_seconds / max(1e-9, time.perf_counter() - run_start),
-        }  # fmt: skip
-        if message:
-            result["error"] = message
-        return result
+    def mfu(self, tokens_per_s: float | None) -> float | None:
+        """Model FLOPs utilisation at this throughput (CUDA with a known peak only)."""
+        if not tokens_per_s or not self.peak:
+            return None
+        return tokens_per_s * self.flops_per_token / self.peak
 
-    def _log_metrics(self, metrics, lr: float, tps: float, elapsed: float) -> None:
-        s = self.state
-        row = {"step": s.step, "tokens": s.tokens, "train_loss": s.running, "val_loss": s.val_loss,
-               "lr": lr, "tokens_per_s": tps, "elapsed_s": elapsed,
-               "mfu": tps * self.flops_per_token / self.peak if self.peak else None}  # fmt: skip
-        if metrics:
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-        if self.dist.main and not sys.stderr.isatty():
-            log.info("step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s", s.step,
-                     f"{s.tokens:,}", s.running, s.val_loss, lr, tps)  # fmt: skip
+    def parts(self, metrics_path: Path, checkpoints: bool = True, branch_points=None) -> list:
+        """The loop's parts for this run, in the order they act after a step."""
+        t, main = self.cfg.train, self.dist.main
+        parts = [BranchPoints(branch_points)] if branch_points else []
+        parts += [Evaluation(self.eval_every), EarlyStopping(t.early_stop_patience)]
+        parts += [MetricsLog(metrics_path, enabled=main), Progress(enabled=main)]
+        if checkpoints:
+            parts.append(Checkpoints(self.checkpoint_every))
+        return parts
 
-    # -- checkpoints and snapshots ----------------------------------------------------------
+    # -- checkpoints and snapshots --------------------------------------------------------
     def payload(self) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "state": asdict(self.state), "rng": capture_rng(self.rng), "config_hash": self.key,
-            "model_config": asdict(self.cfg.model), "tokenizer": self.corpus.tokenizer.to_payload(),
-        }  # fmt: skip
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": asdict(self.state),
+            "rng": capture_rng(self.rng),
+            "config_hash": self.key,
+            "model_config": to_dict(self.cfg)["model"],
+            "tokenizer": self.corpus.tokenizer.to_payload(),
+        }
 
     def save(self) -> None:
         """Checkpoint, unless the weights went non-finite: the last good one stays."""
@@ -342,20 +285,28 @@ class Trainer:
         restore_rng(self.rng, payload["rng"])
 
 
-def _progress(total: int, start: int):
-    """A progress bar on an interactive terminal; None in logs (plain lines there)."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=False)
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint a run resumes from."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+def check_vocabulary(cfg: Config, corpus: Corpus) -> Config:
+    """The config with ``model.vocab_size`` set from the tokenizer when it is 0. Raises
+    ValueError when the corpus's token ids do not fit the model's vocabulary."""
+    m, vocab = cfg.model, corpus.tokenizer.vocab_size
+    if corpus.max_token_id is not None and m.vocab_size and corpus.max_token_id >= m.vocab_size:
+        raise ValueError(
+            f"data.path: token ids in {corpus.source} reach {corpus.max_token_id}, beyond "
+            f"model.vocab_size={m.vocab_size}"
+        )
+    if m.vocab_size and m.vocab_size < vocab and corpus.max_token_id is None:
+        raise ValueError(
+            f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's {vocab}; "
+            "set it to 0 to take the tokenizer's"
+        )
+    return replace(cfg, model=replace(m, vocab_size=m.vocab_size or vocab))
 
 
 def train(cfg: Config, out_dir: str | Path) -> dict:
@@ -366,9 +317,6 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
     status "diverged"; any other exception is recorded as "failed" and re-raised."""
     validate(cfg)
     key = config_hash(cfg)  # of the config as asked for: the sweep's resume key
-    too_small = below_one_context(cfg)
-    if too_small:
-        raise ValueError(too_small)
     cfg = resolve_budget(cfg)
     out = Path(out_dir)
     device = resolve_device(cfg.train.device)
@@ -377,30 +325,11 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         resume_from = load_checkpoint(out / CHECKPOINT_NAME)
         if resume_from["config_hash"] != key:
             raise ValueError(f"train.resume: the checkpoint in {out} belongs to another config")
-    kernels.set_backend(cfg.train.backend, **cfg.train.backend_ops)
-    corpus = cached_corpus(cfg.data, cfg.model.context)
-    tokenizer = corpus.tokenizer
-    if (
-        corpus.max_token_id is not None
-        and cfg.model.vocab_size
-        and corpus.max_token_id >= cfg.model.vocab_size
-    ):
-        raise ValueError(
-            f"data.path: token ids in {corpus.source} reach {corpus.max_token_id}, beyond "
-            f"model.vocab_size={cfg.model.vocab_size}"
-        )
-    if (
-        cfg.model.vocab_size
-        and cfg.model.vocab_size < tokenizer.vocab_size
-        and corpus.max_token_id is None
-    ):
-        raise ValueError(
-            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-            f"{tokenizer.vocab_size}; set it to 0 to take the tokenizer's"
-        )
-    cfg = replace(
-        cfg, model=replace(cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size)
+    kernels.set_backend(
+        str(cfg.train.backend), **{k: str(v) for k, v in cfg.train.backend_ops.items()}
     )
+    corpus = cached_corpus(cfg.data, cfg.model.context)
+    cfg = check_vocabulary(cfg, corpus)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dist = distributed.setup(device.type)
@@ -428,10 +357,13 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         if dist.main:
             write_json_atomic(out / RECORD_NAME, record)
         branches = _plan_branches(trainer, cfg) if cfg.data.branches else {}
-        snapshots = {start: (lambda d=d: branches[d].update(snapshot=_snapshot(trainer)))
-                     for d, b in branches.items() for start in [b["start"]]}  # fmt: skip
-        result = trainer.run(cfg.data.tokens, lambda s: lr_at(s, trainer.total_steps, cfg.optim),
-                             snapshots=snapshots)  # fmt: skip
+        points = {
+            b["start"]: (lambda b=b: b.update(snapshot=_snapshot(trainer)))
+            for b in branches.values()
+        }
+        lr_fn = functools.partial(lr_at, total_steps=trainer.total_steps, cfg=cfg.optim)
+        parts = trainer.parts(out / METRICS_NAME, branch_points=points)
+        result = Loop(trainer, cfg.data.tokens, lr_fn, parts).run()
         if result["status"] == "ok" and branches:
             result["branches"] = [
                 _run_branch(trainer, cfg, record, d, b) for d, b in sorted(branches.items())
@@ -452,20 +384,39 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
 def _start_record(cfg: Config, key: str, out: Path, corpus: Corpus, device) -> dict:
     counts = param_counts(cfg.model)
     record = {
-        "run_id": f"{out.name}-{key}", "status": "running", "config": to_dict(cfg), "config_hash": key,
-        "n_params_total": counts["total"], "n_params_non_embedding": counts["non_embedding"],
-        "n_params_embedding": counts["embedding"], "tokens": cfg.data.tokens, "budget": cfg.data.budget,
-        "corpus": corpus.summary(), "unique_tokens": int(corpus.train.size),
-        "epochs": cfg.data.tokens / corpus.train.size, "device": str(device),
+        "run_id": f"{out.name}-{key}",
+        "status": "running",
+        "config": to_dict(cfg),
+        "config_hash": key,
+        **{N_CONVENTIONS[c]: counts[c] for c in N_CONVENTIONS},
+        N_EMBEDDING_KEY: counts["embedding"],
+        "tokens": cfg.data.tokens,
+        "budget": cfg.data.budget,
+        "corpus": corpus.summary(),
+        "unique_tokens": int(corpus.train.size),
+        "epochs": cfg.data.tokens / corpus.train.size,
+        "device": str(device),
         "backends": {op: kernels.backend_for(op, device) for op in kernels.OPS},
-        "versions": versions(), "git_commit": git_commit(), "metrics_path": METRICS_NAME,
-        "checkpoint_path": CHECKPOINT_NAME, "started_at": _now(),
-    }  # fmt: skip
-    record.update({f"flops_{k}": v for k, v in training_flops(cfg.model, cfg.data.tokens).items()})
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "metrics_path": METRICS_NAME,
+        "checkpoint_path": CHECKPOINT_NAME,
+        "started_at": _now(),
+    }
+    record.update(_flops(cfg, cfg.data.tokens))
     if record["epochs"] > 1:
-        log.warning("data.tokens=%d exceeds the %d unique training tokens: %.2f epochs (repeated data)",
-                    cfg.data.tokens, corpus.train.size, record["epochs"])  # fmt: skip
+        log.warning(
+            "data.tokens=%d exceeds the %d unique training tokens: %.2f epochs (repeated data)",
+            cfg.data.tokens,
+            corpus.train.size,
+            record["epochs"],
+        )
     return record
+
+
+def _flops(cfg: Config, tokens: int) -> dict:
+    """The record's compute columns, one per convention (lab.schema.C_CONVENTIONS)."""
+    return {C_CONVENTIONS[c]: v for c, v in training_flops(cfg.model, tokens).items()}
 
 
 # -- WSD cooldown branches (Hägele et al. 2024): one stable run, several cooldowns -----------
@@ -484,7 +435,7 @@ def _plan_branches(trainer: Trainer, cfg: Config) -> dict[int, dict]:
 
 
 def _snapshot(trainer: Trainer) -> dict:
-    return copy.deepcopy({k: v for k, v in trainer.payload().items() if k != "model_config"})
+    return copy.deepcopy(trainer.payload())
 
 
 def _run_branch(trainer: Trainer, cfg: Config, parent: dict, d: int, branch: dict) -> dict:
@@ -493,17 +444,30 @@ def _run_branch(trainer: Trainer, cfg: Config, parent: dict, d: int, branch: dic
     out = trainer.out / f"branch_D={d}"
     out.mkdir(exist_ok=True)
     main_state = copy.deepcopy(trainer.payload())
-    trainer.load({**branch["snapshot"], "model_config": None})
+    trainer.load(branch["snapshot"])
     if trainer.dist.main:
         (out / METRICS_NAME).write_text("")
-    result = trainer.run(d, lambda s: lr_at(s, trainer.total_steps, cfg.optim, warmup=trainer.warmup,
-                                            cooldown_end=branch["steps"]),
-                         metrics_path=out / METRICS_NAME, checkpoints=False)  # fmt: skip
+    lr_fn = functools.partial(
+        lr_at,
+        total_steps=trainer.total_steps,
+        cfg=cfg.optim,
+        warmup=trainer.warmup,
+        cooldown_end=branch["steps"],
+    )
+    result = Loop(trainer, d, lr_fn, trainer.parts(out / METRICS_NAME, checkpoints=False)).run()
     branch_cfg = replace(cfg, data=replace(cfg.data, tokens=d, branches=[]))
-    record = {**parent, "run_id": f"{parent['run_id']}-D{d}", "config": to_dict(branch_cfg),
-              "tokens": d, "branch_of": str(trainer.out), "branch_start_step": branch["start"],
-              "epochs": d / trainer.corpus.train.size, "finished_at": _now(), **result}  # fmt: skip
-    record.update({f"flops_{k}": v for k, v in training_flops(cfg.model, d).items()})
+    record = {
+        **parent,
+        "run_id": f"{parent['run_id']}-D{d}",
+        "config": to_dict(branch_cfg),
+        "tokens": d,
+        "branch_of": str(trainer.out),
+        "branch_start_step": branch["start"],
+        "epochs": d / trainer.corpus.train.size,
+        "finished_at": _now(),
+        **result,
+        **_flops(cfg, d),
+    }
     if trainer.dist.main:
         write_json_atomic(out / RECORD_NAME, record)
     trainer.load(main_state)

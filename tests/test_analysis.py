@@ -25,8 +25,9 @@ N_GRID, D_GRID = np.geomspace(1e7, 1e10, 7), np.geomspace(1e9, 1e12, 7)
 
 def grid(n=N_GRID, d=D_GRID) -> pd.DataFrame:
     N, D = (a.ravel() for a in np.meshgrid(n, d))
-    return pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "n_params": N, "tokens": D,
-                         "compute": 6 * N * D})  # fmt: skip
+    return pd.DataFrame(
+        {"run": [f"r{i}" for i in range(N.size)], "n_params": N, "tokens": D, "compute": 6 * N * D}
+    )
 
 
 def with_loss(df, law, params, noise=0.002, seed=0):
@@ -177,8 +178,10 @@ def test_analysis_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, analysis.cli, analysis.study, analysis.plot, analysis.report; "
-            "sys.exit('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, analysis.cli, analysis.study, analysis.plot, analysis.report; "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert (
         subprocess.run(
             [sys.executable, "-c", code], cwd=str(__import__("pathlib").Path(__file__).parents[1])

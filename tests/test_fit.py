@@ -96,9 +96,14 @@ def test_bad_rows_are_dropped_with_a_warning_naming_them(tmp_path):
 def test_approach_3_reproduces_epoch_refit_of_chinchilla_with_intervals():
     d = pd.read_csv(CHINCHILLA / "svg_extracted_data.csv")
     d = d.sort_values("loss").iloc[:-5]  # Epoch's recipe: drop the 5 highest-loss runs
-    df = pd.DataFrame({"n_params": d["Model Size"],
-                       "tokens": d["Training FLOP"] / (6 * d["Model Size"]),
-                       "compute": d["Training FLOP"], "loss": d["loss"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "n_params": d["Model Size"],
+            "tokens": d["Training FLOP"] / (6 * d["Model Size"]),
+            "compute": d["Training FLOP"],
+            "loss": d["loss"],
+        }
+    )
     assert len(df) == 240
     start = time.perf_counter()
     fit = fit_law(df, "chinchilla")
@@ -113,8 +118,13 @@ def test_approach_3_reproduces_epoch_refit_of_chinchilla_with_intervals():
     assert abs(p["A"] / 482.01 - 1) <= 0.03
     assert abs(p["B"] / 2085.43 - 1) <= 0.05
     # their 95% intervals: A 285-744, B 1042-5810, E 1.769-1.871, α 0.317-0.373, β 0.331-0.415
-    epoch = {"A": (285, 744, 0.1), "B": (1042, 5810, 0.15), "E": (1.769, 1.871, 0.01),
-             "alpha": (0.317, 0.373, 0.01), "beta": (0.331, 0.415, 0.01)}  # fmt: skip
+    epoch = {
+        "A": (285, 744, 0.1),
+        "B": (1042, 5810, 0.15),
+        "E": (1.769, 1.871, 0.01),
+        "alpha": (0.317, 0.373, 0.01),
+        "beta": (0.331, 0.415, 0.01),
+    }
     for name, (lo, hi, tol) in epoch.items():
         mine = interval([s[name] for s in samples])
         rel = name in ("A", "B")

@@ -21,8 +21,15 @@ from lab.sweeps import compose_run, expand_sweep
 from lab.train import resolve_budget
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=nano", "model.context=32", "train.batch_size=4", "train.eval_batches=1",
-        "data.max_bytes=100000", "train.device=cpu", "train.threads=1"]  # fmt: skip
+TINY = [
+    "model=nano",
+    "model.context=32",
+    "train.batch_size=4",
+    "train.eval_batches=1",
+    "data.max_bytes=100000",
+    "train.device=cpu",
+    "train.threads=1",
+]
 
 
 def lab(entry: str, *args: str, cwd: Path, wait: bool = True):
@@ -150,23 +157,43 @@ def _interval(rec):
     return datetime.fromisoformat(rec["started_at"]), datetime.fromisoformat(rec["finished_at"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
-                    reason="hydra-joblib-launcher is not installed")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="hydra-joblib-launcher is not installed",
+)
 def test_joblib_launcher_runs_two_at_once(tmp_path):
     sweep = tmp_path / "sweep"
-    r = lab("lab-train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-            "data.tokens=60000,60001", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    r = lab(
+        "lab-train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        "data.tokens=60000,60001",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     (a0, a1), (b0, b1) = (_interval(rec) for rec in runs(sweep).values())
     assert a0 < b1 and b0 < a1, "the two runs overlapped in time"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason="hydra-submitit-launcher is not installed")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason="hydra-submitit-launcher is not installed",
+)
 def test_submitit_local_runs_two_tiny_jobs(tmp_path):
     sweep = tmp_path / "sweep"
-    r = lab("lab-train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-            *TINY, "data.tokens=1000,1500", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    r = lab(
+        "lab-train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *TINY,
+        "data.tokens=1000,1500",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     records = runs(sweep)
     assert len(records) == 2 and all(rec["status"] == "ok" for rec in records.values())
@@ -188,8 +215,17 @@ def test_plan_prints_every_run_and_launches_nothing(tmp_path):
 
 def test_wsd_sweep_records_every_branch_as_its_own_result(tmp_path):
     sweep = tmp_path / "sweep"
-    r = lab("lab-sweep", "wsd", *TINY, "model=nano", "optim.warmup_fraction=0",
-            "data.tokens=4000", "data.branches=[1000,2000]", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    r = lab(
+        "lab-sweep",
+        "wsd",
+        *TINY,
+        "model=nano",
+        "optim.warmup_fraction=0",
+        "data.tokens=4000",
+        "data.branches=[1000,2000]",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     table = pd.read_csv(sweep / "runs.csv")
     assert sorted(table["tokens"]) == [1000, 2000, 4000] and set(table["status"]) == {"ok"}

@@ -34,7 +34,7 @@ def small(tokens=8 * 32 * 24, **train_kw) -> Config:
         train=TrainConfig(
             **{"batch_size": 8, "eval_batches": 1, "eval_every": 4, "device": "cpu", "threads": 1}
             | train_kw
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -57,8 +57,15 @@ def lab_train(*args, cwd, wait=True, nproc=1):
     )
 
 
-CLI_RUN = ["model=nano", "model.context=32", "train.batch_size=8", "train.eval_batches=1",
-           "data.max_bytes=100000", "train.device=cpu", "train.threads=1"]  # fmt: skip
+CLI_RUN = [
+    "model=nano",
+    "model.context=32",
+    "train.batch_size=8",
+    "train.eval_batches=1",
+    "data.max_bytes=100000",
+    "train.device=cpu",
+    "train.threads=1",
+]
 
 
 def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
@@ -160,8 +167,11 @@ def test_schedule_shapes(shape):
 def test_wsd_branch_equals_a_run_trained_to_that_budget(tmp_path):
     def wsd(tokens, branches=()):
         cfg = small(tokens=tokens, eval_every=1000)
-        return replace(cfg, data=replace(cfg.data, branches=list(branches)),
-                       optim=replace(cfg.optim, schedule="wsd", warmup_fraction=0.0))  # fmt: skip
+        return replace(
+            cfg,
+            data=replace(cfg.data, branches=list(branches)),
+            optim=replace(cfg.optim, schedule="wsd", warmup_fraction=0.0),
+        )
 
     long = train(wsd(8 * 32 * 40, branches=[8 * 32 * 20]), tmp_path / "long")
     alone = train(wsd(8 * 32 * 20), tmp_path / "alone")
@@ -195,8 +205,17 @@ def test_model_knobs_train_and_count(knobs, tmp_path):
 def test_knob_counts_by_hand():
     # d=16, L=1, V=257, T=32, SwiGLU d_ff = ceil(8·16/3 / 8)·8 = 48, RMSNorm, RoPE, no bias:
     # attention 4·16² = 1024; MLP 2·16·48 + 48·16 = 2304; norms 3·16 = 48 → 3376
-    cfg = ModelConfig(n_layer=1, n_head=2, d_model=16, context=32, vocab_size=257,
-                      activation="swiglu", norm="rmsnorm", positions="rope", bias=False)  # fmt: skip
+    cfg = ModelConfig(
+        n_layer=1,
+        n_head=2,
+        d_model=16,
+        context=32,
+        vocab_size=257,
+        activation="swiglu",
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+    )
     assert param_counts(cfg) == {"non_embedding": 3376, "embedding": 257 * 16, "total": 3376 + 4112}
 
 

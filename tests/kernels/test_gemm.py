@@ -13,9 +13,9 @@ from kernel_testing import (
 )
 
 import kernels
-from kernels import gemm, reference
+from kernels import activations, gemm, reference
 
-ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
+ACTIVATIONS = list(activations.ACTIVATIONS)  # every registered activation, None included
 # bf16 tl.dot is wrong under the CPU interpreter (triton-lang/triton#11584): GPU only
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_GPU else [])
 # (leading shape of x, N, K): odd sizes, K below one block, M = 1, K = 1, 3-D x

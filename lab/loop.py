@@ -1,0 +1,275 @@
+"""The training loop and the parts it calls.
+
+The loop (``Loop.run``) is short on purpose: draw the learning rate, take one optimizer
+step, count it, and hand control to its parts. Everything else is a part: when to evaluate
+(``Evaluation``), early stopping (``EarlyStopping``), checkpoints (``Checkpoints``), the
+metrics file (``MetricsLog``), the progress display (``Progress``) and the WSD branch
+points (``BranchPoints``). A part overrides the hooks it needs:
+
+    start(loop)        before the first step of this session
+    before_step(loop)  before each optimizer step
+    after_step(loop)   after each optimizer step (``loop.lr``, ``loop.loss`` are its values)
+    after_eval(loop)   after each evaluation (``loop.trainer.state.val_loss`` is fresh)
+    end(loop)          always, when the loop ends (also on an exception)
+
+so adding a logger or a metric is adding a part, not editing the loop (the checkpointer /
+validator split of torchtitan's trainer). Parts run in list order; a part stops the run by
+setting ``loop.stop`` to a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("lab.train")
+
+
+class Part:
+    """A component of the loop; every hook does nothing unless overridden."""
+
+    def start(self, loop: Loop) -> None: ...
+
+    def before_step(self, loop: Loop) -> None: ...
+
+    def after_step(self, loop: Loop) -> None: ...
+
+    def after_eval(self, loop: Loop) -> None: ...
+
+    def end(self, loop: Loop) -> None: ...
+
+
+class Loop:
+    """Trains ``trainer`` from its state's step until ``budget`` tokens, with ``lr_fn(step)``
+    as the learning rate, calling ``parts``. ``run()`` returns how it ended."""
+
+    def __init__(self, trainer, budget: int, lr_fn: Callable[[int], float], parts: list[Part]):
+        self.trainer, self.budget, self.lr_fn, self.parts = trainer, budget, lr_fn, parts
+        self.steps = math.ceil(budget / trainer.tokens_per_step)
+        self.lr = self.loss = float("nan")
+        self.stop: str | None = None  # set by a part to end the run early, with the reason
+        self.status, self.error = "ok", None
+        self.evaluated_at = -1
+        self.session_tokens = 0
+        self.session_start = time.perf_counter()  # this process's share of the run
+        self.clock_start = self.session_start  # last point the state's elapsed time covers
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        s, tokens_per_step = self.trainer.state, self.trainer.tokens_per_step
+        self.trainer.data_seconds = 0.0
+        self._call("start")
+        try:
+            while s.step < self.steps and not self.stop:
+                self._call("before_step")
+                n = min(tokens_per_step, self.budget - s.step * tokens_per_step)
+                self.lr = self.lr_fn(s.step)
+                self.loss = self.trainer.train_step(n, self.lr)
+                if not math.isfinite(self.loss):
+                    self._diverged()
+                    break
+                s.step += 1
+                s.tokens += n
+                self.session_tokens += n
+                s.running = self.loss if s.running is None else 0.9 * s.running + 0.1 * self.loss
+                self._call("after_step")
+        finally:
+            self._call("end")
+        self.sync_clock()
+        return self._result()
+
+    def _call(self, hook: str) -> None:
+        for part in self.parts:
+            getattr(part, hook)(self)
+
+    # -- what parts use ----------------------------------------------------------------------
+    @property
+    def last_step(self) -> bool:
+        return self.trainer.state.step == self.steps
+
+    def evaluate(self) -> None:
+        """Validation loss now, into the state; then every part's ``after_eval``."""
+        s = self.trainer.state
+        s.val_loss = self.trainer.evaluate(self.trainer.val_windows)
+        self.evaluated_at = s.step
+        self._call("after_eval")
+
+    def tokens_per_second(self) -> float:
+        return self.session_tokens / max(1e-9, time.perf_counter() - self.session_start)
+
+    def elapsed(self) -> float:
+        """Seconds of training over all sessions of the run, up to now."""
+        return self.trainer.state.elapsed + time.perf_counter() - self.clock_start
+
+    def sync_clock(self) -> None:
+        """Fold the time since the last sync into the state (before a checkpoint saves it)."""
+        now = time.perf_counter()
+        self.trainer.state.elapsed += now - self.clock_start
+        self.clock_start = now
+
+    def _diverged(self) -> None:
+        s = self.trainer.state
+        self.status = "diverged"
+        self.error = f"loss became {self.loss} at step {s.step} (lr {self.lr:.3g}); stopped"
+        log.error("run diverged: %s; the last good checkpoint is kept", self.error)
+
+    def _result(self) -> dict:
+        """How the run ended, with final validation and training losses when it ended well."""
+        t, s = self.trainer, self.trainer.state
+        train_loss = float("nan")
+        if self.status == "ok":
+            if self.evaluated_at != s.step:
+                s.val_loss = t.evaluate(t.val_windows)
+            train_loss = t.evaluate(t.train_windows)
+        tps = s.tokens / s.elapsed if s.elapsed > 0 else None
+        run_seconds = time.perf_counter() - self.session_start
+        result = {
+            "status": self.status,
+            "steps": s.step,
+            "tokens_seen": s.tokens,
+            "train_loss": train_loss,
+            "val_loss": s.val_loss,
+            "train_loss_running": s.running,
+            "generalization_gap": s.val_loss - train_loss,
+            "wall_time_s": s.elapsed,
+            "tokens_per_s": tps,
+            "stopped_early": self.stop is not None,
+            "mfu": t.mfu(tps),
+            "data_wait_fraction": t.data_seconds / max(1e-9, run_seconds),
+        }
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+# -- the parts ------------------------------------------------------------------------------
+class Evaluation(Part):
+    """Evaluate every ``every`` steps and at the last step."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def after_step(self, loop: Loop) -> None:
+        if loop.trainer.state.step % self.every == 0 or loop.last_step:
+            loop.evaluate()
+
+
+class EarlyStopping(Part):
+    """Stop after ``patience`` evaluations without a better validation loss (0: never).
+    Its counters live in the state, so a resumed run keeps counting."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def after_eval(self, loop: Loop) -> None:
+        s = loop.trainer.state
+        if s.val_loss < s.best_val:
+            s.best_val, s.evals_since_best = s.val_loss, 0
+        else:
+            s.evals_since_best += 1
+        if self.patience and s.evals_since_best >= self.patience:
+            loop.stop = f"no better validation loss in {s.evals_since_best} evaluations"
+            log.info("early stop: %s", loop.stop)
+
+
+class Checkpoints(Part):
+    """Save a checkpoint every ``every`` steps, at the last step, and when the run stops
+    early (``Trainer.save`` keeps the last good one when weights went non-finite)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def after_step(self, loop: Loop) -> None:
+        step = loop.trainer.state.step
+        if step % self.every == 0 or loop.last_step or loop.stop:
+            loop.sync_clock()
+            loop.trainer.save()
+
+
+class MetricsLog(Part):
+    """One JSON line per evaluation in ``path`` (main process only), and a log line when
+    stderr is not a terminal (the progress bar shows it there)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled, self.file = path, enabled, None
+
+    def start(self, loop: Loop) -> None:
+        if self.enabled:
+            self.file = open(self.path, "a")  # noqa: SIM115 - closed in end()
+
+    def after_eval(self, loop: Loop) -> None:
+        if not self.enabled:
+            return
+        t, s = loop.trainer, loop.trainer.state
+        tps = loop.tokens_per_second()
+        row = {
+            "step": s.step,
+            "tokens": s.tokens,
+            "train_loss": s.running,
+            "val_loss": s.val_loss,
+            "lr": loop.lr,
+            "tokens_per_s": tps,
+            "elapsed_s": loop.elapsed(),
+            "mfu": t.mfu(tps),
+        }
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if not sys.stderr.isatty():
+            log.info(
+                "step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s",
+                s.step,
+                f"{s.tokens:,}",
+                s.running,
+                s.val_loss,
+                loop.lr,
+                tps,
+            )
+
+    def end(self, loop: Loop) -> None:
+        if self.file:
+            self.file.close()
+
+
+class Progress(Part):
+    """A tqdm bar on an interactive terminal (main process only); nothing in logs."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled and sys.stderr.isatty(), None
+
+    def start(self, loop: Loop) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=loop.steps,
+                initial=loop.trainer.state.step,
+                unit="step",
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    def after_step(self, loop: Loop) -> None:
+        if self.bar:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loop.trainer.state.running:.3f}", lr=f"{loop.lr:.2e}")
+
+    def end(self, loop: Loop) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+class BranchPoints(Part):
+    """Call ``callbacks[step]()`` before that step (WSD: snapshot where a cooldown starts)."""
+
+    def __init__(self, callbacks: dict[int, Callable[[], None]]):
+        self.callbacks = callbacks
+
+    def before_step(self, loop: Loop) -> None:
+        callback = self.callbacks.get(loop.trainer.state.step)
+        if callback:
+            callback()

@@ -1,0 +1,62 @@
+"""The run record's schema, in one torch-free place both ``lab`` (which writes records)
+and ``analysis`` (which reads them) import: file names, statuses, the N and C conventions
+and the record keys that hold them, the flat table's columns, and how numbers print.
+
+A record (``result.json``) is one JSON object per run; ``lab.train`` writes it, atomically,
+when the run starts (status "running") and when it ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+RECORD_NAME = "result.json"  # a run's record
+METRICS_NAME = "metrics.jsonl"  # a run's loss curve, one JSON object per line
+CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint (torch.save, weights_only loads)
+SWEEP_TABLE = "runs.csv"  # a sweep's flat table of its runs
+
+STATUS_RUNNING, STATUS_OK, STATUS_FAILED, STATUS_DIVERGED, STATUS_SKIPPED = (
+    "running",
+    "ok",
+    "failed",
+    "diverged",
+    "skipped",
+)
+
+# Parameter counts (lab.counting.param_counts): convention → record key.
+N_CONVENTIONS = {"non_embedding": "n_params_non_embedding", "total": "n_params_total"}
+N_EMBEDDING_KEY = "n_params_embedding"
+# Training FLOPs (lab.counting.flops_per_token × D): convention → record key.
+C_CONVENTIONS = {f: f"flops_{f}" for f in ("6N", "6N_attn", "6N_attn_head")}
+FLOP_CONVENTIONS = tuple(C_CONVENTIONS)
+LOSSES = ("val_loss", "train_loss")
+
+# The flat columns of the sweep-level table, in order.
+TABLE_COLUMNS = [
+    "run",
+    "status",
+    "model",
+    *N_CONVENTIONS.values(),
+    "tokens",
+    "budget",
+    *C_CONVENTIONS.values(),
+    *LOSSES[::-1],
+    "epochs",
+    "wall_time_s",
+    "tokens_per_s",
+    "config_hash",
+    "error",
+    "run_dir",
+]
+
+
+def format_si(x: float) -> str:
+    """1234567 -> '1.23M'."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 1e21:
+        return f"{x:.3g}"
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale * (1 - 1e-9):
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"

@@ -22,9 +22,10 @@ demo: install
 	$(VENV)/bin/lab-sweep demo hydra.sweep.dir=$(DEMO_DIR)
 	$(VENV)/bin/lab-analyze report $(DEMO_DIR) --out $(DEMO_DIR)/analysis
 
-## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1)
+## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1), one pytest
+## worker per core (pytest-xdist)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 ## test-slow: the long checks left out of `make test`
 test-slow: install
@@ -36,6 +37,7 @@ test-gpu: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs outputs multirun .pytest_cache .ruff_cache

@@ -57,7 +57,14 @@ def test_forward_and_backward_match_reference(shape, dtype, norm):
 @pytest.mark.parametrize("rms", [False, True], ids=["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_many_rows_wide(dtype, rms):
-    _check((1151, 8192), dtype, rms, bias=True)
+    # 143 rows over the interpreter's 4 backward programs: each sums many rows' partial dW
+    _check((143, 8192), dtype, rms, bias=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rms", [False, True], ids=["layernorm", "rmsnorm"])
+def test_many_rows_wide_long(rms):
+    _check((1151, 8192), torch.float16, rms, bias=True)
 
 
 @pytest.mark.gpu

@@ -101,3 +101,22 @@ def test_unknown_op_in_config_is_an_error():
     cfg = compose_run(["+train.backend_ops.matmul=torch"])
     with pytest.raises(ValueError, match="unknown op"):
         validate(cfg)
+
+
+def test_checkpoint_written_before_the_mlp_field_loads(tmp_path):
+    """A checkpoint whose model_config predates ``model.mlp`` (SwiGLU spelled
+    ``activation: swiglu``, no ``mlp`` key) loads into the same model."""
+    import dataclasses
+
+    from lab.checkpoint import save_checkpoint
+    from lab.generate import load_model
+
+    model = GPT(ModelConfig(activation="silu", mlp="gated", vocab_size=11, d_model=32))
+    old = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(model.cfg)}
+    old = {k: str(v) if isinstance(v, str) else v for k, v in old.items() if k != "mlp"}
+    old["activation"] = "swiglu"
+    payload = {"model": model.state_dict(), "model_config": old, "tokenizer": None}
+    save_checkpoint(tmp_path / "checkpoint.pt", payload)
+    loaded, _ = load_model(tmp_path / "checkpoint.pt")
+    ids = torch.randint(0, 11, (2, 7))
+    torch.testing.assert_close(loaded(ids)[0], model.eval()(ids)[0])

@@ -9,16 +9,16 @@ the hash of the config it belongs to, so a resume with a different config is ref
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from lab.records import atomic_temp
+
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save to a temporary file beside ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = atomic_temp(path)
     os.close(fd)
     try:
         torch.save(payload, tmp)

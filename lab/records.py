@@ -18,11 +18,22 @@ import pandas as pd
 from lab.schema import RECORD_NAME, TABLE_COLUMNS
 
 
+def atomic_temp(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` (same filesystem, so a rename replaces ``path``
+    atomically), with the permissions a plain ``open`` would give it under the process's
+    umask (mkstemp's own are 0600: teammates on a shared sweep folder could not read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path``:
     a reader (or a killed run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = atomic_temp(path)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=str)

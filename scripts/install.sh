@@ -12,12 +12,14 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "install: NVIDIA GPU found; torch comes from PyPI with CUDA"
   else
     echo "install: no NVIDIA GPU; installing the CPU build of torch ${TORCH_CPU_VERSION}"
-    # The local-version pin finds a CPU wheel in pip's configured find-links or
-    # indexes; elsewhere PyTorch's own CPU index serves it.
-    "$PY" -m pip install -q "torch==${TORCH_CPU_VERSION}+cpu" \
-      || "$PY" -m pip install -q "torch==${TORCH_CPU_VERSION}" \
-           --index-url https://download.pytorch.org/whl/cpu \
-           --extra-index-url https://pypi.org/simple
+    # pip as configured on this machine (pip.conf, PIP_INDEX_URL, PIP_FIND_LINKS) finds the
+    # CPU wheel: "+cpu" where an index or folder serves it under that local version, else
+    # the plain version. TORCH_INDEX_URL, when set, is an extra index to look in (for
+    # example PyTorch's own CPU wheel index).
+    extra=()
+    if [[ -n "${TORCH_INDEX_URL:-}" ]]; then extra=(--extra-index-url "$TORCH_INDEX_URL"); fi
+    "$PY" -m pip install -q "${extra[@]}" "torch==${TORCH_CPU_VERSION}+cpu" 2>/dev/null \
+      || "$PY" -m pip install -q "${extra[@]}" "torch==${TORCH_CPU_VERSION}"
   fi
 fi
 "$PY" -m pip install -q -e ".[dev]"

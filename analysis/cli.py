@@ -101,7 +101,15 @@ def summary(study: Study) -> str:
 
 def _run(args: argparse.Namespace, figures: str) -> int:
     df = load_runs(args.path, args.n_convention, args.compute, args.loss)
-    study = analyze(df, args.law, args.bootstrap, args.seed, args.budget, warn=False)
+    study = analyze(
+        df,
+        args.law,
+        args.bootstrap,
+        args.seed,
+        args.budget,
+        warn=False,
+        isoflop_method=args.isoflop_method,
+    )
     src = Path(args.path)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)",
         )
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--isoflop-method",
+            default="parabola",
+            choices=["parabola", "akima"],
+            help="approach 2: each budget's optimum from a local parabola or Akima interpolation",
+        )
         p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
         p.add_argument("--compute", default="6N", choices=list(C_CONVENTIONS))
         p.add_argument("--loss", default="val_loss", choices=list(LOSSES))

@@ -269,22 +269,46 @@ def design(df: pd.DataFrame, law: Law) -> tuple[np.ndarray, np.ndarray]:
     return log_x, np.log(df["loss"].to_numpy(dtype=float))
 
 
+# Screening, for fits where running every start to convergence is slow (starts × runs
+# above SCREEN_ABOVE; a batch runs until its slowest member stops): every start takes
+# SCREEN_ITERATIONS L-BFGS steps, then the best POLISH_STARTS of them run to convergence.
+# On the 240 Chinchilla runs this finds the optimum of running all 4,500 starts to the end
+# (objective equal to 10 digits) with 5 to 40 screening steps; 10 is twice the fewest.
+SCREEN_ITERATIONS = 10
+POLISH_STARTS = 64
+SCREEN_ABOVE = 200_000
+
+
 def fit_law(
     df: pd.DataFrame,
     law: str | Law = "chinchilla",
     delta: float = HUBER_DELTA,
     starts: np.ndarray | None = None,
+    screen: bool = True,
 ) -> Fit:
     """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
-    ``loss``) from its grid of starts (or ``starts``), keeping the best.
+    ``loss``) from its grid of starts (or ``starts``), keeping the best. With ``screen``,
+    every start takes a few L-BFGS steps and only the most promising are run to
+    convergence (see ``SCREEN_ITERATIONS``).
 
     Raises ValueError for an unknown law, missing columns, or fewer runs than the law
     has parameters."""
     law = resolve_law(law)
     log_x, log_loss = design(df, law)
     starts = law.starts() if starts is None else np.atleast_2d(starts)
-    weights = np.ones((starts.shape[0], log_loss.size))
-    res = lbfgs_batched(objective(law, log_x, log_loss, weights, delta), starts)
+    n_starts = starts.shape[0]
+
+    def run(x0: np.ndarray, max_iter: int):
+        weights = np.ones((x0.shape[0], log_loss.size))
+        fg = objective(law, log_x, log_loss, weights, delta)
+        return lbfgs_batched(fg, x0, max_iter=max_iter)
+
+    screened = screen and n_starts > POLISH_STARTS and n_starts * log_loss.size > SCREEN_ABOVE
+    if screened:
+        res = run(starts, SCREEN_ITERATIONS)
+        order = np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:POLISH_STARTS]
+        starts = res.x[order]
+    res = run(starts, 1000)
     best = int(np.nanargmin(res.fun))
     return Fit(
         law=law,
@@ -293,5 +317,9 @@ def fit_law(
         objective=float(res.fun[best]),
         n_points=int(log_loss.size),
         converged=bool(res.converged[best]),
-        extra={"starts": int(starts.shape[0]), "delta": delta},
+        extra={
+            "starts": int(n_starts),
+            "delta": delta,
+            **({"polished": res.x} if screened else {}),
+        },
     )

@@ -68,14 +68,19 @@ def load_runs(
             df["budget"] = raw["budget"]
         conventions = {"n_params": n_convention, "compute": compute_convention, "loss": loss}
     else:
-        df = _read_table(path)
+        df = _standard_columns(_read_table(path))
+        if "tokens" not in df.columns and {"n_params", "compute"} <= set(df.columns):
+            n, c = (pd.to_numeric(df[k], errors="coerce") for k in ("n_params", "compute"))
+            df["tokens"] = c / (6.0 * n)  # C = 6ND, the convention published tables use
         missing = {"n_params", "tokens", "loss"} - set(df.columns)
         if missing:
             raise ValueError(
-                f"{path} lacks the columns {sorted(missing)} (needs n_params, tokens, loss)"
+                f"{path} lacks the columns {sorted(missing)} (needs n_params, tokens or "
+                f"compute, and loss; it has {', '.join(map(str, df.columns))})"
             )
         if "compute" not in df.columns:
-            df["compute"] = 6.0 * df["n_params"] * df["tokens"]
+            n, d = (pd.to_numeric(df[c], errors="coerce") for c in ("n_params", "tokens"))
+            df["compute"] = 6.0 * n * d  # a row whose N or D is not a number is dropped below
         if "run" not in df.columns:
             df["run"] = [f"row{i}" for i in range(len(df))]
         conventions = {"n_params": "as given", "compute": "as given or 6ND", "loss": "loss"}
@@ -88,22 +93,81 @@ def load_runs(
     return df
 
 
+# Other names published tables give the columns (case and spaces ignored).
+COLUMN_ALIASES = {
+    "n_params": (
+        "n",
+        "params",
+        "parameters",
+        "model_size",
+        "model size",
+        "num_params",
+        "non_embedding_params",
+    ),
+    "tokens": ("d", "data", "training_tokens", "training tokens", "num_tokens", "dataset_size"),
+    "compute": ("c", "flops", "training_flop", "training flop", "training_flops"),
+    "budget": ("compute_budget", "isoflop_budget", "flop_budget", "budget_flops"),
+    "loss": ("final_loss", "val_loss", "validation_loss", "eval_loss"),
+}
+
+
+def _standard_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rename aliased columns (``Model Size``, ``Training FLOP``, ``final_loss``, ...) to the
+    lab's names, unless the lab's name is already there."""
+    renames = {}
+    for name, aliases in COLUMN_ALIASES.items():
+        if name in df.columns:
+            continue
+        for column in df.columns:
+            if str(column).strip().lower().replace("-", "_") in aliases:
+                renames[column] = name
+                break
+    return df.rename(columns=renames)
+
+
 def _read_table(path: Path) -> pd.DataFrame:
+    """The table in ``path``. Raises ValueError naming the file when it is empty, has no
+    rows, or cannot be parsed."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(path, lines=True)
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    raise ValueError(f"unsupported file type {suffix!r} for {path}: use .csv, .jsonl or .parquet")
+    readers = {
+        ".csv": pd.read_csv,
+        ".jsonl": lambda p: pd.read_json(p, lines=True),
+        ".ndjson": lambda p: pd.read_json(p, lines=True),
+        ".parquet": pd.read_parquet,
+    }
+    if suffix not in readers:
+        raise ValueError(
+            f"unsupported file type {suffix!r} for {path}: use .csv, .jsonl or .parquet"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    try:
+        df = readers[suffix](path)
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path} could not be read as {suffix[1:]}: {e}") from e
+    if df.empty:
+        raise ValueError(f"{path} has no rows")
+    return df
 
 
 def drop_bad_rows(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Drop rows where any of ``columns`` is NaN, infinite, zero or negative, warning with
     the rows' names."""
-    values = df[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    numeric = df[columns].apply(pd.to_numeric, errors="coerce")
+    not_numbers = numeric.isna() & df[columns].notna()
+    for column in columns:
+        rows = not_numbers.index[not_numbers[column]]
+        if len(rows):
+            names = df.loc[rows, "run"].astype(str).tolist() if "run" in df else list(rows)
+            shown = ", ".join(f"{n}: {df.loc[r, column]!r}" for n, r in zip(names[:5], rows[:5]))
+            warnings.warn(
+                f"dropped {len(rows)} row(s) whose {column} is not a number ({shown})",
+                stacklevel=2,
+            )
+    values = numeric.to_numpy(dtype=float)
     bad = ~(np.isfinite(values) & (values > 0)).all(axis=1)
+    bad &= ~not_numbers.any(axis=1).to_numpy()  # reported above
+    values_ok = ~not_numbers.any(axis=1).to_numpy()
     if bad.any():
         names = df.loc[bad, "run"].astype(str).tolist() if "run" in df else df.index[bad].tolist()
         shown = ", ".join(map(str, names[:10])) + (" ..." if len(names) > 10 else "")
@@ -112,7 +176,7 @@ def drop_bad_rows(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             f"{'/'.join(columns)}: {shown}",
             stacklevel=2,
         )
-    out = df.loc[~bad].copy()
+    out = df.loc[~bad & values_ok].copy()
     for c in columns:
         out[c] = out[c].astype(float)
     return out

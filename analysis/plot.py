@@ -196,7 +196,8 @@ def loss_vs_compute(study, path) -> list[Path]:
 
 
 def isoflop_curves(study, path) -> list[Path] | None:
-    """Approach 2: loss against N at each compute budget, its parabola and minimum."""
+    """Approach 2: loss against N at each compute budget, its local parabola and optimum;
+    the runs of dropped budgets in grey."""
     a2 = study.result.get("approach_2")
     if not a2:
         return None
@@ -206,21 +207,26 @@ def isoflop_curves(study, path) -> list[Path] | None:
     from analysis.approaches import budget_groups
 
     groups = budget_groups(df)
+    for d in a2.get("dropped", []):
+        runs = df[np.isclose(groups, d["compute"])]
+        ax.plot(runs["n_params"], runs["loss"], ".", color="0.6")
     for color, m in zip(colors, a2["minima"]):
         runs = df[np.isclose(groups, m["compute"])]
         ax.plot(
             runs["n_params"], runs["loss"], "o", color=color, label=f"C = {format_si(m['compute'])}"
         )
-        xs = np.geomspace(runs["n_params"].min() / 1.5, runs["n_params"].max() * 1.5, 100)
-        c2, c1, c0 = m["parabola"]
-        ax.plot(xs, c0 + c1 * np.log(xs) + c2 * np.log(xs) ** 2, "-", color=color, lw=1)
+        if "parabola" in m:
+            xs = np.geomspace(m["window"][0], m["window"][1], 50)
+            c2, c1, c0 = m["parabola"]
+            ax.plot(xs, c0 + c1 * np.log(xs) + c2 * np.log(xs) ** 2, "-", color=color, lw=1)
         ax.plot([m["N_opt"]], [m["loss"]], "*", color=color, ms=12, mec="black")
     _log_axes(ax)
     ax.set_xlabel(_label(df, "n_params"))
     ax.set_ylabel(_loss_label(df))
     ax.legend(fontsize=8)
     ax.set_title(
-        "IsoFLOP curves (approach 2): parabola in log N per budget, ★ its minimum", fontsize=10
+        "IsoFLOP curves (approach 2): local parabola in log N per budget, ★ its optimum",
+        fontsize=10,
     )
     return _save(fig, path)
 

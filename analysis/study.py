@@ -4,6 +4,7 @@ design warnings, as one JSON-ready result (what ``lab-analyze`` writes as fit.js
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +49,7 @@ def analyze(
     budgets: list[float] | None = None,
     level: float = 0.95,
     warn: bool = True,
+    isoflop_method: str = "parabola",
 ) -> Study:
     """Fit, bootstrap, compute-optimal allocation, backtest and warnings for ``df``'s runs.
     The warnings are in ``result["warnings"]``, and also issued as Python warnings when
@@ -57,6 +59,7 @@ def analyze(
     law_name = choose_law(df) if law == "auto" else law
     fit = fit_law(df, law_name)
     samples = bootstrap_fit(df, fit, resamples, seed) if resamples > 0 else []
+    dropped_resamples = resamples - len(samples) if resamples > 0 else 0
     notes = design_warnings(df, fit.law)
     result = {
         "law": fit.law.name,
@@ -68,7 +71,12 @@ def analyze(
         "starts": fit.extra["starts"],
         "converged": fit.converged,
         "n_points": fit.n_points,
-        "bootstrap": {"resamples": len(samples), "interval": level, "seed": seed},
+        "bootstrap": {
+            "resamples": len(samples),
+            "dropped": dropped_resamples,
+            "interval": level,
+            "seed": seed,
+        },
         "conventions": df.attrs.get("conventions"),
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -78,12 +86,15 @@ def analyze(
         result["params"].update(_exponents(fit, samples, level))
         result["compute_optimal"] = _at_budgets(fit, samples, budgets, level)
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
-    result["approach_2"] = _approach(approaches.isoflop, df, resamples, seed, level, notes)
+    isoflop = functools.partial(approaches.isoflop, method=isoflop_method)
+    result["approach_2"] = _approach(isoflop, df, resamples, seed, level, notes, result)
     try:
-        result["backtest"] = backtest(df, fit.law)
+        result["backtest"] = backtest(df, fit.law, warm=fit)
     except ValueError as e:
         result["backtest"] = None
         notes.append(f"backtest not possible: {e}")
+    result["health"] = fit_health(df, fit, result["params"], dropped_resamples, resamples)
+    notes.extend(result["health"])
     result["warnings"] = notes
     if warn:
         for note in notes:
@@ -117,17 +128,60 @@ def _at_budgets(fit: Fit, samples: list[dict], budgets: list[float], level: floa
     return rows
 
 
-def _approach(fn, df, resamples, seed, level, notes) -> dict | None:
+def _approach(fn, df, resamples, seed, level, notes, result=None) -> dict | None:
+    """The approach's result with bootstrap intervals on a and b, or None when it is not
+    possible (the reason in ``notes``; what it found on the way, such as approach 2's
+    dropped budgets, in ``result["approach_2_not_possible"]``)."""
     name = "approach 1" if fn is approaches.envelope else "approach 2"
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = fn(df)
     except ValueError as e:
-        notes.append(f"{name} not possible: {e}")
-        return None
-    if fn is approaches.isoflop:
         notes.extend(str(w.message) for w in caught)
-    boot = approaches.bootstrap_approach(fn, df, min(resamples, 500), seed) if resamples else []
+        notes.append(f"{name} not possible: {e}")
+        details = getattr(e, "details", None)
+        if details and result is not None:
+            result[f"{name.replace(' ', '_')}_not_possible"] = {"reason": str(e), **details}
+        return None
+    notes.extend(str(w.message) for w in caught)
+    n_boot = min(resamples, 500)
+    boot, dropped = approaches.bootstrap_approach(fn, df, n_boot, seed) if n_boot else ([], 0)
     r["exponents"] = summarize({"a": r["a"], "b": r["b"]}, boot, level)
+    r["bootstrap"] = {"resamples": len(boot), "dropped": dropped}
+    if n_boot and dropped > n_boot // 10:
+        notes.append(
+            f"{name}: {dropped} of {n_boot} bootstrap resamples could not be fitted and were "
+            f"dropped; its interval rests on the other {len(boot)}"
+        )
     return r
+
+
+def fit_health(df: pd.DataFrame, fit: Fit, params: dict, dropped: int, resamples: int) -> list[str]:
+    """What a researcher should know before trusting the fit's numbers: parameters at a
+    bound of what the law can express, intervals of zero width, resamples dropped."""
+    notes, p, law = [], fit.params, fit.law.name
+    if "E" in p and p["E"] < 1e-3 * float(df["loss"].min()):
+        notes.append(
+            f"{law}: E = {p['E']:.3g} collapsed to 0 (its bound): the runs do not pin down an "
+            "irreducible loss, so E, and the exponents traded against it, are not results; "
+            "add runs at larger N and D, or fit a law without E"
+        )
+    for name, value in p.items():
+        if name in ("alpha", "beta", "alpha_N", "alpha_D") and not 1e-3 < value < 5:
+            notes.append(f"{law}: {name} = {value:.3g} is at the edge of what a power law can fit")
+        if name in ("A", "B", "N_c", "D_c") and not 1e-30 < value < 1e30:
+            notes.append(f"{law}: {name} = {value:.3g} ran off to a bound; the fit is degenerate")
+    flat = [
+        n
+        for n, q in params.items()
+        if np.isfinite(q["low"]) and q["high"] - q["low"] <= 1e-9 * max(1.0, abs(q["value"]))
+    ]
+    if flat and resamples > 0:
+        notes.append(
+            f"{law}: zero-width interval for {', '.join(flat)}: every resample gave the same "
+            "value, which means a parameter stuck at a bound, not certainty"
+        )
+    if resamples > 0 and dropped > 0:
+        notes.append(f"{law}: {dropped} of {resamples} bootstrap refits failed and were dropped")
+    return notes

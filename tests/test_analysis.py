@@ -92,13 +92,13 @@ def test_approach_2_recovers_the_exponents_of_the_law_behind_the_runs():
     assert len(result["minima"]) == 4 and not result["notes"]
 
 
-def test_approach_2_warns_on_a_minimum_at_the_edge_and_too_few_budgets():
+def test_approach_2_drops_a_minimum_at_the_edge_and_warns_of_too_few_budgets():
     runs = isoflop_runs(budgets=(1e19, 1e20))
     lopsided = runs[runs["n_params"] <= runs.groupby("compute")["n_params"].transform("median")]
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning) as caught, pytest.raises(ValueError, match="2 compute budgets"):
         approaches.isoflop(lopsided)
     text = " ".join(str(w.message) for w in caught)
-    assert "edge of its grid" in text and "only 2 IsoFLOP budget" in text
+    assert "outside the grid" in text and "only 0 IsoFLOP budget" in text
 
 
 def test_approach_1_follows_the_compute_optimal_frontier():

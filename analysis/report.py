@@ -3,11 +3,18 @@ allocation by each approach, the backtest, the warnings, and the figures."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
 
 from analysis.load import format_si, format_value
+
+
+def _text(value) -> str:
+    """A name for a Markdown table cell: HTML escaped, pipes escaped, one line."""
+    text = html.escape(str(value)).replace("|", "\\|")
+    return " ".join(text.split())
 
 
 def _cell(p: dict) -> str:
@@ -90,13 +97,13 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
     else:
         md.append("Not possible with these runs.")
     md += ["", "## Warnings", ""]
-    md += [f"- {w}" for w in r["warnings"]] or ["None."]
+    md += [f"- {_text(w)}" for w in r["warnings"]] or ["None."]
     md += ["", "## Figures", ""]
     md += [f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"]
     md += ["", "## Runs", "", "| run | N | D | C | loss |", "|---|---|---|---|---|"]
     for _, row in df.iterrows():
         md.append(
-            f"| {row['run']} | {format_si(row['n_params'])} | {format_si(row['tokens'])} "
+            f"| {_text(row['run'])} | {format_si(row['n_params'])} | {format_si(row['tokens'])} "
             f"| {format_si(row['compute'])} | {row['loss']:.4f} |"
         )
     path = out / "report.md"

@@ -36,7 +36,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint of this lab: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(
+            f"{path} is not a checkpoint of this lab (torch.load could not read it: {first})"
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
         raise ValueError(f"{path} is not a checkpoint of this lab (no model or model_config)")
     return payload

@@ -13,7 +13,9 @@ printed.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lab.claim import claim
 from lab.config import (
     CONF_DIR,
     SWEEPS_DIR,
@@ -32,7 +35,7 @@ from lab.config import (
     register_configs,
     to_dict,
 )
-from lab.records import read_record, write_json_atomic
+from lab.records import read_record, write_csv_atomic, write_json_atomic
 from lab.schema import RECORD_NAME, SWEEP_TABLE, format_si
 
 log = logging.getLogger("lab")
@@ -40,8 +43,38 @@ log = logging.getLogger("lab")
 register_configs()
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
-    """Train one configured run in ``out_dir``; in a multirun, never raise."""
+    """Train one configured run in ``out_dir``, holding the folder's claim (``lab.claim``);
+    in a multirun, never raise: a run another process holds is left to it, a run that fails
+    is recorded as failed, and the sweep goes on."""
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 claims for the job
+        return _run_job(cfg, out_dir, multirun)
+    held = claim(out_dir)
+    try:
+        mine = held.acquire()
+    except OSError as e:  # the run folder cannot even be made (a full or read-only disk)
+        if not multirun:
+            print(f"lab-train: error: {out_dir}: {e.strerror or e}", file=sys.stderr)
+            sys.exit(1)
+        log.error("run not started: %s: %s", out_dir, e.strerror or e)
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "config": to_dict(cfg)}
+    try:
+        if not mine:
+            message = f"another process is training {out_dir}; left to it"
+            if not multirun:
+                print(f"lab-train: error: {message}", file=sys.stderr)
+                sys.exit(2)
+            log.warning(message)
+            return read_record(out_dir)
+        return _run_job(cfg, out_dir, multirun)
+    finally:
+        held.release()
+
+
+def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
     from lab.counting import below_one_context
     from lab.train import train  # torch loads here, not for --help
 
@@ -70,6 +103,18 @@ def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
             sys.exit(2)
         log.error("run failed before training: %s", e)
         return _record_failure(cfg, out_dir, e)
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            if not multirun:
+                raise
+            log.exception("run failed")
+            return _record_failure(cfg, out_dir, e)
+        message = f"{out_dir}: {os.strerror(e.errno)} writing {e.filename or 'a file'}"
+        if not multirun:
+            print(f"lab-train: error: {message}; the run is recorded as failed", file=sys.stderr)
+            sys.exit(1)
+        log.error("run failed: %s", message)
+        return _record_failure(cfg, out_dir, e)
     except Exception as e:
         if not multirun:
             raise
@@ -87,6 +132,8 @@ def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
 
 
 def _record_failure(cfg: Config, out_dir: Path, error: Exception) -> dict:
+    """The run's record, marked failed with ``error`` (unless it already says how it ended);
+    if even that cannot be written (a full disk), the record returned says so."""
     record = read_record(out_dir)
     if record is None or record.get("status") == "running":
         record = {
@@ -94,7 +141,10 @@ def _record_failure(cfg: Config, out_dir: Path, error: Exception) -> dict:
             "status": "failed",
             "error": f"{type(error).__name__}: {error}",
         }
-        write_json_atomic(out_dir / RECORD_NAME, record)
+        try:
+            write_json_atomic(out_dir / RECORD_NAME, record)
+        except OSError as e:
+            log.error("could not write the failed record of %s: %s", out_dir, e.strerror or e)
     return record
 
 
@@ -153,7 +203,10 @@ class SweepTable(Callback):
         if table.empty:
             return
         table = table.sort_values(["n_params_non_embedding", "tokens", "run"], na_position="last")
-        table.to_csv(sweep_dir / SWEEP_TABLE, index=False)
+        try:
+            write_csv_atomic(sweep_dir / SWEEP_TABLE, table)
+        except OSError as e:
+            log.error("could not write %s: %s", sweep_dir / SWEEP_TABLE, e.strerror or e)
         print(summarize(table, sweep_dir))
 
 

@@ -16,6 +16,7 @@ import enum
 import functools
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ from kernels.registry import BACKENDS
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 SWEEPS_DIR = ROOT / "sweeps"
+
+
+RESUME_MODES = ("auto", "true", "false")
 
 
 class Choice(str, enum.Enum):
@@ -172,7 +176,9 @@ class TrainConfig:
     eval_batches: int = 8  # batches of held-out windows per evaluation
     early_stop_patience: int = 0  # stop after this many evaluations without a better val loss
     checkpoint_every: int = 0  # steps between checkpoints; 0: at every evaluation
-    resume: bool = False  # continue from the run folder's checkpoint
+    # continue from the run folder's checkpoint: auto (when it is there and of this config,
+    # so a rerun sweep or a requeued job picks up where it stopped) | true (it must be) | false
+    resume: str = "auto"
     compile: bool = False  # torch.compile the model
     seed: int = 0
     device: Device = Device.auto
@@ -183,6 +189,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _coerce_choices(self, "train")
+        resume = str(self.resume).lower()  # Hydra reads `train.resume=true` as a bool
+        if resume not in RESUME_MODES:
+            raise ValueError(f"train.resume must be one of {RESUME_MODES}, got {self.resume!r}")
+        self.resume = resume
         for op, b in self.backend_ops.items():
             if b not in Backend.values():
                 raise ValueError(
@@ -213,6 +223,13 @@ HASH_EXCLUDED = (
 HASH_NEUTRAL_DEFAULTS = {"model.mlp": "plain"}
 
 
+def safe_dirname(name: str) -> str:
+    """A run folder name from Hydra's override string, with path separators escaped as in
+    URLs ("/" → "%2F", and "%" → "%25" first, so the escaping is reversible)."""
+    name = str(name).replace("%", "%25").replace("/", "%2F")
+    return name.replace("\\", "%5C")
+
+
 def register_configs(sweeps_dir: Path | None = None) -> None:
     """Register with Hydra's ConfigStore the schema (``conf/config.yaml`` builds on it) and,
     as the group ``sweeps``, every ``sweeps/NAME.yaml`` (so ``+sweeps=NAME`` finds it from
@@ -222,6 +239,8 @@ def register_configs(sweeps_dir: Path | None = None) -> None:
 
     if not OmegaConf.has_resolver("lab_dirname_excluded"):
         OmegaConf.register_new_resolver("lab_dirname_excluded", lambda: ["sweeps", *HASH_EXCLUDED])
+    if not OmegaConf.has_resolver("lab_safe_dirname"):
+        OmegaConf.register_new_resolver("lab_safe_dirname", safe_dirname)
     cs = ConfigStore.instance()
     cs.store(name="lab_schema", node=Config)
     for path in sorted((sweeps_dir or SWEEPS_DIR).glob("*.yaml")):
@@ -358,8 +377,13 @@ def validate(cfg: Config) -> None:
         raise ValueError(
             f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}"
         )
-    if not o.lr > 0:
-        raise ValueError(f"optim.lr must be > 0, got {o.lr}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ValueError(f"optim.lr must be a finite number > 0, got {o.lr}")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise ValueError(f"optim.{key} must be in [0, 1), got {getattr(o, key)}")
+    if not o.eps > 0:
+        raise ValueError(f"optim.eps must be > 0, got {o.eps}")
     unknown_ops = sorted(set(t.backend_ops) - set(OPS))
     if unknown_ops:
         raise ValueError(f"train.backend_ops: unknown op(s) {unknown_ops}; ops are {tuple(OPS)}")

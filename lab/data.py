@@ -7,7 +7,8 @@ streaming passes and never holds the corpus in Python objects:
    so runs on different machines can be told apart: Python versions ship different standard
    libraries) and the split: a document is held out for validation when a hash of its name
    falls below ``data.val_fraction``, so no document is on both sides and the split is
-   stable across runs and corpus growth;
+   stable across runs and corpus growth. A corpus of one document (a small single file)
+   has nothing to hold out whole: the last ``val_fraction`` of its tokens is held out;
 2. tokenize into ``<cache>/corpora/<hash>-<tokenizer>-<val>/{train,val}.bin`` (uint16, or
    uint32 past 65,536 tokens), each document followed by the end-of-document token, written
    to a temporary folder and renamed into place. Later runs map the same files.
@@ -152,13 +153,15 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
     if not (folder / "meta.json").exists():  # pass 2: tokenize into the cache
         _build(src, tokenizer, val, folder)
     meta = json.loads((folder / "meta.json").read_text())
+    train_tokens = _map(folder / "train.bin", meta["dtype"], meta["tokens_train"])
+    val_tokens = _map(folder / "val.bin", meta["dtype"], meta["tokens_val"])
+    if val_tokens.size == 0 and train_tokens.size > 0:
+        # one document (a small single file): hold out the last val_fraction of its tokens
+        cut = int(train_tokens.size * (1 - cfg.val_fraction))
+        train_tokens, val_tokens = train_tokens[:cut], train_tokens[cut:]
     return Corpus(
-        train=np.memmap(
-            folder / "train.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_train"],)
-        ),
-        val=np.memmap(
-            folder / "val.bin", dtype=meta["dtype"], mode="r", shape=(meta["tokens_val"],)
-        ),
+        train=train_tokens,
+        val=val_tokens,
         content_hash=content_hash,
         source=src.description,
         n_bytes=n_bytes,
@@ -167,6 +170,13 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
         tokenizer=tokenizer,
         skipped=skipped,
     )
+
+
+def _map(path: Path, dtype: str, size: int) -> np.ndarray:
+    """A token file, memory-mapped (an empty one as an empty array: mmap refuses those)."""
+    if size == 0:
+        return np.empty(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(size,))
 
 
 def _tokenizer(cfg: DataConfig, src: TextSource, content_hash: str, val: set[str]):
@@ -236,12 +246,22 @@ def _file_hash(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _map_bin(path: Path, dtype: str) -> np.ndarray:
+    """A pre-tokenized file as tokens of ``dtype``. Raises ValueError naming the file and
+    data.bin_dtype when its size is not a whole number of tokens."""
+    size, width = path.stat().st_size, np.dtype(dtype).itemsize
+    if size % width:
+        raise ValueError(
+            f"data.path: {path} is {size} bytes, not a whole number of {width}-byte tokens; "
+            f"is data.bin_dtype={dtype} the dtype it was written with?"
+        )
+    return _map(path, dtype, size // width)
+
+
 def _load_bin(src: BinSource, cfg: DataConfig) -> Corpus:
-    if cfg.bin_dtype not in ("uint16", "uint32"):
-        raise ValueError(f"data.bin_dtype must be 'uint16' or 'uint32', got {cfg.bin_dtype!r}")
-    tokens = np.memmap(src.train, dtype=cfg.bin_dtype, mode="r")
+    tokens = _map_bin(Path(src.train), str(cfg.bin_dtype))
     if src.val is not None:
-        train, val = tokens, np.memmap(src.val, dtype=cfg.bin_dtype, mode="r")
+        train, val = tokens, _map_bin(Path(src.val), str(cfg.bin_dtype))
     else:  # one token stream: hold out its last val_fraction
         cut = int(tokens.size * (1 - cfg.val_fraction))
         train, val = tokens[:cut], tokens[cut:]

@@ -28,6 +28,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
     foreign file."""
     path = Path(path)
     file = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not file.exists():
+        where = f"{path} has no {CHECKPOINT_NAME}" if path.is_dir() else f"{path} does not exist"
+        raise FileNotFoundError(f"no checkpoint to load: {where}")
     payload = load_checkpoint(file, map_location=device)
     model = GPT(ModelConfig(**payload["model_config"]))
     model.load_state_dict(payload["model"])
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name in ("tokens", "samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     try:
         model, tok = load_model(args.checkpoint)
         if not hasattr(tok, "encode"):

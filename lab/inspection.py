@@ -35,6 +35,7 @@ from lab.data import load_corpus  # noqa: E402
 from lab.generate import load_model  # noqa: E402
 from lab.model import GPT  # noqa: E402
 from lab.probes import PROBES, labels, probe_layers  # noqa: E402
+from lab.records import read_record  # noqa: E402
 from lab.schema import CHECKPOINT_NAME, RECORD_NAME  # noqa: E402
 
 
@@ -45,12 +46,14 @@ class Run:
         path = Path(path)
         self.dir = path if path.is_dir() else path.parent
         self.model, self.tokenizer = load_model(path if path.is_file() else path / CHECKPOINT_NAME)
-        record = self.dir / RECORD_NAME
-        self.record = json.loads(record.read_text()) if record.exists() else None
-        data = (self.record or {}).get("config", {}).get("data", {})
-        self.data = DataConfig(
-            **{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__}
-        )
+        self.record = read_record(self.dir)
+        config = (self.record or {}).get("config")
+        data = config.get("data") if isinstance(config, dict) else None
+        data = data if isinstance(data, dict) else {}
+        # the corpus the run read; where token files are cached is this machine's choice,
+        # never a path a record (perhaps someone else's) names
+        keep = set(DataConfig.__dataclass_fields__) - {"cache_dir"}
+        self.data = DataConfig(**{k: v for k, v in data.items() if k in keep})
 
     def encode(self, text: str) -> torch.Tensor:
         """Token ids of ``text`` (1, T), truncated with a warning to the positional table."""

@@ -116,7 +116,11 @@ class Loop:
         s = self.trainer.state
         self.status = "diverged"
         self.error = f"loss became {self.loss} at step {s.step} (lr {self.lr:.3g}); stopped"
-        log.error("run diverged: %s; the last good checkpoint is kept", self.error)
+        kept = self.trainer.checkpoint_step()
+        if kept is None:
+            log.error("run diverged: %s; no checkpoint had been written", self.error)
+        else:
+            log.error("run diverged: %s; the checkpoint of step %d is kept", self.error, kept)
 
     def _result(self) -> dict:
         """How the run ended, with final validation and training losses when it ended well."""
@@ -145,6 +149,12 @@ class Loop:
         if self.error:
             result["error"] = self.error
         return result
+
+
+def json_safe(row: dict) -> dict:
+    """NaN and infinite floats as null: JSON has no such numbers (json.dumps would write a
+    bare NaN that strict readers reject)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 # -- the parts ------------------------------------------------------------------------------
@@ -185,22 +195,25 @@ class Checkpoints(Part):
         self.every = every
 
     def after_step(self, loop: Loop) -> None:
-        step = loop.trainer.state.step
-        if step % self.every == 0 or loop.last_step or loop.stop:
+        s = loop.trainer.state
+        if s.step % self.every == 0 or loop.last_step or loop.stop:
+            if loop.evaluated_at == s.step and not math.isfinite(s.val_loss):
+                log.warning(
+                    "validation loss %s at step %d: checkpoint not written", s.val_loss, s.step
+                )
+                return
             loop.sync_clock()
             loop.trainer.save()
 
 
 class MetricsLog(Part):
     """One JSON line per evaluation in ``path`` (main process only), and a log line when
-    stderr is not a terminal (the progress bar shows it there)."""
+    stderr is not a terminal (the progress bar shows it there). The file is opened for each
+    line, so one deleted while the run goes on comes back with the rows from then on (and
+    a warning), instead of the rows going to a file nobody can see."""
 
     def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled, self.file = path, enabled, None
-
-    def start(self, loop: Loop) -> None:
-        if self.enabled:
-            self.file = open(self.path, "a")  # noqa: SIM115 - closed in end()
+        self.path, self.enabled, self.written = path, enabled, 0
 
     def after_eval(self, loop: Loop) -> None:
         if not self.enabled:
@@ -217,8 +230,13 @@ class MetricsLog(Part):
             "elapsed_s": loop.elapsed(),
             "mfu": t.mfu(tps),
         }
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        if self.written and not self.path.exists():
+            log.warning(
+                "%s was removed during the run; rows before step %d are lost", self.path, s.step
+            )
+        with open(self.path, "a") as f:
+            f.write(json.dumps(json_safe(row)) + "\n")
+        self.written += 1
         if not sys.stderr.isatty():
             log.info(
                 "step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s",
@@ -229,10 +247,6 @@ class MetricsLog(Part):
                 loop.lr,
                 tps,
             )
-
-    def end(self, loop: Loop) -> None:
-        if self.file:
-            self.file.close()
 
 
 class Progress(Part):

@@ -45,13 +45,30 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
+    """``table.to_csv`` through a temporary file and a rename, like ``write_json_atomic``
+    (two sweeps ending at once on one folder each leave a whole table)."""
+    fd, tmp = atomic_temp(path)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            table.to_csv(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_record(run_dir: Path) -> dict | None:
-    """The run's record, or None when it has none (or an unreadable one)."""
+    """The run's record, or None when it has none, or one that is unreadable (not JSON, not
+    a JSON object, or not ours to read)."""
     path = Path(run_dir) / RECORD_NAME
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 @lru_cache(maxsize=1)
@@ -103,14 +120,15 @@ def read_records(root: str | Path) -> pd.DataFrame:
     """Every run record under ``root`` (any status) as one flat row per run."""
     rows = []
     for path in find_records(root):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        rec = read_record(path.parent)
+        if rec is None:
             warnings.warn(f"unreadable record skipped: {path}", stacklevel=2)
             continue
         row = {k: rec.get(k) for k in TABLE_COLUMNS}
         row["run"] = path.parent.relative_to(root).as_posix() if path.parent != Path(root) else "."
-        row["model"] = (rec.get("config") or {}).get("model", {}).get("name")
+        config = rec.get("config")
+        model = config.get("model") if isinstance(config, dict) else None
+        row["model"] = model.get("name") if isinstance(model, dict) else None
         row["run_dir"] = str(path.parent)
         rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -9,8 +9,9 @@ training. In the run folder:
   when it ends ("ok", "failed" or "diverged");
 - ``metrics.jsonl``: one line per evaluation (step, tokens, losses, lr, tokens/s, MFU);
 - ``checkpoint.pt``: written atomically every ``train.checkpoint_every`` steps (default: at
-  each evaluation) and at the end; ``train.resume=true`` continues from it on the same
-  trajectory (data order and dropout included);
+  each evaluation) and at the end; a run started again in the same folder continues from it
+  on the same trajectory (data order and dropout included) when the config is the same
+  (``train.resume=auto``, the default; ``true`` insists, ``false`` starts over);
 - ``branch_D=<D>/``: with ``optim.schedule=wsd`` and ``data.branches``, each cooldown branch
   taken off the stable phase at token budget D, recorded as a run of its own.
 """
@@ -55,7 +56,7 @@ from lab.loop import (
     Progress,
 )
 from lab.model import GPT, Norm
-from lab.records import git_commit, versions, write_json_atomic
+from lab.records import git_commit, read_record, versions, write_json_atomic
 from lab.schedule import cooldown_start, lr_at, warmup_steps
 from lab.schema import (
     C_CONVENTIONS,
@@ -174,6 +175,7 @@ class Trainer:
         self.flops_per_token = flops_per_token(m)["6N_attn_head"]
         self.peak = peak_flops(device)
         self.state = LoopState()
+        self.saved_step: int | None = None  # step of the run folder's checkpoint
         self.data_seconds = 0.0  # time spent drawing batches, this session
 
     def train_step(self, n_tokens: int, lr: float) -> float:
@@ -277,6 +279,11 @@ class Trainer:
             return
         if self.dist.main:
             save_checkpoint(self.out / CHECKPOINT_NAME, self.payload())
+        self.saved_step = self.state.step
+
+    def checkpoint_step(self) -> int | None:
+        """The step of the checkpoint in the run folder, or None when there is none."""
+        return self.saved_step
 
     def load(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -290,6 +297,32 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+def find_resume_point(out: Path, key: str, mode: str) -> dict | None:
+    """The checkpoint to continue from under ``train.resume=mode``: "true" needs one of this
+    config (FileNotFoundError / ValueError otherwise), "auto" takes it when it is there and
+    of this config, "false" never."""
+    path = out / CHECKPOINT_NAME
+    if mode == "false" or (mode == "auto" and not path.exists()):
+        return None
+    if mode == "auto" and (read_record(out) or {}).get("status") == "ok":
+        return None  # a finished run trained again (train.skip_done=false): from the start
+    try:
+        payload = load_checkpoint(path)
+    except ValueError:
+        if mode == "true":
+            raise
+        log.warning("train.resume=auto: %s is unreadable; starting over", path)
+        return None
+    if payload.get("config_hash") != key:
+        if mode == "true":
+            raise ValueError(f"train.resume: the checkpoint in {out} belongs to another config")
+        log.warning(
+            "train.resume=auto: the checkpoint in %s is of another config; starting over", out
+        )
+        return None
+    return payload
 
 
 def check_vocabulary(cfg: Config, corpus: Corpus) -> Config:
@@ -320,11 +353,7 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
     cfg = resolve_budget(cfg)
     out = Path(out_dir)
     device = resolve_device(cfg.train.device)
-    resume_from = None
-    if cfg.train.resume:
-        resume_from = load_checkpoint(out / CHECKPOINT_NAME)
-        if resume_from["config_hash"] != key:
-            raise ValueError(f"train.resume: the checkpoint in {out} belongs to another config")
+    resume_from = find_resume_point(out, key, cfg.train.resume)
     kernels.set_backend(
         str(cfg.train.backend), **{k: str(v) for k, v in cfg.train.backend_ops.items()}
     )
@@ -346,6 +375,7 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         trainer = Trainer(cfg, corpus, device, out, dist, key)
         if resume_from is not None:
             trainer.load(resume_from)
+            trainer.saved_step = trainer.state.step
             record["resumed_from_step"] = trainer.state.step
             if dist.main:
                 _truncate_metrics(out / METRICS_NAME, trainer.state.step)
@@ -371,7 +401,10 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
     except Exception as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=_now())
         if dist.main:
-            write_json_atomic(out / RECORD_NAME, record)
+            try:
+                write_json_atomic(out / RECORD_NAME, record)
+            except OSError as write_error:  # a full disk: the original error is the news
+                log.error("could not record the failure in %s: %s", out, write_error)
         raise
     finally:
         distributed.teardown(dist)

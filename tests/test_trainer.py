@@ -83,9 +83,8 @@ def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
     proc.wait()
     killed_at = load_checkpoint(ckpt)["state"]["step"]
     assert 40 <= killed_at < 1172, "killed mid-run"
-    resumed = lab_train(
-        *args, "train.resume=true", f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path
-    )
+    # started again in its folder, the run continues from its checkpoint (train.resume=auto)
+    resumed = lab_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     a = json.loads((tmp_path / "whole" / "result.json").read_text())
     b = json.loads((tmp_path / "killed" / "result.json").read_text())
@@ -114,6 +113,10 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["state"]["step"] < record["steps"] + 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    # judged on the loss too: the kept checkpoint's validation loss is a number
+    assert math.isfinite(ckpt["state"]["val_loss"])
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():  # strict JSON
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
 
 
 def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(tmp_path):

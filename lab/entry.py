@@ -1,0 +1,42 @@
+"""The console commands. Each first checks that the lab's import names are the lab's
+(``lab.packages``), then imports the command's module: a shadowing package is named in one
+line, not met as an ImportError deep inside an import."""
+
+from __future__ import annotations
+
+from lab.packages import check_packages
+
+
+def lab_train() -> None:
+    check_packages("lab-train")
+    from lab.cli import train_main
+
+    train_main()
+
+
+def lab_sweep() -> None:
+    check_packages("lab-sweep")
+    from lab.cli import sweep_main
+
+    sweep_main()
+
+
+def lab_analyze() -> int:
+    check_packages("lab-analyze")
+    from analysis.cli import main
+
+    return main()
+
+
+def lab_generate() -> int:
+    check_packages("lab-generate")
+    from lab.generate import main
+
+    return main()
+
+
+def lab_inspect() -> int:
+    check_packages("lab-inspect")
+    from lab.inspection import main
+
+    return main()

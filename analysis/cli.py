@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plot
+from analysis.curves import curve_points
 from analysis.laws import LAWS
 from analysis.load import (
     C_CONVENTIONS,
@@ -101,6 +102,15 @@ def summary(study: Study) -> str:
 
 def _run(args: argparse.Namespace, figures: str) -> int:
     df = load_runs(args.path, args.n_convention, args.compute, args.loss)
+    points = None
+    if args.isoflop_curves:
+        if not Path(args.path).is_dir():
+            raise ValueError("--isoflop-curves reads loss curves: PATH must be a sweep folder")
+        if args.isoflop_curves < 3:
+            raise ValueError(f"--isoflop-curves must be >= 3 budgets, got {args.isoflop_curves}")
+        points = curve_points(
+            args.path, args.isoflop_curves, args.n_convention, args.compute, args.loss
+        )
     study = analyze(
         df,
         args.law,
@@ -109,6 +119,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         args.budget,
         warn=False,
         isoflop_method=args.isoflop_method,
+        isoflop_points=points,
     )
     src = Path(args.path)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
@@ -190,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)",
         )
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--isoflop-curves",
+            type=int,
+            default=0,
+            metavar="K",
+            help="approach 2 from each run's loss curve read at K compute budgets (a sweep "
+            "folder whose runs log curves; best with constant or WSD schedules)",
+        )
         p.add_argument(
             "--isoflop-method",
             default="parabola",

@@ -201,7 +201,7 @@ def isoflop_curves(study, path) -> list[Path] | None:
     a2 = study.result.get("approach_2")
     if not a2:
         return None
-    df = study.df
+    df = study.df if study.isoflop_points is None else study.isoflop_points
     fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
     colors = plt.cm.plasma(np.linspace(0.05, 0.85, len(a2["minima"])))
     from analysis.approaches import budget_groups

@@ -33,6 +33,7 @@ class Study:
     samples: list[dict]
     result: dict
     notes: list[str] = field(default_factory=list)
+    isoflop_points: pd.DataFrame | None = None  # approach 2's points when not the runs
 
 
 def default_budgets(df: pd.DataFrame) -> list[float]:
@@ -50,8 +51,11 @@ def analyze(
     level: float = 0.95,
     warn: bool = True,
     isoflop_method: str = "parabola",
+    isoflop_points: pd.DataFrame | None = None,
 ) -> Study:
     """Fit, bootstrap, compute-optimal allocation, backtest and warnings for ``df``'s runs.
+    Approach 2 uses ``isoflop_points`` when given (``analysis.curves.curve_points``: the
+    runs' loss curves read at many budgets), else the runs' final losses.
     The warnings are in ``result["warnings"]``, and also issued as Python warnings when
     ``warn``.
 
@@ -87,7 +91,14 @@ def analyze(
         result["compute_optimal"] = _at_budgets(fit, samples, budgets, level)
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
     isoflop = functools.partial(approaches.isoflop, method=isoflop_method)
-    result["approach_2"] = _approach(isoflop, df, resamples, seed, level, notes, result)
+    points = df if isoflop_points is None else isoflop_points
+    result["approach_2"] = _approach(isoflop, points, resamples, seed, level, notes, result)
+    if result["approach_2"] is not None:
+        result["approach_2"]["source"] = (
+            "final losses of the runs"
+            if isoflop_points is None
+            else f"the runs' loss curves read at {points['budget'].nunique()} budgets"
+        )
     try:
         result["backtest"] = backtest(df, fit.law, warm=fit)
     except ValueError as e:
@@ -99,7 +110,9 @@ def analyze(
     if warn:
         for note in notes:
             warnings.warn(note, stacklevel=2)
-    return Study(df=df, fit=fit, samples=samples, result=result, notes=notes)
+    return Study(
+        df=df, fit=fit, samples=samples, result=result, notes=notes, isoflop_points=isoflop_points
+    )
 
 
 def _exponents(fit: Fit, samples: list[dict], level: float) -> dict:

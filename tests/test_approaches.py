@@ -142,3 +142,65 @@ def test_empty_and_non_numeric_tables_are_named(tmp_path):
     text = " ".join(str(w.message) for w in caught)
     assert "n_params is not a number (b: '100k')" in text
     assert "loss is not a number (c: 'oops')" in text
+
+
+def _sweep_with_curves(root, sizes, schedule="constant"):
+    """Runs whose metrics.jsonl follow the law along their training (a constant schedule:
+    a point mid-run is a run trained to that budget)."""
+    for n in sizes:
+        run = root / f"model={n:.3g}"
+        run.mkdir(parents=True)
+        final = 2e3 * n  # every run trained well past its compute-optimal length
+        record = {
+            "status": "ok",
+            "n_params_non_embedding": n,
+            "n_params_total": n,
+            "tokens": final,
+            "flops_6N": 6 * n * final,
+            "val_loss": float(loss(n, 6 * n * final)),
+            "config": {"model": {"name": f"{n:.3g}"}, "optim": {"schedule": schedule}},
+        }
+        (run / "result.json").write_text(json.dumps(record))
+        with open(run / "metrics.jsonl", "w") as f:
+            for d in np.geomspace(final / 1e4, final, 60):
+                row = {"step": int(d), "tokens": d, "val_loss": float(loss(n, 6 * n * d))}
+                f.write(json.dumps(row) + "\n")
+
+
+def test_approach_2_from_loss_curves_gets_many_budgets_from_few_runs(tmp_path):
+    from analysis.curves import curve_points
+
+    _sweep_with_curves(tmp_path, np.geomspace(3e6, 3e9, 13))
+    assert (
+        analyze_main(
+            [
+                "fit",
+                str(tmp_path),
+                "--law",
+                "n",
+                "--bootstrap",
+                "20",
+                "--isoflop-curves",
+                "10",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    fit = json.loads((tmp_path / "a" / "fit.json").read_text())
+    a2 = fit["approach_2"]
+    assert "loss curves" in a2["source"] and len(a2["minima"]) >= 4
+    assert abs(a2["a"] - A_TRUE) < 0.03
+    for m in a2["minima"]:
+        assert abs(m["N_opt"] / n_opt(m["compute"]) - 1) < 0.15
+    points = curve_points(tmp_path, 10)
+    assert points["budget"].nunique() == 10 and points["run"].str.contains("@").all()
+
+
+def test_loss_curves_of_cosine_runs_are_flagged(tmp_path):
+    from analysis.curves import curve_points
+
+    _sweep_with_curves(tmp_path, [1e7, 1e8, 1e9], schedule="cosine")
+    with pytest.warns(UserWarning, match="cosine schedule"):
+        curve_points(tmp_path, 5)

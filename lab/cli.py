@@ -96,7 +96,7 @@ def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
             log.info("already done (same config, status ok): %s", out_dir)
             return done
     try:
-        record = train(cfg, out_dir)
+        record = train(cfg, out_dir, tracker_group=out_dir.parent.name if multirun else None)
     except (ValueError, FileNotFoundError) as e:
         if not multirun:
             print(f"lab-train: error: {e}", file=sys.stderr)
@@ -203,10 +203,11 @@ class SweepTable(Callback):
         if table.empty:
             return
         table = table.sort_values(["n_params_non_embedding", "tokens", "run"], na_position="last")
-        try:
-            write_csv_atomic(sweep_dir / SWEEP_TABLE, table)
-        except OSError as e:
-            log.error("could not write %s: %s", sweep_dir / SWEEP_TABLE, e.strerror or e)
+        for path in (sweep_dir / SWEEP_TABLE, (sweep_dir / SWEEP_TABLE).with_suffix(".parquet")):
+            try:
+                write_csv_atomic(path, table)
+            except OSError as e:
+                log.error("could not write %s: %s", path, e.strerror or e)
         print(summarize(table, sweep_dir))
 
 

@@ -186,9 +186,20 @@ class TrainConfig:
     backend_ops: dict[str, Backend] = field(default_factory=dict)  # per op: {linear: triton}
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
+    log_every: int = 0  # steps between metrics rows; 0: about 50 rows per run
+    # where metrics go (lab/loggers.py): jsonl | tensorboard | wandb | mlflow, each tracker
+    # an optional extra (pip install -e '.[wandb]')
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    tracker_project: str = "scaling-lab"  # the project (W&B) or experiment (MLflow) name
 
     def __post_init__(self) -> None:
         _coerce_choices(self, "train")
+        from lab.loggers import LOGGERS
+
+        unknown = [str(n) for n in self.loggers if str(n) not in LOGGERS]
+        if unknown:
+            raise ValueError(f"train.loggers: unknown {unknown}; choose from {LOGGERS}")
+        self.loggers = [str(n) for n in self.loggers]
         resume = str(self.resume).lower()  # Hydra reads `train.resume=true` as a bool
         if resume not in RESUME_MODES:
             raise ValueError(f"train.resume must be one of {RESUME_MODES}, got {self.resume!r}")
@@ -217,6 +228,9 @@ HASH_EXCLUDED = (
     "train.threads",
     "train.resume",
     "train.checkpoint_every",
+    "train.log_every",
+    "train.loggers",
+    "train.tracker_project",
 )
 # Fields added after records existed: at these values they are left out of the hash, so
 # a config that keeps the old behaviour keeps its old hash (and its finished runs).
@@ -313,6 +327,7 @@ def validate(cfg: Config) -> None:
         "train.threads": t.threads,
         "train.early_stop_patience": t.early_stop_patience,
         "train.checkpoint_every": t.checkpoint_every,
+        "train.log_every": t.log_every,
         "optim.weight_decay": o.weight_decay,
         "optim.grad_clip": o.grad_clip,
     }

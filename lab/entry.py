@@ -40,3 +40,10 @@ def lab_inspect() -> int:
     from lab.inspection import main
 
     return main()
+
+
+def lab_export() -> int:
+    check_packages("lab-export")
+    from lab.export import main
+
+    return main()

@@ -23,10 +23,16 @@ from lab.tokenizer import ByteTokenizer, from_payload
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
-    """The model in a run folder's checkpoint (or a checkpoint file), in eval mode, and its
-    tokenizer. Raises FileNotFoundError for a missing checkpoint and ValueError for a
+    """The model in a run folder's checkpoint (or a checkpoint file, or a folder written by
+    ``lab-export``), in eval mode, and its tokenizer. Raises FileNotFoundError for a missing checkpoint and ValueError for a
     foreign file."""
     path = Path(path)
+    if path.is_dir() and not (path / CHECKPOINT_NAME).exists():
+        from lab.export import is_export, load_export
+
+        if is_export(path):  # a folder written by lab-export
+            model, tok = load_export(path)
+            return model.to(device).eval(), tok
     file = path / CHECKPOINT_NAME if path.is_dir() else path
     if not file.exists():
         where = f"{path} has no {CHECKPOINT_NAME}" if path.is_dir() else f"{path} does not exist"

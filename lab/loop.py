@@ -2,8 +2,8 @@
 
 The loop (``Loop.run``) is short on purpose: draw the learning rate, take one optimizer
 step, count it, and hand control to its parts. Everything else is a part: when to evaluate
-(``Evaluation``), early stopping (``EarlyStopping``), checkpoints (``Checkpoints``), the
-metrics file (``MetricsLog``), the progress display (``Progress``) and the WSD branch
+(``Evaluation``), early stopping (``EarlyStopping``), checkpoints (``Checkpoints``),
+metrics rows to the run's loggers (``Metrics``), the progress display (``Progress``) and the WSD branch
 points (``BranchPoints``). A part overrides the hooks it needs:
 
     start(loop)        before the first step of this session
@@ -19,13 +19,11 @@ setting ``loop.stop`` to a reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 log = logging.getLogger("lab.train")
 
@@ -151,12 +149,6 @@ class Loop:
         return result
 
 
-def json_safe(row: dict) -> dict:
-    """NaN and infinite floats as null: JSON has no such numbers (json.dumps would write a
-    bare NaN that strict readers reject)."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-
-
 # -- the parts ------------------------------------------------------------------------------
 class Evaluation(Part):
     """Evaluate every ``every`` steps and at the last step."""
@@ -206,38 +198,21 @@ class Checkpoints(Part):
             loop.trainer.save()
 
 
-class MetricsLog(Part):
-    """One JSON line per evaluation in ``path`` (main process only), and a log line when
-    stderr is not a terminal (the progress bar shows it there). The file is opened for each
-    line, so one deleted while the run goes on comes back with the rows from then on (and
-    a warning), instead of the rows going to a file nobody can see."""
+class Metrics(Part):
+    """Metrics rows to the run's loggers (``lab.loggers``): every ``every`` steps the training
+    loss (smoothed, and the last batch's), learning rate, gradient norm, tokens/s and elapsed
+    time; at each evaluation the validation loss too, in the same row when both fall on one
+    step (steps in the file stay strictly increasing). A log line per evaluation when stderr
+    is not a terminal (the progress bar shows it there)."""
 
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled, self.written = path, enabled, 0
+    def __init__(self, trackers, every: int, enabled: bool = True):
+        self.trackers, self.every, self.enabled = trackers, every, enabled
+        self.pending: dict | None = None
 
     def after_eval(self, loop: Loop) -> None:
-        if not self.enabled:
-            return
-        t, s = loop.trainer, loop.trainer.state
-        tps = loop.tokens_per_second()
-        row = {
-            "step": s.step,
-            "tokens": s.tokens,
-            "train_loss": s.running,
-            "val_loss": s.val_loss,
-            "lr": loop.lr,
-            "tokens_per_s": tps,
-            "elapsed_s": loop.elapsed(),
-            "mfu": t.mfu(tps),
-        }
-        if self.written and not self.path.exists():
-            log.warning(
-                "%s was removed during the run; rows before step %d are lost", self.path, s.step
-            )
-        with open(self.path, "a") as f:
-            f.write(json.dumps(json_safe(row)) + "\n")
-        self.written += 1
-        if not sys.stderr.isatty():
+        s = loop.trainer.state
+        self.pending = {"val_loss": s.val_loss}
+        if self.enabled and not sys.stderr.isatty():
             log.info(
                 "step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s",
                 s.step,
@@ -245,8 +220,29 @@ class MetricsLog(Part):
                 s.running,
                 s.val_loss,
                 loop.lr,
-                tps,
+                loop.tokens_per_second(),
             )
+
+    def after_step(self, loop: Loop) -> None:
+        t, s = loop.trainer, loop.trainer.state
+        due = s.step % self.every == 0 or loop.last_step
+        if not self.enabled or not (due or self.pending):
+            return
+        tps = loop.tokens_per_second()
+        row = {
+            "step": s.step,
+            "tokens": s.tokens,
+            "train_loss": s.running,
+            "batch_loss": loop.loss,
+            "lr": loop.lr,
+            "grad_norm": t.grad_norm,
+            "tokens_per_s": tps,
+            "elapsed_s": loop.elapsed(),
+            "mfu": t.mfu(tps),
+            **(self.pending or {}),
+        }
+        self.pending = None
+        self.trackers.log(row, s.step)
 
 
 class Progress(Part):

@@ -46,18 +46,37 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    """``table.to_csv`` through a temporary file and a rename, like ``write_json_atomic``
-    (two sweeps ending at once on one folder each leave a whole table)."""
+    """``table.to_csv`` (or ``to_parquet`` for a ``.parquet`` path, with typed columns)
+    through a temporary file and a rename, like ``write_json_atomic`` (two sweeps ending at
+    once on one folder each leave a whole table)."""
     fd, tmp = atomic_temp(path)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            table.to_csv(f, index=False)
+        with os.fdopen(fd, "wb") as f:
+            if path.suffix == ".parquet":
+                typed_table(table).to_parquet(f, index=False)
+            else:
+                f.write(table.to_csv(index=False).encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+TEXT_COLUMNS = ("run", "status", "model", "config_hash", "error", "run_dir")
+
+
+def typed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with a type per column: text as strings, every other column numeric
+    (float, NaN where a run has no value)."""
+    out = table.copy()
+    for column in out.columns:
+        if column in TEXT_COLUMNS:
+            out[column] = out[column].astype("string")
+        else:
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    return out
 
 
 def read_record(run_dir: Path) -> dict | None:

@@ -7,7 +7,9 @@ training. In the run folder:
 
 - ``result.json``: the record, written when the run starts (status "running") and replaced
   when it ends ("ok", "failed" or "diverged");
-- ``metrics.jsonl``: one line per evaluation (step, tokens, losses, lr, tokens/s, MFU);
+- ``metrics.jsonl``: a row every ``train.log_every`` steps (about 50 per run by default:
+  training loss, learning rate, gradient norm, tokens/s, elapsed time), with the
+  validation loss in the rows of evaluations; other trackers by ``train.loggers``;
 - ``checkpoint.pt``: written atomically every ``train.checkpoint_every`` steps (default: at
   each evaluation) and at the end; a run started again in the same folder continues from it
   on the same trajectory (data order and dropout included) when the config is the same
@@ -46,13 +48,14 @@ from lab.counting import (
     training_flops,
 )
 from lab.data import Corpus, eval_windows, load_corpus, random_batch, require_context
+from lab.loggers import RunInfo, Trackers, make_trackers
 from lab.loop import (
     BranchPoints,
     Checkpoints,
     EarlyStopping,
     Evaluation,
     Loop,
-    MetricsLog,
+    Metrics,
     Progress,
 )
 from lab.model import GPT, Norm
@@ -220,8 +223,10 @@ class Trainer:
             local_sum += loss_sum.item()
         loss = self.dist.all_sum(local_sum, self.device) / n_tokens
         if math.isfinite(loss):
-            if self.cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            clip = self.cfg.optim.grad_clip  # 0: no clipping, but the norm is still logged
+            self._grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), clip if clip > 0 else float("inf")
+            )
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
@@ -244,18 +249,26 @@ class Trainer:
         self.model.train(was_training)
         return total / count
 
+    @property
+    def grad_norm(self) -> float:
+        """The global gradient norm of the last step, before clipping (read when logged, so
+        the step itself never waits for it)."""
+        norm = getattr(self, "_grad_norm", None)
+        return float("nan") if norm is None else float(norm)
+
     def mfu(self, tokens_per_s: float | None) -> float | None:
         """Model FLOPs utilisation at this throughput (CUDA with a known peak only)."""
         if not tokens_per_s or not self.peak:
             return None
         return tokens_per_s * self.flops_per_token / self.peak
 
-    def parts(self, metrics_path: Path, checkpoints: bool = True, branch_points=None) -> list:
+    def parts(self, trackers: Trackers, checkpoints: bool = True, branch_points=None) -> list:
         """The loop's parts for this run, in the order they act after a step."""
         t, main = self.cfg.train, self.dist.main
+        log_every = t.log_every or max(1, self.total_steps // 50)
         parts = [BranchPoints(branch_points)] if branch_points else []
         parts += [Evaluation(self.eval_every), EarlyStopping(t.early_stop_patience)]
-        parts += [MetricsLog(metrics_path, enabled=main), Progress(enabled=main)]
+        parts += [Metrics(trackers, log_every, enabled=main), Progress(enabled=main)]
         if checkpoints:
             parts.append(Checkpoints(self.checkpoint_every))
         return parts
@@ -342,8 +355,9 @@ def check_vocabulary(cfg: Config, corpus: Corpus) -> Config:
     return replace(cfg, model=replace(m, vocab_size=m.vocab_size or vocab))
 
 
-def train(cfg: Config, out_dir: str | Path) -> dict:
+def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) -> dict:
     """Train ``cfg`` on exactly ``cfg.data.tokens`` tokens; write and return the record.
+    ``tracker_group`` groups the run in experiment trackers (a sweep passes its name).
 
     Raises ValueError / FileNotFoundError for bad configuration or data (or a resume
     without a checkpoint) before training starts. A NaN or infinite loss ends the run with
@@ -371,6 +385,7 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
         )
     out.mkdir(parents=True, exist_ok=True)
     record = _start_record(cfg, key, out, corpus, device)
+    trackers = make_trackers(cfg.train.loggers if dist.main else [], out / METRICS_NAME)
     try:
         trainer = Trainer(cfg, corpus, device, out, dist, key)
         if resume_from is not None:
@@ -386,13 +401,14 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
             (out / METRICS_NAME).write_text("")
         if dist.main:
             write_json_atomic(out / RECORD_NAME, record)
+        trackers.start(_run_info(cfg, out, record, tracker_group))
         branches = _plan_branches(trainer, cfg) if cfg.data.branches else {}
         points = {
             b["start"]: (lambda b=b: b.update(snapshot=_snapshot(trainer)))
             for b in branches.values()
         }
         lr_fn = functools.partial(lr_at, total_steps=trainer.total_steps, cfg=cfg.optim)
-        parts = trainer.parts(out / METRICS_NAME, branch_points=points)
+        parts = trainer.parts(trackers, branch_points=points)
         result = Loop(trainer, cfg.data.tokens, lr_fn, parts).run()
         if result["status"] == "ok" and branches:
             result["branches"] = [
@@ -405,13 +421,29 @@ def train(cfg: Config, out_dir: str | Path) -> dict:
                 write_json_atomic(out / RECORD_NAME, record)
             except OSError as write_error:  # a full disk: the original error is the news
                 log.error("could not record the failure in %s: %s", out, write_error)
+        trackers.finish(record)
         raise
     finally:
         distributed.teardown(dist)
     record.update(result, finished_at=_now())
     if dist.main:
         write_json_atomic(out / RECORD_NAME, record)
+    trackers.finish(record)
     return record
+
+
+def _run_info(cfg: Config, out: Path, record: dict, group: str | None) -> RunInfo:
+    """What the trackers are told when the run starts: its config, N, D and C."""
+    summary = {k: record[k] for k in (*N_CONVENTIONS.values(), "tokens", "budget") if k in record}
+    summary.update({k: v for k, v in record.items() if k.startswith("flops_")})
+    return RunInfo(
+        name=out.name,
+        group=group,
+        project=cfg.train.tracker_project,
+        out=out,
+        config=record["config"],
+        summary=summary,
+    )
 
 
 def _start_record(cfg: Config, key: str, out: Path, corpus: Corpus, device) -> dict:
@@ -487,7 +519,8 @@ def _run_branch(trainer: Trainer, cfg: Config, parent: dict, d: int, branch: dic
         warmup=trainer.warmup,
         cooldown_end=branch["steps"],
     )
-    result = Loop(trainer, d, lr_fn, trainer.parts(out / METRICS_NAME, checkpoints=False)).run()
+    jsonl = make_trackers(["jsonl"] if trainer.dist.main else [], out / METRICS_NAME)
+    result = Loop(trainer, d, lr_fn, trainer.parts(jsonl, checkpoints=False)).run()
     branch_cfg = replace(cfg, data=replace(cfg.data, tokens=d, branches=[]))
     record = {
         **parent,

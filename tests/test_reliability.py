@@ -185,7 +185,7 @@ def _fail_once(monkeypatch, module, name):
 def test_a_full_disk_is_one_line_and_a_failed_record_in_a_sweep(
     tmp_path, monkeypatch, caplog, site
 ):
-    import lab.loop
+    import lab.loggers
     import lab.train
     from lab.cli import run_job
 
@@ -195,7 +195,7 @@ def test_a_full_disk_is_one_line_and_a_failed_record_in_a_sweep(
     elif site == "checkpoint":
         _fail_once(monkeypatch, lab.train, "save_checkpoint")
     else:
-        _fail_once(monkeypatch, lab.loop, "json_safe")  # the metrics line about to be written
+        _fail_once(monkeypatch, lab.loggers, "json_safe")  # the metrics line about to be written
     with caplog.at_level(logging.INFO):
         record = run_job(small(), out, multirun=True)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -273,22 +273,22 @@ def test_generate_names_a_missing_checkpoint_and_refuses_bad_counts(tmp_path, ca
 
 
 def test_deleting_metrics_mid_run_warns_and_keeps_the_rows_after(tmp_path, caplog):
-    import lab.loop
+    from lab.loggers import JsonlSink
 
-    real, seen = lab.loop.MetricsLog.after_eval, {"n": 0}
+    real, seen = JsonlSink.log, {"n": 0}
 
-    def delete_after_first(self, loop):
-        real(self, loop)
+    def delete_after_first(self, row, step):
+        real(self, row, step)
         seen["n"] += 1
         if seen["n"] == 1:
             self.path.unlink()
 
-    lab.loop.MetricsLog.after_eval = delete_after_first
+    JsonlSink.log = delete_after_first
     try:
         with caplog.at_level(logging.WARNING):
             train(small(eval_every=2), tmp_path)
     finally:
-        lab.loop.MetricsLog.after_eval = real
+        JsonlSink.log = real
     assert "was removed during the run" in caplog.text
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") >= 2
 

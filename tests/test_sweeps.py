@@ -208,7 +208,7 @@ def test_plan_prints_every_run_and_launches_nothing(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0] == "plan for sweep 'data_size': 6 runs"
     rows = [line for line in lines if "model=tiny" in line]
-    assert len(rows) == 6 and all(("s " in row or "min " in row) for row in rows)
+    assert len(rows) == 6 and all(any(u in row for u in ("s ", "min ", "h ")) for row in rows)
     assert "total: about" in lines[-1]
     assert not (tmp_path / "planned").exists() and not (tmp_path / "runs").exists()
 

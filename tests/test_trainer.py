@@ -39,7 +39,9 @@ def small(tokens=8 * 32 * 24, **train_kw) -> Config:
 
 
 def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """The run's evaluation rows (those with a validation loss)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "val_loss" in r]
 
 
 def lab_train(*args, cwd, wait=True, nproc=1):

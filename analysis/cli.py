@@ -39,6 +39,7 @@ from analysis.load import (
 )
 from analysis.report import write_report
 from analysis.study import Study, analyze
+from lab.schema import LOSS_UNITS
 
 
 def runs_table(df: pd.DataFrame) -> str:
@@ -52,7 +53,7 @@ def runs_table(df: pd.DataFrame) -> str:
         )
     lines.append(
         f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
-        f"loss: {conv.get('loss')} (nats/token)"
+        f"loss: {conv.get('loss')} ({LOSS_UNITS.get(conv.get('loss'), 'as given')})"
     )
     return "\n".join(lines)
 

@@ -54,6 +54,11 @@ def load_runs(
         if raw.empty:
             raise ValueError(f"no {RECORD_NAME} records under {path}")
         raw = raw[raw["status"] == "ok"]
+        if len(raw) and raw[loss].isna().all():
+            raise ValueError(
+                f"--loss {loss}: no finished run under {path} has it (records written before "
+                "bits per byte existed, or runs on pre-tokenized data, have no *_bpb)"
+            )
         df = pd.DataFrame(
             {
                 "run": raw["run"],

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.approaches import chinchilla_optimum  # noqa: E402
 from analysis.load import format_si  # noqa: E402
+from lab.schema import LOSS_UNITS  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
 LABELS = {"tokens": "training tokens D", "compute": "training compute C (FLOPs)"}
@@ -36,7 +37,7 @@ def _label(df: pd.DataFrame, var: str) -> str:
 
 def _loss_label(df: pd.DataFrame) -> str:
     name = df.attrs.get("conventions", {}).get("loss", "loss")
-    return f"{str(name).replace('_', ' ')} (nats/token)"
+    return f"{str(name).replace('_', ' ')} ({LOSS_UNITS.get(name, 'as given')})"
 
 
 def _log_axes(ax, plain_y: bool = True) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.load import format_si, format_value
+from lab.schema import LOSS_UNITS
 
 
 def _text(value) -> str:
@@ -33,7 +34,7 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
         "# Scaling-law report",
         "",
         f"Source: `{r.get('source')}` — {r['n_points']} runs. N: {conv.get('n_params')} "
-        f"parameters; C: {conv.get('compute')} FLOPs; loss: {conv.get('loss')} (nats/token).",
+        f"parameters; C: {conv.get('compute')} FLOPs; loss: {conv.get('loss')} ({LOSS_UNITS.get(conv.get('loss'), 'as given')}).",
         "",
         "## Fitted law",
         "",

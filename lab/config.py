@@ -133,6 +133,10 @@ class DataConfig:
     path: str | None = None  # file, folder, glob, .jsonl/.parquet, .bin; None: the stdlib corpus
     max_bytes: int = 4_000_000  # cap on the text read (bytes); 0: no cap
     val_fraction: float = 0.1  # share of documents held out for validation
+    # held-out tokens of a run's final evaluation (its record's val_loss, with a standard
+    # error over windows); capped by the validation split; periodic evaluations use
+    # train.eval_batches batches
+    eval_tokens: int = 131_072
     tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
     budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
     branches: list[int] = field(default_factory=list)  # WSD: also cool down at these D < tokens
@@ -314,6 +318,7 @@ def validate(cfg: Config) -> None:
         "model.d_model": m.d_model,
         "model.context": m.context,
         "data.tokens": d.tokens,
+        "data.eval_tokens": d.eval_tokens,
         "train.batch_size": t.batch_size,
         "train.eval_batches": t.eval_batches,
         "train.grad_accum": t.grad_accum,

@@ -53,6 +53,7 @@ class Loop:
         self.stop: str | None = None  # set by a part to end the run early, with the reason
         self.status, self.error = "ok", None
         self.evaluated_at = -1
+        self.last_eval: dict = {}  # the latest periodic evaluation's statistics
         self.session_tokens = 0
         self.session_start = time.perf_counter()  # this process's share of the run
         self.clock_start = self.session_start  # last point the state's elapsed time covers
@@ -60,7 +61,7 @@ class Loop:
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
         s, tokens_per_step = self.trainer.state, self.trainer.tokens_per_step
-        self.trainer.data_seconds = 0.0
+        self.trainer.data_seconds = self.trainer.eval_seconds = 0.0
         self._call("start")
         try:
             while s.step < self.steps and not self.stop:
@@ -93,7 +94,8 @@ class Loop:
     def evaluate(self) -> None:
         """Validation loss now, into the state; then every part's ``after_eval``."""
         s = self.trainer.state
-        s.val_loss = self.trainer.evaluate(self.trainer.val_windows)
+        self.last_eval = self.trainer.evaluate_stats(self.trainer.val_windows)
+        s.val_loss = self.last_eval["loss"]
         self.evaluated_at = s.step
         self._call("after_eval")
 
@@ -123,11 +125,12 @@ class Loop:
     def _result(self) -> dict:
         """How the run ended, with final validation and training losses when it ended well."""
         t, s = self.trainer, self.trainer.state
-        train_loss = float("nan")
-        if self.status == "ok":
-            if self.evaluated_at != s.step:
-                s.val_loss = t.evaluate(t.val_windows)
-            train_loss = t.evaluate(t.train_windows)
+        train_loss, final, on_train = float("nan"), {}, {}
+        if self.status == "ok":  # the final evaluation, on data.eval_tokens held-out tokens
+            final = t.evaluate_stats(t.final_val_windows)
+            s.val_loss = final["loss"]
+            on_train = t.evaluate_stats(t.train_windows)
+            train_loss = on_train["loss"]
         tps = s.tokens / s.elapsed if s.elapsed > 0 else None
         run_seconds = time.perf_counter() - self.session_start
         result = {
@@ -143,7 +146,18 @@ class Loop:
             "stopped_early": self.stop is not None,
             "mfu": t.mfu(tps),
             "data_wait_fraction": t.data_seconds / max(1e-9, run_seconds),
+            "eval_fraction": t.eval_seconds / max(1e-9, run_seconds),
         }
+        if final:
+            result.update(
+                val_loss_se=final["loss_se"],
+                val_bpb=final["bpb"],
+                val_bpb_se=final["bpb_se"],
+                train_bpb=on_train["bpb"],
+                eval_tokens=final["tokens"],
+                eval_se_over=f"{final['tokens'] // t.final_val_windows[1].shape[1]} windows "
+                "of one context",
+            )
         if self.error:
             result["error"] = self.error
         return result
@@ -211,7 +225,7 @@ class Metrics(Part):
 
     def after_eval(self, loop: Loop) -> None:
         s = loop.trainer.state
-        self.pending = {"val_loss": s.val_loss}
+        self.pending = {"val_loss": s.val_loss, "val_bpb": loop.last_eval.get("bpb")}
         if self.enabled and not sys.stderr.isatty():
             log.info(
                 "step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s",

@@ -29,7 +29,15 @@ N_EMBEDDING_KEY = "n_params_embedding"
 # Training FLOPs (lab.counting.flops_per_token × D): convention → record key.
 C_CONVENTIONS = {f: f"flops_{f}" for f in ("6N", "6N_attn", "6N_attn_head")}
 FLOP_CONVENTIONS = tuple(C_CONVENTIONS)
-LOSSES = ("val_loss", "train_loss")
+# What a fit can take as "the loss": nats per token of the run's tokenizer, or bits per UTF-8
+# byte of text (comparable across tokenizers).
+LOSSES = ("val_loss", "train_loss", "val_bpb", "train_bpb")
+LOSS_UNITS = {
+    "val_loss": "nats/token",
+    "train_loss": "nats/token",
+    "val_bpb": "bits/byte",
+    "train_bpb": "bits/byte",
+}
 
 # The flat columns of the sweep-level table, in order.
 TABLE_COLUMNS = [
@@ -40,7 +48,13 @@ TABLE_COLUMNS = [
     "tokens",
     "budget",
     *C_CONVENTIONS.values(),
-    *LOSSES[::-1],
+    "train_loss",
+    "val_loss",
+    "val_loss_se",
+    "train_bpb",
+    "val_bpb",
+    "val_bpb_se",
+    "eval_tokens",
     "epochs",
     "wall_time_s",
     "tokens_per_s",

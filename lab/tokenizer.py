@@ -39,6 +39,11 @@ class ByteTokenizer:
     def to_payload(self) -> dict:
         return {"kind": "bytes"}
 
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token stands for (the end-of-document token counts as one, the
+        separator it replaces): all ones, so bits per byte = nats per token / ln 2."""
+        return np.ones(self.vocab_size, dtype=np.int64)
+
 
 class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer (BPE trained here, or a user's JSON)."""
@@ -69,6 +74,26 @@ class HFTokenizer:
 
     def to_payload(self) -> dict:
         return {"kind": "json", "json": self.tok.to_str(), "name": self.name}
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token stands for: a byte-level token's characters are one byte
+        each (GPT-2's byte-to-character map); other tokens count their decoded text's UTF-8
+        bytes; special tokens (end of document) count as one byte, the separator they
+        replace."""
+        from tokenizers import pre_tokenizers
+
+        alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values() if t.special}
+        out = np.ones(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            piece = self.tok.id_to_token(i)
+            if piece is None or piece in special:
+                continue
+            if set(piece) <= alphabet:
+                out[i] = len(piece)
+            else:
+                out[i] = max(1, len(self.tok.decode([i]).encode("utf-8")))
+        return out
 
 
 def from_payload(payload: dict):

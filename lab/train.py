@@ -174,6 +174,13 @@ class Trainer:
         n_eval = t.eval_batches * t.batch_size
         self.val_windows = eval_windows(corpus.val, n_eval, m.context)
         self.train_windows = eval_windows(corpus.train, n_eval, m.context)
+        # the final evaluation: data.eval_tokens in non-overlapping windows where the split
+        # has room (never fewer windows than a periodic evaluation)
+        n_final = max(n_eval, min(cfg.data.eval_tokens, corpus.val.size - 1) // m.context)
+        self.final_val_windows = eval_windows(corpus.val, n_final, m.context)
+        bytes_of = getattr(corpus.tokenizer, "token_bytes", None)  # pre-tokenized ids: none
+        self.token_bytes = torch.as_tensor(bytes_of()) if bytes_of else None
+        self.eval_seconds = 0.0
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.flops_per_token = flops_per_token(m)["6N_attn_head"]
         self.peak = peak_flops(device)
@@ -234,20 +241,51 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, windows) -> float:
         """Mean loss in nats per token over fixed windows (inputs, targets)."""
+        return self.evaluate_stats(windows)["loss"]
+
+    @torch.no_grad()
+    def evaluate_stats(self, windows) -> dict:
+        """Loss over fixed windows (inputs, targets), with its standard error over the
+        windows, and bits per byte (from each target token's UTF-8 bytes) with its
+        standard error (of a ratio estimate: Σ nats / Σ bytes, linearised)."""
+        started = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
         x_all, y_all = windows
         batch_size = self.cfg.train.batch_size
-        total, count = 0.0, 0
+        nats, nbytes = [], []
         for i in range(0, x_all.shape[0], batch_size):
             x = x_all[i : i + batch_size].to(self.device)
-            y = y_all[i : i + batch_size].to(self.device)
+            y = y_all[i : i + batch_size]
             with self.autocast:
-                _, loss = self.model(x, y)
-            total += loss.item() * y.numel()
-            count += y.numel()
+                logits, _ = self.model(x)
+            per_token = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)),
+                y.to(self.device).reshape(-1),
+                reduction="none",
+            )
+            nats.append(per_token.view(y.shape).sum(1).double().cpu())
+            if self.token_bytes is not None:
+                nbytes.append(self.token_bytes[y].sum(1).double())
         self.model.train(was_training)
-        return total / count
+        nats = torch.cat(nats)  # per window
+        k, T = nats.numel(), y_all.shape[1]
+        stats = {
+            "loss": float(nats.sum() / (k * T)),
+            "loss_se": float((nats / T).std() / math.sqrt(k)) if k > 1 else float("nan"),
+            "tokens": k * T,
+            "bpb": None,
+            "bpb_se": None,
+        }
+        if nbytes:
+            nbytes = torch.cat(nbytes)
+            ratio = nats.sum() / nbytes.sum()  # nats per byte
+            spread = ((nats - ratio * nbytes) ** 2).sum() / max(1, k - 1)
+            stats["bpb"] = float(ratio / math.log(2))
+            se = math.sqrt(float(spread) / k) / float(nbytes.mean()) / math.log(2)
+            stats["bpb_se"] = se if k > 1 else float("nan")
+        self.eval_seconds += time.perf_counter() - started
+        return stats
 
     @property
     def grad_norm(self) -> float:

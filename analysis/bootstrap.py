@@ -22,14 +22,22 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_fit(
-    df: pd.DataFrame, fit: Fit, resamples: int = 1000, seed: int = 0, delta: float = HUBER_DELTA
+    df: pd.DataFrame,
+    fit: Fit,
+    resamples: int = 1000,
+    seed: int = 0,
+    delta: float = HUBER_DELTA,
+    max_iter: int = 1000,
 ) -> list[dict[str, float]]:
     """Refit ``fit.law`` on ``resamples`` bootstrap resamples of ``df``'s runs; returns the
-    parameters of each refit (those whose objective came out finite)."""
+    parameters of each refit (those whose objective came out finite). ``max_iter`` caps the
+    L-BFGS iterations (the rolling backtest's quick intervals use fewer)."""
     log_x, log_loss = design(df, fit.law)
     weights = resample_counts(log_loss.size, resamples, seed)
     starts = np.repeat(fit.theta[None, :], resamples, axis=0)
-    res = lbfgs_batched(objective(fit.law, log_x, log_loss, weights, delta), starts)
+    res = lbfgs_batched(
+        objective(fit.law, log_x, log_loss, weights, delta), starts, max_iter=max_iter
+    )
     return [fit.law.params(theta) for theta, f in zip(res.x, res.fun) if np.isfinite(f)]
 
 

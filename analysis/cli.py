@@ -89,6 +89,14 @@ def summary(study: Study) -> str:
         if r.get(key):
             ex = r[key]["exponents"]
             lines.append(f"  {name}: a = {_with_interval(ex['a'])}, b = {_with_interval(ex['b'])}")
+    rb = r.get("rolling_backtest")
+    if rb:
+        lines.append(
+            f"  rolling backtest ({len(rb['predictions'])} predictions of the next "
+            f"{rb['variable']} from the smaller): mean |error| "
+            f"{rb['mean_abs_relative_error']:.1%}, {rb['coverage']:.0%} inside their "
+            f"{rb['level']:.0%} prediction intervals"
+        )
     bt = r.get("backtest")
     if bt:
         errs = ", ".join(f"{e:+.1%}" for e in bt["relative_error"])

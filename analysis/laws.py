@@ -94,19 +94,24 @@ class PowerLaw(Law):
         a = theta[:, o::2][:, :k]
         alpha = theta[:, o + 1 :: 2][:, :k]
         terms = a[:, None, :] - alpha[:, None, :] * log_x[None, :, :]  # (m, n, k)
+        top = terms.max(axis=2)  # (m, n); the offset e joins the log-sum-exp below
         if self.offset:
-            terms = np.concatenate([np.broadcast_to(theta[:, None, :1], (m, n, 1)), terms], axis=2)
-        top = terms.max(axis=2, keepdims=True)
-        expd = np.exp(terms - top)
-        total = expd.sum(axis=2, keepdims=True)
-        lse = (top + np.log(total))[:, :, 0]
-        p = expd / total  # softmax weights of the terms
+            e = theta[:, :1]  # (m, 1)
+            top = np.maximum(top, e)
+        expd = np.exp(terms - top[:, :, None])
+        total = expd.sum(axis=2)
+        if self.offset:
+            exp_e = np.exp(e - top)
+            total = total + exp_e
+        lse = top + np.log(total)
+        inv = 1.0 / total  # softmax weights of the terms: expd · inv
         grad = np.empty((m, n, theta.shape[1]))
         if self.offset:
-            grad[:, :, 0] = p[:, :, 0]
+            grad[:, :, 0] = exp_e * inv
         for j in range(k):
-            grad[:, :, o + 2 * j] = p[:, :, o + j]
-            grad[:, :, o + 2 * j + 1] = -p[:, :, o + j] * log_x[None, :, j]
+            w = expd[:, :, j] * inv
+            grad[:, :, o + 2 * j] = w
+            grad[:, :, o + 2 * j + 1] = -w * log_x[None, :, j]
         return lse, grad
 
     def starts(self):

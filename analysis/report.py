@@ -97,6 +97,27 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
             md.append(f"| {run} | {o:.4f} | {p:.4f} | {e:+.2%} |")
     else:
         md.append("Not possible with these runs.")
+    rb = r.get("rolling_backtest")
+    if rb:
+        md += [
+            "",
+            "## Rolling backtest",
+            "",
+            f"Fitted on the runs up to each {rb['variable']}, then asked to predict the runs at "
+            f"the next, with {rb['level']:.0%} prediction intervals (parameter uncertainty and "
+            f"the runs' scatter): mean absolute error **{rb['mean_abs_relative_error']:.2%}**, "
+            f"**{rb['coverage']:.0%}** inside their intervals.",
+            "",
+            "| fitted up to | predicted | run | observed | predicted | interval | error | inside |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in rb["predictions"]:
+            md.append(
+                f"| {format_si(p['fitted_up_to'])} | {format_si(p['predicted_size'])} "
+                f"| {_text(p['run'])} | {p['observed']:.4f} | {p['predicted']:.4f} "
+                f"| [{p['low']:.4f}, {p['high']:.4f}] | {p['relative_error']:+.2%} "
+                f"| {'yes' if p['inside'] else 'no'} |"
+            )
     md += ["", "## Warnings", ""]
     md += [f"- {_text(w)}" for w in r["warnings"]] or ["None."]
     md += ["", "## Figures", ""]

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
 from analysis.laws import LAWS, Fit, fit_law
-from analysis.validity import backtest, design_warnings
+from analysis.validity import backtest, design_warnings, prediction_interval, rolling_backtest
 
 
 def choose_law(df: pd.DataFrame) -> str:
@@ -89,6 +89,12 @@ def analyze(
         budgets = budgets or default_budgets(df)
         result["params"].update(_exponents(fit, samples, level))
         result["compute_optimal"] = _at_budgets(fit, samples, budgets, level)
+        opt = approaches.chinchilla_optimum(fit.params, budgets)
+        pi = prediction_interval(
+            fit, samples, df, {"n_params": opt["N_opt"], "tokens": opt["D_opt"]}, level
+        )
+        for row, lo, hi in zip(result["compute_optimal"], pi["low"], pi["high"]):
+            row["loss_prediction_interval"] = [float(lo), float(hi)]  # a run's loss, not the law's
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
     isoflop = functools.partial(approaches.isoflop, method=isoflop_method)
     points = df if isoflop_points is None else isoflop_points
@@ -104,6 +110,13 @@ def analyze(
     except ValueError as e:
         result["backtest"] = None
         notes.append(f"backtest not possible: {e}")
+    try:
+        result["rolling_backtest"] = rolling_backtest(
+            df, fit.law, resamples=min(resamples, 100), level=level, warm=fit
+        )
+    except ValueError as e:
+        result["rolling_backtest"] = None
+        notes.append(f"rolling backtest not possible: {e}")
     result["health"] = fit_health(df, fit, result["params"], dropped_resamples, resamples)
     notes.extend(result["health"])
     result["warnings"] = notes
@@ -158,7 +171,7 @@ def _approach(fn, df, resamples, seed, level, notes, result=None) -> dict | None
             result[f"{name.replace(' ', '_')}_not_possible"] = {"reason": str(e), **details}
         return None
     notes.extend(str(w.message) for w in caught)
-    n_boot = min(resamples, 500)
+    n_boot = min(resamples, 300)
     boot, dropped = approaches.bootstrap_approach(fn, df, n_boot, seed) if n_boot else ([], 0)
     r["exponents"] = summarize({"a": r["a"], "b": r["b"]}, boot, level)
     r["bootstrap"] = {"resamples": len(boot), "dropped": dropped}

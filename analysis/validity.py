@@ -8,6 +8,8 @@ import pandas as pd
 
 from analysis.laws import Law, fit_law
 
+WARM_STARTS = 8  # refits of a subset start from the full fit and its best few starts
+
 
 def backtest(df: pd.DataFrame, law: Law, warm=None) -> dict:
     """Fit on all runs but the largest and predict the held-out ones.
@@ -24,7 +26,7 @@ def backtest(df: pd.DataFrame, law: Law, warm=None) -> dict:
         raise ValueError(f"backtest needs at least 2 distinct values of {var}")
     starts = None
     if warm is not None and "polished" in warm.extra:
-        starts = np.vstack([warm.theta[None, :], warm.extra["polished"]])
+        starts = np.vstack([warm.theta[None, :], warm.extra["polished"][:WARM_STARTS]])
     fit = fit_law(train, law, starts=starts)  # raises ValueError when too few runs remain
     pred = fit.predict(**{v: test[v].to_numpy() for v in law.variables})
     rel = pred / test["loss"].to_numpy() - 1.0
@@ -58,3 +60,83 @@ def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
     elif df[law.variables[0]].nunique() < law.n_params:
         notes.append(f"only {df[law.variables[0]].nunique()} distinct values of {law.variables[0]}")
     return notes
+
+
+def residuals(df: pd.DataFrame, fit) -> np.ndarray:
+    """log observed − log predicted loss of the runs the law was fitted on."""
+    pred = fit.predict(**{v: df[v].to_numpy() for v in fit.law.variables})
+    return np.log(df["loss"].to_numpy(dtype=float)) - np.log(pred)
+
+
+def prediction_interval(
+    fit, samples: list[dict], df: pd.DataFrame, points: dict, level: float = 0.95, seed: int = 0
+) -> dict:
+    """Where a new run's loss at ``points`` (the law's variables as arrays) should fall:
+    parameter uncertainty (the bootstrap refits' predictions) and the runs' own scatter
+    about the law (the fit's log residuals, scaled by sqrt(n / (n − p)) for the parameters
+    fitted) combined by simulation. Returns predicted, low and high (arrays)."""
+    rng = np.random.default_rng(seed)
+    law = fit.law
+    r = residuals(df, fit)
+    n, p = r.size, law.n_params
+    r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
+    point = np.log(fit.predict(**points))
+    params = samples or [fit.params]
+    log_boot = np.log(np.array([law.predict(s, **points) for s in params]))  # (B, m)
+    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
+    draws = max(4000, 2 * len(log_boot))
+    sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(sim, [tail, 100 - tail], axis=0)
+    return {"predicted": np.exp(point), "low": np.exp(lo), "high": np.exp(hi)}
+
+
+def rolling_backtest(
+    df: pd.DataFrame, law: Law, resamples: int = 200, level: float = 0.95, last: int = 4, warm=None
+) -> dict:
+    """Fit on the runs up to each model size, predict the runs at the next size with a
+    prediction interval, for the ``last`` largest held-out sizes that leave enough runs to
+    fit (at least the law's parameters + 1). Returns each prediction (error, interval,
+    inside or not) and the share of predictions inside their intervals."""
+    from analysis.bootstrap import bootstrap_fit
+
+    var = law.variables[0]
+    sizes = np.sort(df[var].unique())
+    rows = []
+    for i in range(max(1, len(sizes) - last), len(sizes)):
+        train, test = df[df[var] <= sizes[i - 1]], df[df[var] == sizes[i]]
+        if len(train) < law.n_params + 1:
+            continue
+        starts = None
+        if warm is not None and "polished" in warm.extra:
+            starts = np.vstack([warm.theta[None, :], warm.extra["polished"][:WARM_STARTS]])
+        fit = fit_law(train, law, starts=starts)
+        # quick refits (warm, at most 200 iterations): the interval is mostly the runs' scatter
+        samples = bootstrap_fit(train, fit, resamples, seed=i, max_iter=200) if resamples else []
+        pi = prediction_interval(
+            fit, samples, train, {v: test[v].to_numpy() for v in law.variables}, level, seed=i
+        )
+        observed = test["loss"].to_numpy(dtype=float)
+        for j in range(len(test)):
+            rows.append(
+                {
+                    "fitted_up_to": float(sizes[i - 1]),
+                    "predicted_size": float(sizes[i]),
+                    "run": str(test["run"].iloc[j]) if "run" in test else str(j),
+                    "observed": float(observed[j]),
+                    "predicted": float(pi["predicted"][j]),
+                    "low": float(pi["low"][j]),
+                    "high": float(pi["high"][j]),
+                    "relative_error": float(pi["predicted"][j] / observed[j] - 1),
+                    "inside": bool(pi["low"][j] <= observed[j] <= pi["high"][j]),
+                }
+            )
+    if not rows:
+        raise ValueError(f"too few runs below the largest {var} for a rolling backtest")
+    return {
+        "variable": var,
+        "level": level,
+        "predictions": rows,
+        "coverage": float(np.mean([r["inside"] for r in rows])),
+        "mean_abs_relative_error": float(np.mean([abs(r["relative_error"]) for r in rows])),
+    }

@@ -134,8 +134,18 @@ def test_study_gives_intervals_for_every_parameter_and_derived_quantity():
         assert p["low"] <= p["value"] <= p["high"], name
     assert params["alpha"]["low"] < 0.34 < params["alpha"]["high"]
     row = study.result["compute_optimal"][0]
-    assert set(row) == {"compute", "N_opt", "D_opt", "tokens_per_param", "loss"}
+    assert set(row) == {
+        "compute",
+        "N_opt",
+        "D_opt",
+        "tokens_per_param",
+        "loss",
+        "loss_prediction_interval",
+    }
     assert row["N_opt"]["low"] < row["N_opt"]["value"] < row["N_opt"]["high"]
+    # a run's loss scatters about the law: its interval is wider than the law's own
+    lo, hi = row["loss_prediction_interval"]
+    assert lo < row["loss"]["low"] <= row["loss"]["high"] < hi
 
 
 def test_parquet_and_jsonl_inputs_load_like_csv(tmp_path):

@@ -65,3 +65,51 @@ def test_bpe_and_byte_runs_compare_in_bits_per_byte(tmp_path):
     # nats per token differ by the tokens' sizes; bits per byte are on one scale
     assert bpe["val_loss"] > byte["val_loss"]
     assert bpe["val_bpb"] < 2 * byte["val_bpb"] and byte["val_bpb"] < 2 * bpe["val_bpb"]
+
+
+def test_95_percent_prediction_intervals_cover_95_percent_of_new_runs():
+    """Calibration, by simulation: runs drawn from a known law with known scatter; each of 6
+    independent fits (with its bootstrap) predicts 100 new runs; over the 600, the 95%
+    intervals hold 93-97% (a single fit's coverage varies with its own noise draw)."""
+    import pandas as pd
+
+    from analysis.bootstrap import bootstrap_fit
+    from analysis.laws import LAWS, fit_law
+    from analysis.validity import prediction_interval
+
+    law = LAWS["chinchilla"]
+    truth = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.37}
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 1e10, 8), np.geomspace(1e9, 1e12, 8)))
+    inside = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        df = pd.DataFrame({"n_params": n, "tokens": d})
+        df["loss"] = law.predict(truth, n_params=n, tokens=d) * np.exp(rng.normal(0, 0.02, n.size))
+        fit = fit_law(df, law)
+        samples = bootstrap_fit(df, fit, 400, seed)
+        n2 = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 100))
+        d2 = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 100))
+        new = law.predict(truth, n_params=n2, tokens=d2) * np.exp(rng.normal(0, 0.02, 100))
+        pi = prediction_interval(fit, samples, df, {"n_params": n2, "tokens": d2})
+        inside.extend((pi["low"] <= new) & (new <= pi["high"]))
+    assert 0.93 <= np.mean(inside) <= 0.97, np.mean(inside)
+
+
+def test_rolling_backtest_predicts_each_next_size_with_an_interval():
+    import pandas as pd
+
+    from analysis.laws import LAWS
+    from analysis.validity import rolling_backtest
+
+    law = LAWS["chinchilla"]
+    truth = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.37}
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 1e10, 6), np.geomspace(1e9, 1e12, 4)))
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"n_params": n, "tokens": d, "run": [f"r{i}" for i in range(n.size)]})
+    df["loss"] = law.predict(truth, n_params=n, tokens=d) * np.exp(rng.normal(0, 0.01, n.size))
+    result = rolling_backtest(df, law, resamples=100)
+    sizes = {p["predicted_size"] for p in result["predictions"]}
+    assert len(sizes) == 4 and len(result["predictions"]) == 16  # 4 runs at each next size
+    for p in result["predictions"]:
+        assert p["low"] < p["predicted"] < p["high"] and p["fitted_up_to"] < p["predicted_size"]
+    assert result["mean_abs_relative_error"] < 0.05 and result["coverage"] >= 0.5

@@ -37,8 +37,9 @@ from analysis.load import (
     load_runs,
     read_records,
 )
+from analysis.noise import seed_noise, sensitivity
 from analysis.report import write_report
-from analysis.study import Study, analyze
+from analysis.study import Study, analyze, default_budgets
 from lab.schema import LOSS_UNITS
 
 
@@ -46,10 +47,14 @@ def runs_table(df: pd.DataFrame) -> str:
     """One line per run: N, D, C, loss."""
     conv = df.attrs.get("conventions", {})
     lines = [f"{'N':>8} {'D':>8} {'C':>8} {'loss':>7}  run"]
+    repeated = 0
     for _, r in df.iterrows():
+        mark = ""
+        if "epochs" in r and r["epochs"] > 1:
+            mark, repeated = f"  (repeated data: {r['epochs']:.2g} epochs)", repeated + 1
         lines.append(
             f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
-            f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}"
+            f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}{mark}"
         )
     lines.append(
         f"N: {conv.get('n_params')} parameters; C: {conv.get('compute')} FLOPs; "
@@ -106,6 +111,26 @@ def summary(study: Study) -> str:
         )
     for note in r["warnings"]:
         lines.append(f"  warning: {note}")
+    if r.get("sensitivity"):
+        lines.append(sensitivity_table(r["sensitivity"]))
+    return "\n".join(lines)
+
+
+def sensitivity_table(rows: list[dict]) -> str:
+    """The refits under every convention, one line each."""
+    head = (
+        f"  {'N':>14} {'C':>13} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6}  N*, D* at the budgets"
+    )
+    lines = ["sensitivity to the counting conventions (point fits):", head]
+    for r in rows:
+        opt = ", ".join(
+            f"{format_si(n)}/{format_si(d)}" for n, d in zip(r.get("N_opt", []), r.get("D_opt", []))
+        )
+        lines.append(
+            f"  {r['n_convention']:>14} {r['compute']:>13} {r.get('alpha', float('nan')):7.4f} "
+            f"{r.get('beta', float('nan')):7.4f} {r.get('a', float('nan')):6.3f} "
+            f"{r.get('b', float('nan')):6.3f}  {opt}"
+        )
     return "\n".join(lines)
 
 
@@ -120,6 +145,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         points = curve_points(
             args.path, args.isoflop_curves, args.n_convention, args.compute, args.loss
         )
+    seed_sd = seed_noise(args.noise, args.loss)["pooled_sd_log"] if args.noise else None
     study = analyze(
         df,
         args.law,
@@ -129,7 +155,12 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         warn=False,
         isoflop_method=args.isoflop_method,
         isoflop_points=points,
+        seed_sd_log=seed_sd,
     )
+    if args.sensitivity:
+        budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
+        budgets = budgets or default_budgets(df)
+        study.result["sensitivity"] = sensitivity(args.path, study.fit.law.name, budgets, args.loss)
     src = Path(args.path)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +214,29 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_noise(args: argparse.Namespace) -> int:
+    """``lab-analyze noise PATH``: the seed standard deviation per config; noise.json."""
+    result = seed_noise(args.path, args.loss)
+    print(f"seed noise of {args.loss} ({LOSS_UNITS[args.loss]}), per config:")
+    print(
+        f"{'model':>8} {'N':>8} {'D':>8} {'seeds':>5} {'mean':>8} {'sd':>8} {'sd %':>6} {'eval se':>8}"
+    )
+    for r in result["configs"]:
+        se = r["eval_se"]
+        print(
+            f"{str(r['model']):>8} {format_si(r['n_params'] or float('nan')):>8} "
+            f"{format_si(r['tokens'] or float('nan')):>8} {r['seeds']:>5} {r['mean']:8.4f} "
+            f"{r['sd']:8.4f} {100 * r['sd'] / r['mean']:5.2f}% "
+            f"{(f'{se:.4f}' if isinstance(se, float) else '-'):>8}"
+        )
+    print(f"pooled sd of log loss: {result['pooled_sd_log']:.4g}")
+    out = Path(args.path) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "noise.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"noise:  {out / 'noise.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lab-analyze",
@@ -225,9 +279,32 @@ def build_parser() -> argparse.ArgumentParser:
             help="approach 2: each budget's optimum from a local parabola or Akima interpolation",
         )
         p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
-        p.add_argument("--compute", default="6N", choices=list(C_CONVENTIONS))
+        p.add_argument(
+            "--compute",
+            default="6N_attn",
+            choices=list(C_CONVENTIONS),
+            help="compute convention: 6N_attn (default: 6N plus the attention FLOPs), 6N, or "
+            "6N_attn_head (plus the output layer)",
+        )
+        p.add_argument(
+            "--sensitivity",
+            action="store_true",
+            help="also refit under every N and C convention and tabulate the exponents and "
+            "N*, D* (a sweep folder)",
+        )
+        p.add_argument(
+            "--noise",
+            metavar="SEEDS_PATH",
+            default=None,
+            help="a sweep with repeated seeds (lab-sweep seeds): compare the fit's residuals to "
+            "its run-to-run noise",
+        )
         p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
         p.set_defaults(func=lambda a, figures=figures: _run(a, figures))
+    n = sub.add_parser("noise", help="run-to-run (seed) noise of the final loss, per config")
+    n.add_argument("path", help="a sweep whose configs ran with several train.seed values")
+    n.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    n.set_defaults(func=cmd_noise)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)

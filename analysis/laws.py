@@ -14,6 +14,8 @@ by L-BFGS from a grid of starting points, keeping the best. Their grid: α, β �
 - ``n``, ``d``, ``c``  L(X) = E + A/X^α for X = N, D, C         (Kaplan et al. 2020 + E)
 - ``n_pure``, ``d_pure``, ``c_pure``  L(X) = A/X^α              (Kaplan et al. 2020)
 - ``kaplan_nd``  L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D      (Kaplan et al. 2020, eq. 1.5)
+- ``data_constrained``  Chinchilla's law with repeated data worth less (Muennighoff et al.
+  2023); needs each run's unique tokens
 
 A fit can be weighted per problem, which is how ``analysis.bootstrap`` refits thousands of
 resamples in one batch (a resample is a vector of counts over the runs).
@@ -192,6 +194,91 @@ class KaplanND(Law):
         )
 
 
+@dataclass(frozen=True)
+class DataConstrained(Law):
+    """Muennighoff et al. (2023), "Scaling Data-Constrained Language Models", their data
+    repetition term: L = E + A/N^α + B/D'^β with the effective data
+
+        D' = U + U·R*·(1 − exp(−R/R*)),   R = D/U − 1 (repeated epochs of U unique tokens),
+
+    so repeated tokens are worth less and less (R* is the number of repetitions after which
+    they are worth e⁻¹ of fresh ones; they found R* ≈ 15). With no repetition D' = D and the
+    law is Chinchilla's. Parameter repetition (their N') is not modelled. θ = (e, a, α, b,
+    β, log R*); the log-sum-exp form and gradients as ``PowerLaw``'s."""
+
+    name: str = "data_constrained"
+    variables: tuple[str, ...] = ("n_params", "tokens", "unique_tokens")
+    formula: str = "L(N, D, U) = E + A/N^alpha + B/D'^beta, D' = U + U R*(1 - exp(-(D/U - 1)/R*))"
+    param_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_star")
+
+    @staticmethod
+    def _effective(log_x, log_r_star):
+        """log D' (m, n) and d log D' / d log R* for θ rows of log R* (m, 1)."""
+        u = np.exp(log_x[None, :, 2])
+        reps = np.maximum(np.exp(log_x[None, :, 1] - log_x[None, :, 2]) - 1.0, 0.0)
+        r_star = np.exp(log_r_star)
+        decay = np.exp(-reps / r_star)
+        d_eff = u + u * r_star * (1.0 - decay)
+        dlog = u * r_star * ((1.0 - decay) - (reps / r_star) * decay) / d_eff
+        return np.log(d_eff), dlog
+
+    def log_pred(self, theta, log_x):
+        log_d, dlog = self._effective(log_x, theta[:, 5:6])
+        terms = np.stack(
+            [
+                np.broadcast_to(theta[:, :1], log_d.shape),
+                theta[:, 1:2] - theta[:, 2:3] * log_x[None, :, 0],
+                theta[:, 3:4] - theta[:, 4:5] * log_d,
+            ],
+            axis=2,
+        )
+        top = terms.max(axis=2, keepdims=True)
+        expd = np.exp(terms - top)
+        total = expd.sum(axis=2, keepdims=True)
+        p = expd / total
+        grad = np.empty((*log_d.shape, 6))
+        grad[:, :, 0] = p[:, :, 0]
+        grad[:, :, 1] = p[:, :, 1]
+        grad[:, :, 2] = -p[:, :, 1] * log_x[None, :, 0]
+        grad[:, :, 3] = p[:, :, 2]
+        grad[:, :, 4] = -p[:, :, 2] * log_d
+        grad[:, :, 5] = -p[:, :, 2] * theta[:, 4:5] * dlog
+        return (top + np.log(total))[:, :, 0], grad
+
+    def starts(self):
+        base = LAWS["chinchilla"].starts()
+        r_star = np.log([2.0, 15.0, 60.0])
+        return np.array([[*b, r] for b in base for r in r_star], dtype=float)
+
+    def params(self, theta):
+        return {
+            "E": float(np.exp(theta[0])),
+            "A": float(np.exp(theta[1])),
+            "alpha": float(theta[2]),
+            "B": float(np.exp(theta[3])),
+            "beta": float(theta[4]),
+            "R_star": float(np.exp(theta[5])),
+        }
+
+    def predict(self, params, **variables):
+        n = np.asarray(variables["n_params"], dtype=float)
+        d = np.asarray(variables["tokens"], dtype=float)
+        u = np.asarray(variables.get("unique_tokens", d), dtype=float)
+        reps = np.maximum(d / u - 1.0, 0.0)
+        r = params["R_star"]
+        d_eff = u + u * r * (1.0 - np.exp(-reps / r))
+        return (
+            params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d_eff ** params["beta"]
+        )
+
+    def describe(self, params):
+        p = params
+        return (
+            f"L = {p['E']:.4g} + {p['A']:.4g} / N^{p['alpha']:.4f} + {p['B']:.4g} / D'^{p['beta']:.4f}"
+            f", R* = {p['R_star']:.3g}"
+        )
+
+
 def _power(name, variables, offset, formula):
     coefs = tuple("B" if v == "tokens" else "A" for v in variables)
     exps = tuple("beta" if v == "tokens" else "alpha" for v in variables)
@@ -210,6 +297,7 @@ LAWS: dict[str, Law] = {
     "d_pure": _power("d_pure", ("tokens",), False, "L(D) = B/D^beta"),
     "c_pure": _power("c_pure", ("compute",), False, "L(C) = A/C^alpha"),
 }
+LAWS["data_constrained"] = DataConstrained()
 
 
 @dataclass

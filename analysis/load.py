@@ -54,6 +54,12 @@ def load_runs(
         if raw.empty:
             raise ValueError(f"no {RECORD_NAME} records under {path}")
         raw = raw[raw["status"] == "ok"]
+        for option, column in (("--compute", C_CONVENTIONS[compute_convention]),):
+            if len(raw) and raw[column].isna().all():
+                raise ValueError(
+                    f"{option} {compute_convention}: no finished run under {path} records "
+                    f"{column} (records written before it existed); choose another convention"
+                )
         if len(raw) and raw[loss].isna().all():
             raise ValueError(
                 f"--loss {loss}: no finished run under {path} has it (records written before "
@@ -71,6 +77,9 @@ def load_runs(
         )
         if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
             df["budget"] = raw["budget"]
+        for column in ("unique_tokens", "epochs"):  # repeated data (epochs > 1)
+            if raw[column].notna().all():
+                df[column] = raw[column].astype(float)
         conventions = {"n_params": n_convention, "compute": compute_convention, "loss": loss}
     else:
         df = _standard_columns(_read_table(path))
@@ -88,6 +97,10 @@ def load_runs(
             df["compute"] = 6.0 * n * d  # a row whose N or D is not a number is dropped below
         if "run" not in df.columns:
             df["run"] = [f"row{i}" for i in range(len(df))]
+        if "unique_tokens" in df.columns and "epochs" not in df.columns:
+            df["epochs"] = pd.to_numeric(df["tokens"], errors="coerce") / pd.to_numeric(
+                df["unique_tokens"], errors="coerce"
+            )
         conventions = {"n_params": "as given", "compute": "as given or 6ND", "loss": "loss"}
     df = drop_bad_rows(df.reset_index(drop=True), ["n_params", "tokens", "compute", "loss"])
     if df.empty:

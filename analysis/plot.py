@@ -23,7 +23,7 @@ from lab.schema import LOSS_UNITS  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
 LABELS = {"tokens": "training tokens D", "compute": "training compute C (FLOPs)"}
-SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C"}
+SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C", "unique_tokens": "U"}
 
 
 def _label(df: pd.DataFrame, var: str) -> str:
@@ -79,7 +79,7 @@ def loss_vs_variables(study, path) -> list[Path]:
     """Loss against each of the law's variables: for L(N, D), against N with one colour per
     token budget and against D with one colour per model size."""
     df, law = study.df, study.fit.law
-    if len(law.variables) == 2:
+    if len(law.variables) >= 2:
         panels = [("n_params", "tokens"), ("tokens", "n_params")]
     else:
         panels = [(law.variables[0], None)]
@@ -94,12 +94,23 @@ def loss_vs_variables(study, path) -> list[Path]:
             _curve(ax, xs, study.fit.predict(**{x: xs}), inside, "black", _band(study, **{x: xs}))
         else:
             _grouped(ax, study, x, group, xs, inside)
+        if "epochs" in df and (df["epochs"] > 1).any():
+            repeated = df[df["epochs"] > 1]
+            ax.plot(
+                repeated[x],
+                repeated["loss"],
+                "o",
+                mfc="none",
+                mec="red",
+                ms=10,
+                label="repeated data (epochs > 1)",
+            )
         _log_axes(ax)
         ax.set_xlabel(_label(df, x))
         ax.set_ylabel(_loss_label(df))
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"Loss against {' and '.join(SYMBOL[v] for v in law.variables)}\nfit: "
+        f"Loss against {' and '.join(SYMBOL.get(v, v) for v in law.variables)}\nfit: "
         f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)",
         fontsize=10,
     )
@@ -180,10 +191,17 @@ def loss_vs_compute(study, path) -> list[Path]:
         )
     if study.fit.law.name == "chinchilla":
         cs = _span(df["compute"], extend=10)
-        opt = chinchilla_optimum(study.fit.params, cs)["loss"]
+        opt = chinchilla_optimum(study.fit.params, cs, k=study.result["flops_per_param_token"])[
+            "loss"
+        ]
         band = None
         if study.samples:
-            boot = np.array([chinchilla_optimum(s, cs)["loss"] for s in study.samples])
+            boot = np.array(
+                [
+                    chinchilla_optimum(s, cs, k=study.result["flops_per_param_token"])["loss"]
+                    for s in study.samples
+                ]
+            )
             band = (np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0))
         inside = (cs >= df["compute"].min()) & (cs <= df["compute"].max())
         _curve(ax, cs, opt, inside, "black", band)
@@ -246,10 +264,17 @@ def optimal_allocation(study, path) -> list[Path] | None:
     ):
         if have3:
             ex = "a" if sym == "N" else "b"
-            point = chinchilla_optimum(study.fit.params, cs)[key]
+            point = chinchilla_optimum(
+                study.fit.params, cs, k=study.result["flops_per_param_token"]
+            )[key]
             band = None
             if study.samples:
-                boot = np.array([chinchilla_optimum(s, cs)[key] for s in study.samples])
+                boot = np.array(
+                    [
+                        chinchilla_optimum(s, cs, k=study.result["flops_per_param_token"])[key]
+                        for s in study.samples
+                    ]
+                )
                 band = (np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0))
             inside = (cs >= df["compute"].min()) & (cs <= df["compute"].max())
             _curve(ax, cs, point, inside, "black", band)

@@ -36,6 +36,13 @@ class Study:
     isoflop_points: pd.DataFrame | None = None  # approach 2's points when not the runs
 
 
+def flops_per_param_token(df: pd.DataFrame) -> float:
+    """k of C = k·N·D for these runs under their conventions: 6 for C = 6ND; more when C
+    counts attention (whose FLOPs per token grow with the context, not with N), where the
+    runs' median ratio stands in and N*, D* solve the budget constraint approximately."""
+    return float(np.median(df["compute"] / (df["n_params"] * df["tokens"])))
+
+
 def default_budgets(df: pd.DataFrame) -> list[float]:
     """The largest compute in the runs, and 10× and 100× beyond it."""
     top = float(df["compute"].max())
@@ -52,6 +59,7 @@ def analyze(
     warn: bool = True,
     isoflop_method: str = "parabola",
     isoflop_points: pd.DataFrame | None = None,
+    seed_sd_log: float | None = None,
 ) -> Study:
     """Fit, bootstrap, compute-optimal allocation, backtest and warnings for ``df``'s runs.
     Approach 2 uses ``isoflop_points`` when given (``analysis.curves.curve_points``: the
@@ -61,10 +69,20 @@ def analyze(
 
     Raises ValueError for an unknown law or too few runs for it."""
     law_name = choose_law(df) if law == "auto" else law
+    k = flops_per_param_token(df)
     fit = fit_law(df, law_name)
     samples = bootstrap_fit(df, fit, resamples, seed) if resamples > 0 else []
     dropped_resamples = resamples - len(samples) if resamples > 0 else 0
     notes = design_warnings(df, fit.law)
+    if "epochs" in df and (df["epochs"] > 1).any():
+        repeated = df[df["epochs"] > 1]
+        notes.append(
+            f"{len(repeated)} run(s) repeat their data (up to {repeated['epochs'].max():.3g} "
+            "epochs): repeated tokens are worth less than fresh ones (Muennighoff et al. "
+            "2023); --law data_constrained fits that"
+        )
+    elif fit.law.name == "data_constrained":
+        notes.append("data_constrained: no run repeats its data, so R* is not identified")
     result = {
         "law": fit.law.name,
         "formula": fit.law.formula,
@@ -82,21 +100,22 @@ def analyze(
             "seed": seed,
         },
         "conventions": df.attrs.get("conventions"),
+        "flops_per_param_token": k,
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if fit.law.name == "chinchilla":
         budgets = budgets or default_budgets(df)
         result["params"].update(_exponents(fit, samples, level))
-        result["compute_optimal"] = _at_budgets(fit, samples, budgets, level)
-        opt = approaches.chinchilla_optimum(fit.params, budgets)
+        result["compute_optimal"] = _at_budgets(fit, samples, budgets, level, k)
+        opt = approaches.chinchilla_optimum(fit.params, budgets, k=k)
         pi = prediction_interval(
             fit, samples, df, {"n_params": opt["N_opt"], "tokens": opt["D_opt"]}, level
         )
         for row, lo, hi in zip(result["compute_optimal"], pi["low"], pi["high"]):
             row["loss_prediction_interval"] = [float(lo), float(hi)]  # a run's loss, not the law's
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
-    isoflop = functools.partial(approaches.isoflop, method=isoflop_method)
+    isoflop = functools.partial(approaches.isoflop, method=isoflop_method, k=k)
     points = df if isoflop_points is None else isoflop_points
     result["approach_2"] = _approach(isoflop, points, resamples, seed, level, notes, result)
     if result["approach_2"] is not None:
@@ -117,6 +136,9 @@ def analyze(
     except ValueError as e:
         result["rolling_backtest"] = None
         notes.append(f"rolling backtest not possible: {e}")
+    result["noise"] = noise_comparison(df, fit, seed_sd_log)
+    if result["noise"]:
+        notes.append(result["noise"]["text"])
     result["health"] = fit_health(df, fit, result["params"], dropped_resamples, resamples)
     notes.extend(result["health"])
     result["warnings"] = notes
@@ -140,10 +162,12 @@ def _exponents(fit: Fit, samples: list[dict], level: float) -> dict:
     return summarize(ab(fit.params), [ab(s) for s in samples], level)
 
 
-def _at_budgets(fit: Fit, samples: list[dict], budgets: list[float], level: float) -> list[dict]:
+def _at_budgets(
+    fit: Fit, samples: list[dict], budgets: list[float], level: float, k: float
+) -> list[dict]:
     """N*(C), D*(C), tokens per parameter and predicted loss at each budget, with intervals."""
-    point = approaches.chinchilla_optimum(fit.params, budgets)
-    boot = [approaches.chinchilla_optimum(s, budgets) for s in samples]
+    point = approaches.chinchilla_optimum(fit.params, budgets, k=k)
+    boot = [approaches.chinchilla_optimum(s, budgets, k=k) for s in samples]
     rows = []
     for i, c in enumerate(budgets):
         row = {"compute": float(c)}
@@ -181,6 +205,41 @@ def _approach(fn, df, resamples, seed, level, notes, result=None) -> dict | None
             f"dropped; its interval rests on the other {len(boot)}"
         )
     return r
+
+
+def noise_comparison(df: pd.DataFrame, fit: Fit, seed_sd_log: float | None) -> dict | None:
+    """The fit's residual scatter (RMS of log residuals, corrected for the parameters fitted)
+    beside the run-to-run noise: ``seed_sd_log`` (from ``lab-analyze noise``), else the
+    spread of runs repeated at the same (N, D) among these. None when neither is known."""
+    from analysis.validity import residuals
+
+    source = "seeds sweep"
+    if seed_sd_log is None:
+        groups = df.groupby(["n_params", "tokens"])["loss"]
+        sizes = groups.size()
+        if (sizes > 1).any():
+            dof = (sizes[sizes > 1] - 1).to_numpy()
+            var = groups.apply(lambda v: np.log(v).var(ddof=1))[sizes > 1].to_numpy()
+            seed_sd_log, source = float(np.sqrt((dof * var).sum() / dof.sum())), "repeated runs"
+    if not seed_sd_log:
+        return None
+    r = residuals(df, fit)
+    rms = float(np.sqrt(np.sum(r**2) / max(1, r.size - fit.law.n_params)))
+    ratio = rms / seed_sd_log
+    verdict = (
+        "the law explains the runs to within their noise"
+        if ratio < 1.5
+        else "more scatter than noise: the law misses something (or the runs were not all "
+        "trained alike)"
+    )
+    return {
+        "residual_rms_log": rms,
+        "seed_sd_log": seed_sd_log,
+        "ratio": ratio,
+        "noise_from": source,
+        "text": f"residuals are {ratio:.2g}× seed noise ({rms:.3g} vs {seed_sd_log:.3g} in log "
+        f"loss, noise from {source}): {verdict}",
+    }
 
 
 def fit_health(df: pd.DataFrame, fit: Fit, params: dict, dropped: int, resamples: int) -> list[str]:

@@ -223,7 +223,8 @@ def summarize(table, sweep_dir: Path) -> str:
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"{num(r['n_params_non_embedding']):>8} {num(r['tokens']):>8} {num(r['flops_6N']):>8} "
+            f"{num(r['n_params_non_embedding']):>8} {num(r['tokens']):>8} "
+            f"{num(r['flops_6N_attn']):>8} "
             f"{num(r['val_loss'], '{:.4f}'.format):>9} "
             f"{num(r['wall_time_s'], '{:.0f}s'.format):>6}  "
             f"{str(r['status']):<8} {r['run']}"
@@ -231,5 +232,7 @@ def summarize(table, sweep_dir: Path) -> str:
     failed = table[table["status"] != "ok"]
     if len(failed):
         lines.append(f"{len(failed)} run(s) not ok; their result.json holds the error")
-    lines.append(f"N: non-embedding parameters; C = 6ND FLOPs; table: {sweep_dir / SWEEP_TABLE}")
+    lines.append(
+        f"N: non-embedding parameters; C = 6ND + attention FLOPs; table: {sweep_dir / SWEEP_TABLE}"
+    )
     return "\n".join(lines)

@@ -55,6 +55,7 @@ TABLE_COLUMNS = [
     "val_bpb",
     "val_bpb_se",
     "eval_tokens",
+    "unique_tokens",
     "epochs",
     "wall_time_s",
     "tokens_per_s",

@@ -182,6 +182,8 @@ def test_approach_2_from_loss_curves_gets_many_budgets_from_few_runs(tmp_path):
                 "20",
                 "--isoflop-curves",
                 "10",
+                "--compute",
+                "6N",  # these records count only 6ND
                 "--out",
                 str(tmp_path / "a"),
             ]

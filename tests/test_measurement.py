@@ -113,3 +113,108 @@ def test_rolling_backtest_predicts_each_next_size_with_an_interval():
     for p in result["predictions"]:
         assert p["low"] < p["predicted"] < p["high"] and p["fitted_up_to"] < p["predicted_size"]
     assert result["mean_abs_relative_error"] < 0.05 and result["coverage"] >= 0.5
+
+
+def _seed_runs(root, losses: dict):
+    """Records of configs run with several seeds: {(model, seed): loss}."""
+    import json
+
+    for (model, seed), loss in losses.items():
+        run = root / f"model={model},train.seed={seed}"
+        run.mkdir(parents=True)
+        config = {"model": {"name": model}, "train": {"seed": seed}, "data": {"tokens": 1000}}
+        record = {"status": "ok", "val_loss": loss, "config": config, "tokens": 1000}
+        (run / "result.json").write_text(json.dumps(record))
+
+
+def test_noise_reports_the_seed_spread_per_config(tmp_path, capsys):
+    from analysis.cli import main
+
+    _seed_runs(
+        tmp_path, {("a", s): 2.0 + 0.01 * s for s in range(5)} | {("b", 0): 3.0, ("b", 1): 3.1}
+    )
+    assert main(["noise", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pooled sd of log loss" in out
+    import json
+
+    noise = json.loads((tmp_path / "analysis" / "noise.json").read_text())
+    sds = {r["model"]: r["sd"] for r in noise["configs"]}
+    assert sds["a"] == pytest.approx(np.std([2.0, 2.01, 2.02, 2.03, 2.04], ddof=1))
+    assert sds["b"] == pytest.approx(np.std([3.0, 3.1], ddof=1))
+
+
+def test_noise_and_sensitivity_refuse_what_they_cannot_use(tmp_path, capsys):
+    from analysis.cli import main
+
+    _seed_runs(tmp_path / "one", {("a", 0): 2.0, ("b", 0): 2.5})
+    assert main(["noise", str(tmp_path / "one")]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
+    table = tmp_path / "runs.csv"
+    table.write_text("n_params,tokens,loss\n1e6,1e8,3\n2e6,1e8,2.9\n4e6,1e8,2.8\n8e6,1e8,2.75\n")
+    assert main(["fit", str(table), "--law", "n", "--bootstrap", "0", "--sensitivity"]) == 2
+    assert "must be a sweep folder" in capsys.readouterr().err
+
+
+def test_residuals_are_compared_with_the_noise_of_repeated_runs():
+    import pandas as pd
+
+    from analysis.laws import LAWS
+    from analysis.study import analyze
+
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(1e6, 1e9, 6), 4)  # each size 4 times (4 seeds)
+    df = pd.DataFrame({"n_params": n, "tokens": 1e9, "run": [f"r{i}" for i in range(n.size)]})
+    df["compute"] = 6 * df["n_params"] * df["tokens"]
+    law = {"E": 1.5, "A": 300.0, "alpha": 0.3}
+    df["loss"] = LAWS["n"].predict(law, n_params=n) * np.exp(rng.normal(0, 0.01, n.size))
+    noise = analyze(df, "n", resamples=0, warn=False).result["noise"]
+    assert noise["noise_from"] == "repeated runs"
+    assert 0.6 < noise["ratio"] < 1.5 and "within their noise" in noise["text"]
+
+
+def test_data_constrained_law_recovers_the_worth_of_repeated_tokens(tmp_path):
+    """Runs on 1 to 40 epochs of their unique data, losses from Muennighoff et al.'s law with
+    known R*: the fit recovers R* and the exponents; every repeated run is flagged."""
+    import pandas as pd
+
+    from analysis.cli import main
+    from analysis.laws import LAWS, fit_law
+
+    law = LAWS["data_constrained"]
+    truth = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 1500.0, "beta": 0.32, "R_star": 15.0}
+    n, d, u = (
+        a.ravel()
+        for a in np.meshgrid(
+            np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 5), [1e9, 5e9, 1e11]
+        )
+    )
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"n_params": n, "tokens": d, "unique_tokens": np.minimum(u, d)})
+    df["loss"] = law.predict(truth, **df) * np.exp(rng.normal(0, 0.002, len(df)))
+    df["run"] = [f"r{i}" for i in range(len(df))]
+    fit = fit_law(df, law)
+    assert fit.params["R_star"] == pytest.approx(15.0, rel=0.3)
+    assert fit.params["alpha"] == pytest.approx(0.34, abs=0.03)
+    assert fit.params["beta"] == pytest.approx(0.32, abs=0.03)
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--law",
+                "data_constrained",
+                "--bootstrap",
+                "0",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    import json
+
+    warnings = json.loads((tmp_path / "a" / "fit.json").read_text())["warnings"]
+    assert any("repeat their data" in w for w in warnings)

@@ -369,7 +369,7 @@ def design(df: pd.DataFrame, law: Law) -> tuple[np.ndarray, np.ndarray]:
 # (objective equal to 10 digits) with 5 to 40 screening steps; 10 is twice the fewest.
 SCREEN_ITERATIONS = 10
 POLISH_STARTS = 64
-SCREEN_ABOVE = 200_000
+SCREEN_ABOVE = 100_000
 
 
 def fit_law(
@@ -414,5 +414,7 @@ def fit_law(
             "starts": int(n_starts),
             "delta": delta,
             **({"polished": res.x} if screened else {}),
+            # the best converged solutions, for warm refits of subsets (rolling backtest)
+            "best": res.x[np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:16]],
         },
     )

@@ -108,8 +108,8 @@ def rolling_backtest(
         if len(train) < law.n_params + 1:
             continue
         starts = None
-        if warm is not None and "polished" in warm.extra:
-            starts = np.vstack([warm.theta[None, :], warm.extra["polished"][:WARM_STARTS]])
+        if warm is not None and "best" in warm.extra:
+            starts = np.vstack([warm.theta[None, :], warm.extra["best"][:WARM_STARTS]])
         fit = fit_law(train, law, starts=starts)
         # quick refits (warm, at most 200 iterations): the interval is mostly the runs' scatter
         samples = bootstrap_fit(train, fit, resamples, seed=i, max_iter=200) if resamples else []

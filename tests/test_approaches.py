@@ -123,7 +123,7 @@ def test_a_parameter_at_its_bound_is_a_warning_in_fit_json(tmp_path):
     df["loss"] = 400 / n**0.34 + 400 / d**0.28  # no irreducible term: E goes to 0
     path = tmp_path / "runs.csv"
     df.to_csv(path, index=False)
-    assert analyze_main(["fit", str(path), "--bootstrap", "50", "--out", str(tmp_path / "a")]) == 0
+    assert analyze_main(["fit", str(path), "--bootstrap", "20", "--out", str(tmp_path / "a")]) == 0
     fit = json.loads((tmp_path / "a" / "fit.json").read_text())
     assert any("collapsed to 0" in h for h in fit["health"])
     assert any("collapsed to 0" in w for w in fit["warnings"])

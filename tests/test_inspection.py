@@ -15,7 +15,7 @@ from lab.train import train
 def _train(path, d_model=32, steps=300):
     cfg = Config(
         model=ModelConfig(name=f"d{d_model}", n_layer=2, n_head=2, d_model=d_model, context=64),
-        data=DataConfig(max_bytes=400_000, tokens=16 * 64 * steps),
+        data=DataConfig(max_bytes=400_000, tokens=16 * 64 * steps, eval_tokens=4096),
         optim=OptimConfig(lr=3e-3),
         train=TrainConfig(batch_size=16, eval_batches=2, device="cpu"),
     )

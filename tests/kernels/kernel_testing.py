@@ -40,7 +40,7 @@ def demo_config(tokens: int, **backend_ops: str) -> Config:
     """The demo model's shape, shrunk so a few steps run quickly under the interpreter."""
     return Config(
         model=ModelConfig(name="t", n_layer=2, n_head=2, d_model=32, context=16),
-        data=DataConfig(max_bytes=100_000, tokens=tokens),
+        data=DataConfig(max_bytes=100_000, tokens=tokens, eval_tokens=256),  # interpreter: brief
         optim=OptimConfig(lr=3e-3),
         train=TrainConfig(
             batch_size=4,

@@ -227,6 +227,12 @@ def _isoflop(n, loss, groups, k, method, warn) -> dict:
             }
         )
         opts.append(opt)
+    if not minima and all("model size(s)" in d["reason"] for d in dropped):
+        raise ApproachError(  # a grid, not an IsoFLOP design: nothing per budget to say
+            "no compute budget has 3 or more model sizes (approach 2 needs an IsoFLOP design, "
+            "e.g. sweeps/isoflop.yaml)",
+            {"dropped": dropped, "minima": [], "notes": []},
+        )
     notes = _dropped_notes(dropped, len(minima) + len(dropped))
     if len(minima) < 3:
         notes.append(

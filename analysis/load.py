@@ -77,6 +77,9 @@ def load_runs(
         )
         if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
             df["budget"] = raw["budget"]
+        se = raw.get(f"{loss}_se")  # the final evaluation's standard error, when recorded
+        if se is not None and se.notna().all():
+            df["loss_se"] = se.astype(float)
         for column in ("unique_tokens", "epochs"):  # repeated data (epochs > 1)
             if raw[column].notna().all():
                 df[column] = raw[column].astype(float)

@@ -90,7 +90,8 @@ def loss_vs_variables(study, path) -> list[Path]:
         xs = _span(df[x])
         inside = (xs >= df[x].min()) & (xs <= df[x].max())
         if group is None:
-            ax.plot(df[x], df["loss"], "o", color="C0", label="runs")
+            yerr = df["loss_se"] if "loss_se" in df else None  # the evaluation's SE
+            ax.errorbar(df[x], df["loss"], yerr=yerr, fmt="o", color="C0", capsize=2, label="runs")
             _curve(ax, xs, study.fit.predict(**{x: xs}), inside, "black", _band(study, **{x: xs}))
         else:
             _grouped(ax, study, x, group, xs, inside)
@@ -138,8 +139,14 @@ def _grouped(ax, study, x, group, xs, inside) -> None:
         color = cmap(norm(g) * 0.85 + 0.05)
         if not many:
             sub = df[df[group] == g]
-            ax.plot(
-                sub[x], sub["loss"], "o", color=color, label=f"{SYMBOL[group]} = {format_si(g)}"
+            ax.errorbar(
+                sub[x],
+                sub["loss"],
+                yerr=sub["loss_se"] if "loss_se" in sub else None,  # the evaluation's SE
+                fmt="o",
+                color=color,
+                capsize=2,
+                label=f"{SYMBOL[group]} = {format_si(g)}",
             )
         gv = np.full_like(xs, g)
         label = f"fit at {SYMBOL[group]} = {format_si(g)}" if many else None

@@ -39,6 +39,7 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
@@ -335,3 +336,47 @@ def test_a_rerun_continues_a_half_finished_run_from_its_checkpoint(tmp_path, mon
     assert again["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
     fresh = train(replace(cfg, train=replace(cfg.train, resume="false")), tmp_path / "half")
     assert "resumed_from_step" not in fresh
+
+
+def test_a_sweep_killed_and_restarted_while_another_runs_loses_nothing(tmp_path):
+    grid = ["-m", *TINY, "data.tokens=20000,24000,28000", f"hydra.sweep.dir={tmp_path}/both"]
+    first = lab_cmd(*grid, cwd=tmp_path, wait=False)
+    second = lab_cmd(*grid, cwd=tmp_path, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "both").glob("*/checkpoint.pt")):
+        time.sleep(0.2)
+    second.send_signal(signal.SIGKILL)  # mid-run, holding a claim
+    second.wait()
+    again = lab_cmd(*grid, cwd=tmp_path, wait=False)
+    logs = [p.communicate(timeout=600)[0] for p in (first, again)]
+    assert first.returncode == 0 and again.returncode == 0, logs
+    records = list((tmp_path / "both").glob("*/result.json"))
+    assert len(records) == 3
+    for record in records:
+        assert json.loads(record.read_text())["status"] == "ok", record
+        rows = (record.parent / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(x)["step"] for x in rows]
+        assert steps == sorted(set(steps)), steps
+    assert (tmp_path / "both" / "runs.csv").exists()
+
+
+def test_inspection_ignores_a_cache_folder_named_by_a_record(tmp_path):
+    from lab.inspection import Run
+
+    cfg = small()
+    train(cfg, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    record["config"]["data"]["cache_dir"] = str(tmp_path / "elsewhere")
+    (tmp_path / "run" / "result.json").write_text(json.dumps(record))
+    run = Run(tmp_path / "run")
+    assert run.data.cache_dir is None
+    run.val_windows(2, 16)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_model_group_lists_models_only(tmp_path):
+    result = lab_cmd("model=huge", cwd=tmp_path)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    options = text.split("Available options in 'model':")[1].split("Config search path")[0]
+    assert options.split() == ["large", "medium", "micro", "mini", "nano", "small", "tiny"]

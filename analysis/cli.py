@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
             if len(study.fit.law.variables) == 2
             else "loss_vs_" + plot.SYMBOL[study.fit.law.variables[0]]
         )
-        written = plot.loss_vs_variables(study, out / name)
+        written = plot.loss_vs_variables(study, out / name, formats=(".png",))  # plot: SVG too
     else:
         written = plot.all_figures(study, out)
     print(runs_table(df))

@@ -75,9 +75,9 @@ def _band(study, **variables) -> tuple[np.ndarray, np.ndarray] | None:
         return np.nanpercentile(preds, 2.5, axis=0), np.nanpercentile(preds, 97.5, axis=0)
 
 
-def loss_vs_variables(study, path) -> list[Path]:
+def loss_vs_variables(study, path, formats=(".png", ".svg")) -> list[Path]:
     """Loss against each of the law's variables: for L(N, D), against N with one colour per
-    token budget and against D with one colour per model size."""
+    token budget and against D with one colour per model size. Written in ``formats``."""
     df, law = study.df, study.fit.law
     if len(law.variables) >= 2:
         panels = [("n_params", "tokens"), ("tokens", "n_params")]
@@ -115,7 +115,7 @@ def loss_vs_variables(study, path) -> list[Path]:
         f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)",
         fontsize=10,
     )
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
 MAX_LEGEND_GROUPS = 6
@@ -347,11 +347,11 @@ def all_figures(study, out: Path) -> list[Path]:
     return written
 
 
-def _save(fig, path: str | Path) -> list[Path]:
+def _save(fig, path: str | Path, formats=(".png", ".svg")) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix in (".png", ".svg"):
+    for suffix in formats:
         out = path.with_suffix(suffix)
         fig.savefig(out, dpi=130)
         written.append(out)

@@ -23,9 +23,9 @@ demo: install
 	$(VENV)/bin/lab-analyze report $(DEMO_DIR) --out $(DEMO_DIR)/analysis
 
 ## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1), one pytest
-## worker per core (pytest-xdist)
+## worker per core (pytest-xdist; idle workers take queued tests from busy ones)
 test: install
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 ## test-slow: the long checks left out of `make test`
 test-slow: install

@@ -47,11 +47,10 @@ def runs_table(df: pd.DataFrame) -> str:
     """One line per run: N, D, C, loss."""
     conv = df.attrs.get("conventions", {})
     lines = [f"{'N':>8} {'D':>8} {'C':>8} {'loss':>7}  run"]
-    repeated = 0
     for _, r in df.iterrows():
         mark = ""
         if "epochs" in r and r["epochs"] > 1:
-            mark, repeated = f"  (repeated data: {r['epochs']:.2g} epochs)", repeated + 1
+            mark = f"  (repeated data: {r['epochs']:.2g} epochs)"
         lines.append(
             f"{format_si(r['n_params']):>8} {format_si(r['tokens']):>8} "
             f"{format_si(r['compute']):>8} {r['loss']:>7.4f}  {r['run']}{mark}"

@@ -8,24 +8,16 @@ the hash of the config it belongs to, so a resume with a different config is ref
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-from lab.records import atomic_temp
+from lab.records import write_atomic
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save to a temporary file beside ``path``, then rename over it."""
-    fd, tmp = atomic_temp(path)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, written atomically (``lab.records.write_atomic``)."""
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

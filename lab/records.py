@@ -9,9 +9,10 @@ import platform
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -30,38 +31,35 @@ def atomic_temp(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``:
-    a reader (or a killed run) never sees half a file."""
-    fd, tmp = atomic_temp(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    """``table.to_csv`` (or ``to_parquet`` for a ``.parquet`` path, with typed columns)
-    through a temporary file and a rename, like ``write_json_atomic`` (two sweeps ending at
-    once on one folder each leave a whole table)."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a temporary file beside ``path``, synced, then renamed over
+    ``path``: a reader (or a killed run) never sees half a file, and a failed write leaves
+    nothing behind. Every file the lab writes whole goes through here."""
     fd, tmp = atomic_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".parquet":
-                typed_table(table).to_parquet(f, index=False)
-            else:
-                f.write(table.to_csv(index=False).encode())
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as JSON, written atomically (``write_atomic``)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
+    """``table.to_csv`` (or ``to_parquet`` for a ``.parquet`` path, with typed columns),
+    written atomically (two sweeps ending at once on one folder each leave a whole table)."""
+    if path.suffix == ".parquet":
+        write_atomic(path, lambda f: typed_table(table).to_parquet(f, index=False))
+    else:
+        write_atomic(path, lambda f: f.write(table.to_csv(index=False).encode()))
 
 
 TEXT_COLUMNS = ("run", "status", "model", "config_hash", "error", "run_dir")

@@ -4,6 +4,7 @@
     layer_norm(x, weight, bias, eps=1e-5)            x: (..., N)
     rms_norm(x, weight, eps=1e-5)                    x: (..., N)
     linear(x, weight, bias=None, activation=None)    x: (..., K), weight: (N, K)
+    causal_conv1d(x, weight, bias=None, activation=None)   x: (B, T, C), weight: (C, K)
 
 Backends:
 - "torch": PyTorch's fused ops (``F.scaled_dot_product_attention``, ``F.layer_norm``,

@@ -94,3 +94,24 @@ def check_linear(x, weight, bias, activation) -> activations.Activation:
             f"linear: bias must be shaped ({weight.shape[0]},), got {tuple(bias.shape)}"
         )
     return activations.ACTIVATIONS[activation]
+
+
+def check_causal_conv1d(x, weight, bias, activation) -> activations.Activation:
+    """Checks the inputs of ``causal_conv1d``; returns the activation's registry entry."""
+    if activation not in activations.ACTIVATIONS:
+        raise ValueError(
+            f"causal_conv1d: activation must be None or one of {activations.names()}, "
+            f"got {activation!r}"
+        )
+    _same_dtype_device("causal_conv1d", {"x": x, "weight": weight, "bias": bias})
+    if x.dim() != 3:
+        raise ValueError(f"causal_conv1d: x must be (B, T, C), got shape {tuple(x.shape)}")
+    C = x.shape[2]
+    if weight.dim() != 2 or weight.shape[0] != C or weight.shape[1] < 1:
+        raise ValueError(
+            f"causal_conv1d: weight must be (C, K) = ({C}, K ≥ 1) for x {tuple(x.shape)}, "
+            f"got {tuple(weight.shape)}"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != C):
+        raise ValueError(f"causal_conv1d: bias must be shaped ({C},), got {tuple(bias.shape)}")
+    return activations.ACTIVATIONS[activation]

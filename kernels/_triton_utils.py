@@ -5,8 +5,17 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
 
+from kernels import activations
 from kernels.registry import interpreting  # noqa: F401 - re-exported for the kernel files
+
+# Each registered activation's forward and backward as Triton device functions, passed to
+# the kernels that fuse an activation (the GEMM's epilogue, the causal convolution) as
+# constexpr arguments, as Triton's matmul tutorial passes its activation: one compiled
+# variant per activation, no if-chain in a kernel.
+ACT_FWD = {name: triton.jit(a.triton_fwd) for name, a in activations.ACTIVATIONS.items()}
+ACT_BWD = {name: triton.jit(a.triton_bwd) for name, a in activations.ACTIVATIONS.items()}
 
 
 def autotune_off() -> bool:

@@ -1,6 +1,6 @@
 """Kernel benchmarks: the Triton kernels against PyTorch, measured side by side in one run.
 
-    python -m kernels.bench layernorm|gemm|attention [--csv PATH] [--dtype bf16]
+    python -m kernels.bench layernorm|gemm|attention|conv [--csv PATH] [--dtype bf16]
     python -m kernels.bench layernorm --smoke     tiny shapes, any device (checks the script)
 
 Reports bandwidth (GB/s) or throughput (TFLOP/s), never milliseconds alone, with the ratio
@@ -41,6 +41,10 @@ ATTENTION_SHAPES = [
     (d, t, c) for d in (64, 128) for t in (1024, 4096, 16384) for c in (True, False)
 ]
 SMOKE_ATTENTION_SHAPES = [(32, 64, True)]
+# (B, T, C, K): a Mamba-like short convolution (C = 2·d_model for GPT-2 small and a 2048-wide
+# model), at B·T = 16384 tokens
+CONV_SHAPES = [(8, 2048, 1536, 4), (8, 2048, 4096, 4), (4, 4096, 4096, 8)]
+SMOKE_CONV_SHAPES = [(2, 64, 48, 4)]
 
 
 def timer(device: torch.device) -> Callable[..., float]:
@@ -101,6 +105,46 @@ def _bench_layernorm_shape(M: int, N: int, dtype, device, ms) -> list[dict]:
             {
                 "op": "layernorm",
                 "shape": f"{M}x{N}",
+                "impl": impl,
+                "fwd_GBps": 2 * nbytes / t_fwd / 1e6,
+                "bwd_GBps": 3 * nbytes / t_bwd / 1e6,
+            }
+        )
+    return rows
+
+
+def bench_conv(shapes, dtype, device, ms) -> list[dict]:
+    """The causal convolution with its fused silu against torch's depthwise ``F.conv1d``
+    (transposes, padding and the silu as separate ops: the path ``kernels.causal_conv1d``
+    takes on the torch backend). Forward GB/s = 2·bytes(x)/t (read x, write y); backward
+    GB/s = 3·bytes(x)/t (read x and dy, write dx), the layer norm's convention."""
+    return [row for shape in shapes for row in _bench_conv_shape(*shape, dtype, device, ms)]
+
+
+def _bench_conv_shape(B: int, T: int, C: int, K: int, dtype, device, ms) -> list[dict]:
+    import kernels
+    from kernels import conv
+
+    x = torch.randn(B, T, C, device=device, dtype=dtype, requires_grad=True)
+    w = torch.randn(C, K, device=device, dtype=dtype, requires_grad=True)
+    b = torch.randn(C, device=device, dtype=dtype, requires_grad=True)
+    dy = torch.randn(B, T, C, device=device, dtype=dtype)
+    nbytes = x.numel() * x.element_size()
+
+    def torch_path():
+        with kernels.use_backend(causal_conv1d="torch"):
+            return kernels.causal_conv1d(x, w, b, "silu")
+
+    impls = {"triton": lambda: conv.causal_conv1d(x, w, b, "silu"), "torch": torch_path}
+    rows = []
+    for impl, fwd in impls.items():
+        t_fwd = ms(fwd)
+        y = fwd()
+        t_bwd = ms(lambda y=y: y.backward(dy, retain_graph=True), grad_to_none=[x, w, b])
+        rows.append(
+            {
+                "op": "causal_conv1d",
+                "shape": f"{B}x{T}x{C} K={K}",
                 "impl": impl,
                 "fwd_GBps": 2 * nbytes / t_fwd / 1e6,
                 "bwd_GBps": 3 * nbytes / t_bwd / 1e6,
@@ -279,9 +323,22 @@ def _attention_suite(dtype, device, ms, smoke: bool, env: str):
     return rows, f"attention | {env}"
 
 
+def _conv_suite(dtype, device, ms, smoke: bool, env: str):
+    cuda = device.type == "cuda"
+    copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
+    shapes = SMOKE_CONV_SHAPES if smoke else CONV_SHAPES
+    rows = with_ratios(bench_conv(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs)
+    return rows, f"causal_conv1d (silu) | {env} | copy {copy_gbs:.1f} GB/s"
+
+
 # One suite per kernel group of the op registry (kernels.registry.kernel_groups); a test
 # checks that every group has one.
-SUITES = {"layernorm": _layernorm_suite, "gemm": _gemm_suite, "attention": _attention_suite}
+SUITES = {
+    "layernorm": _layernorm_suite,
+    "gemm": _gemm_suite,
+    "attention": _attention_suite,
+    "conv": _conv_suite,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,12 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels import activations
-from kernels._triton_utils import autotune_off, dot_precision, interpreting
-
-# Each registered activation's forward and backward as Triton device functions, passed to
-# the kernels as constexpr arguments (one compiled variant per activation).
-_ACT_FWD = {name: triton.jit(a.triton_fwd) for name, a in activations.ACTIVATIONS.items()}
-_ACT_BWD = {name: triton.jit(a.triton_bwd) for name, a in activations.ACTIVATIONS.items()}
+from kernels._triton_utils import ACT_BWD, ACT_FWD, autotune_off, dot_precision, interpreting
 
 
 def _configs() -> list[triton.Config]:
@@ -185,7 +180,7 @@ def matmul(
         c.stride(1),
         *(triton.next_power_of_2(x) for x in (M, N, K)),
         HAS_BIAS=bias is not None,
-        ACTIVATION=_ACT_FWD[activation],
+        ACTIVATION=ACT_FWD[activation],
         STORE_Z=store_z,
         PRECISION=dot_precision(a.dtype, a.device),
     )
@@ -199,7 +194,7 @@ def activation_bwd(dy: torch.Tensor, z: torch.Tensor, activation: str) -> torch.
     n = z.numel()
     BLOCK = 1024
     _activation_bwd_kernel[(triton.cdiv(n, BLOCK),)](
-        dy, z, dz, n, ACTIVATION_BWD=_ACT_BWD[activation], BLOCK=BLOCK
+        dy, z, dz, n, ACTIVATION_BWD=ACT_BWD[activation], BLOCK=BLOCK
     )
     return dz
 

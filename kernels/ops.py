@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from kernels import reference
-from kernels._checks import check_attention, check_layer_norm, check_linear
+from kernels._checks import (
+    check_attention,
+    check_causal_conv1d,
+    check_layer_norm,
+    check_linear,
+)
 from kernels.registry import OPS, backend_for, register, triton_entry
 
 
@@ -102,6 +107,35 @@ def linear(
     if backend_for("linear", x.device) == "triton":
         return triton_entry("linear")(x, weight, bias, activation)
     z = F.linear(x, weight, bias)
+    return z if activation is None else act.torch(z)
+
+
+@register(reference=reference.causal_conv1d, triton="kernels.conv:causal_conv1d", group="conv")
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor:
+    """Depthwise causal convolution over time, with an optional fused activation:
+    y[b, t, c] = act(bias[c] + Σ_k weight[c, k] · x[b, t − K + 1 + k, c]), x zero before
+    t = 0. x: (B, T, C); weight: (C, K); bias: (C,) or None; activation None or a name in
+    ``kernels.activations`` ("silu" in gated convolution blocks). Returns (B, T, C).
+
+    Raises ValueError on a weight not (C, K ≥ 1), a bias not (C,), x not 3-d, mixed dtypes
+    or devices, or an unknown activation."""
+    cast = _autocast_dtype(x.device)
+    if cast is not None:
+        x, weight = x.to(cast), weight.to(cast)
+        bias = bias.to(cast) if bias is not None else None
+    act = check_causal_conv1d(x, weight, bias, activation)
+    if backend_for("causal_conv1d", x.device) == "triton":
+        return triton_entry("causal_conv1d")(x, weight, bias, activation)
+    T, K = x.shape[1], weight.shape[1]
+    # conv1d over (B, C, T), one group per channel, padded K − 1 on both sides: the first T
+    # outputs are the causal ones
+    z = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), bias, padding=K - 1, groups=x.shape[2])
+    z = z[..., :T].transpose(1, 2)
     return z if activation is None else act.torch(z)
 
 

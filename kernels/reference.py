@@ -102,3 +102,20 @@ def linear(
     if bias is not None:
         z = z + bias.float()
     return apply_activation(z, activation).to(x.dtype)
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor:
+    """Depthwise causal convolution over time: y[b, t, c] = act(bias[c] + Σ_k weight[c, k] ·
+    x[b, t − K + 1 + k, c]), x taken as zero before t = 0. x: (B, T, C); weight: (C, K);
+    bias: (C,). The last tap, weight[:, K − 1], multiplies the current position."""
+    T, K = x.shape[1], weight.shape[1]
+    padded = torch.cat([x.float().new_zeros(x.shape[0], K - 1, x.shape[2]), x.float()], dim=1)
+    z = sum(weight[:, k].float() * padded[:, k : k + T] for k in range(K))
+    if bias is not None:
+        z = z + bias.float()
+    return apply_activation(z, activation).to(x.dtype)

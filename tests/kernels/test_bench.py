@@ -41,3 +41,11 @@ def test_attention_benchmark_compares_tma_with_pointer_loads(tmp_path, monkeypat
     assert bench.main(["attention", "--smoke", "--csv", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert {r["impl"] for r in rows} == {"triton", "triton-ptr", "torch"}
+
+
+def test_conv_benchmark_smoke_writes_a_table(tmp_path):
+    out = tmp_path / "conv.csv"
+    assert bench.main(["conv", "--smoke", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["impl"] for r in rows} == {"triton", "torch"}
+    assert all(float(r["fwd_GBps"]) > 0 and float(r["bwd_GBps_vs_torch"]) > 0 for r in rows)

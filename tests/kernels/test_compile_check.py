@@ -1,7 +1,8 @@
 """The Triton kernels build for Hopper (sm_90) with the installed triton, on a machine
 without a GPU: attention on both read paths (TMA descriptors and pointers), causal or not,
 with and without dropout; the GEMM's products and activation backward for every registered
-activation; layer norm and RMSNorm forward and backward. Each kernel's first tile. A build
+activation; layer norm and RMSNorm forward and backward; the causal convolution's three
+kernels. Each kernel's first tile. A build
 that fails, or one that needs more shared memory than an H100/H200 block can have, fails
 here, before any GPU time is spent on it. ``make test`` builds attention at head dim 64;
 ``make test-slow`` at 64 and 128."""
@@ -39,6 +40,7 @@ def _build(tmp_path, head_dims):
     kernels = {(r["op"], r["kernel"]) for r in rows}
     assert {("gemm", "matmul"), ("gemm", "activation bwd")} <= kernels
     assert {("layernorm", "forward"), ("layernorm", "backward")} <= kernels
+    assert {("conv", "forward"), ("conv", "backward dz, dw"), ("conv", "backward dx")} <= kernels
     gemm_cases = {r["case"] for r in rows if r["op"] == "gemm"}
     for name in activations.ACTIVATIONS:
         assert f"4096x3072x768 bias {name or 'no act'}" in gemm_cases

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -10,7 +12,9 @@ import torch
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 # tokenized corpora and BPE tokenizers of this test session, apart from the user's cache
-os.environ.setdefault("LAB_CACHE_DIR", tempfile.mkdtemp(prefix="lab-test-cache-"))
+if "LAB_CACHE_DIR" not in os.environ:
+    os.environ["LAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="lab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LAB_CACHE_DIR"], ignore_errors=True)
 if not torch.cuda.is_available():
     # Triton kernels run on the CPU through Triton's interpreter; it must be chosen before
     # any kernel module is imported (the @triton.jit decorator reads it).

@@ -57,6 +57,10 @@ ActivationName = _choice("ActivationName", activations.names())
 Mlp = _choice("Mlp", ("plain", "gated"))  # gated: act(x W_gate) ⊙ (x W_value) (GLU variants)
 NormKind = _choice("NormKind", ("layernorm", "rmsnorm"))
 Positions = _choice("Positions", ("learned", "rope"))
+# the token mixer of each block: attention (a transformer), a gated causal convolution
+# (Dauphin et al. 2017; the short convolutions of H3 and Hyena) or an LSTM (Kaplan et al.
+# 2020, section 3.2, compare transformers with LSTMs)
+Mixer = _choice("Mixer", ("attention", "conv", "lstm"))
 Schedule = _choice("Schedule", ("cosine", "wsd", "constant"))
 CooldownShape = _choice("CooldownShape", ("linear", "cosine", "sqrt"))
 BinDtype = _choice("BinDtype", ("uint16", "uint32"))
@@ -103,6 +107,8 @@ class ModelConfig:
     activation: ActivationName = ActivationName("gelu")  # any name in kernels.activations
     mlp: Mlp = Mlp.plain  # plain: act(x W1) W2; gated: (act(x W_g) ⊙ x W_v) W2 (SwiGLU: silu)
     norm: NormKind = NormKind.layernorm
+    mixer: Mixer = Mixer.attention  # what mixes tokens in each block (then the MLP)
+    conv_kernel: int = 4  # mixer=conv: taps of the causal convolution (positions seen)
     positions: Positions = Positions.learned
     rope_theta: float = 10000.0
     bias: bool = True
@@ -238,7 +244,7 @@ HASH_EXCLUDED = (
 )
 # Fields added after records existed: at these values they are left out of the hash, so
 # a config that keeps the old behaviour keeps its old hash (and its finished runs).
-HASH_NEUTRAL_DEFAULTS = {"model.mlp": "plain"}
+HASH_NEUTRAL_DEFAULTS = {"model.mlp": "plain", "model.mixer": "attention", "model.conv_kernel": 4}
 
 
 def safe_dirname(name: str) -> str:
@@ -354,6 +360,15 @@ def validate(cfg: Config) -> None:
             raise ValueError(
                 f"{key} must be in [{low:g}, {high:g}{']' if closed else ')'}, got {value}"
             )
+    if m.mixer == Mixer.conv and not 1 <= m.conv_kernel <= m.context:
+        raise ValueError(
+            f"model.conv_kernel must be in [1, model.context={m.context}], got {m.conv_kernel}"
+        )
+    if m.mixer != Mixer.attention and m.positions == Positions.rope:
+        raise ValueError(
+            f"model.positions=rope rotates attention's queries and keys; model.mixer={m.mixer} "
+            "has none: use model.positions=learned"
+        )
     if m.d_model % m.n_head != 0:
         raise ValueError(f"model.d_model={m.d_model} is not divisible by model.n_head={m.n_head}")
     if m.positions == Positions.rope and (m.d_model // m.n_head) % 2:

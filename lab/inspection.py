@@ -3,6 +3,9 @@
     lab-inspect attention RUN [--text "..."] [--layer L]   attention maps + entropy per head
     lab-inspect probe RUN [--probe NAME ...]               linear probes, layer by layer
     lab-inspect tokens RUN [--text "..."]                  per-token loss, highlighted
+    lab-inspect positions RUN [RUN ...]                    mean loss at each context position
+    lab-inspect attribution RUN --text "..." [--position P] [--target TOKEN]
+                                                           SHAP and Integrated Gradients
     lab-inspect sweep SWEEP_DIR                            all of it against N
 
 RUN is a run folder (with checkpoint.pt, and result.json telling the corpus) or a
@@ -87,14 +90,17 @@ def trace(model: GPT, ids: torch.Tensor) -> dict:
     """Observe one forward pass of the model (forward hooks; nothing re-implemented):
     hidden states after the embedding and every block, each layer's attention maps
     (B, H, T, T) from the reference math on the model's own q and k, and how far the maps'
-    output is from the model's own attention output (``max_attention_error``)."""
+    output is from the model's own attention output (``max_attention_error``). A model
+    whose token mixer is not attention has no maps (an empty list)."""
     model.eval()
     hidden, calls = [], []
+    attention = model.cfg.mixer == "attention"
     hooks = [model.blocks[0].register_forward_pre_hook(lambda m, args: hidden.append(args[0]))]
     for block in model.blocks:
-        hooks.append(
-            block.attn.register_forward_hook(lambda m, args, out: calls.append((m, args, out)))
-        )
+        if attention:
+            hooks.append(
+                block.attn.register_forward_hook(lambda m, args, out: calls.append((m, args, out)))
+            )
         hooks.append(block.register_forward_hook(lambda m, args, out: hidden.append(out)))
     try:
         model(ids)
@@ -126,6 +132,11 @@ def attention_figure(
     """A grid of attention maps (layers × heads) with the tokens on the axes, and a table of
     each head's mean entropy. Raises ValueError for a layer index out of range."""
     n_layer = run.model.cfg.n_layer
+    if run.model.cfg.mixer != "attention":
+        raise ValueError(
+            f"this model mixes tokens with model.mixer={run.model.cfg.mixer}: it has no "
+            "attention maps (lab-inspect positions and attribution work for every mixer)"
+        )
     if layer is not None and not 0 <= layer < n_layer:
         raise ValueError(
             f"layer index {layer} out of range: the model has {n_layer} layers (0-{n_layer - 1})"
@@ -204,6 +215,117 @@ def tokens_figure(run: Run, text: str | None, out: Path) -> list[Path]:
     return [_save(fig, out / "tokens.png"), out / "tokens.html"]
 
 
+@torch.no_grad()
+def position_losses(model: GPT, windows: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Mean loss (nats) at each position of the context: windows (n, T + 1) of held-out
+    tokens; position t predicts token t + 1 from tokens 0 … t. Returns (T,)."""
+    model.eval()
+    total = np.zeros(windows.shape[1] - 1)
+    for start in range(0, len(windows), batch):
+        ids = torch.as_tensor(windows[start : start + batch])
+        logits, _ = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+        total += loss.sum(0).double().numpy()
+    return total / len(windows)
+
+
+def positions_figure(runs: list[Run], out: Path, windows: int = 256) -> tuple[Path, list[dict]]:
+    """Kaplan et al.'s (2020, figure 20) loss-by-position view: each run's mean validation
+    loss at every position of its context, on one log-x figure; a model that uses long
+    context keeps improving with position. Also writes positions.json."""
+    rows = []
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for run in runs:
+        cfg = run.model.cfg
+        losses = position_losses(run.model, run.val_windows(windows, cfg.n_positions + 1))
+        n = (run.record or {}).get("n_params_non_embedding")
+        label = f"{run.dir.name} ({cfg.mixer}" + (f", N={n:,}" if n else "") + ")"
+        ax.plot(np.arange(1, losses.size + 1), losses, label=label)
+        rows.append(
+            {
+                "run": str(run.dir),
+                "mixer": str(cfg.mixer),
+                "N": n,
+                "windows": windows,
+                "loss_by_position": [round(float(v), 5) for v in losses],
+                "first": float(losses[0]),
+                "last": float(losses[-1]),
+            }
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("position in the context (tokens seen, log scale)")
+    ax.set_ylabel("mean validation loss at the position (nats/token)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("loss by position in the context", fontsize=10)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "positions.json").write_text(json.dumps(rows, indent=2))
+    return _save(fig, out / "positions.png"), rows
+
+
+def attribution_run(
+    run: Run,
+    text: str,
+    out: Path,
+    position: int | None = None,
+    target: str | None = None,
+    methods=("shap", "ig"),
+    n_samples: int = 32,
+    n_steps: int = 64,
+) -> tuple[list[Path], dict]:
+    """Attributions of the model's next-token prediction after ``position`` (default: the
+    text's last token) to the text's tokens (``lab.attribution``). The target is the token
+    ``target`` spells (it must be one token), else the text's own next token, else the
+    model's most likely one. Raises ValueError for text longer than the context, a
+    position outside the text or a target that is not one token."""
+    from lab import attribution
+
+    if not hasattr(run.tokenizer, "encode"):
+        raise ValueError("this model was trained on pre-tokenized ids: it has no text tokenizer")
+    ids = run.tokenizer.encode(text.encode("utf-8")).astype(np.int64)
+    limit = run.model.cfg.n_positions
+    if ids.size == 0:
+        raise ValueError("--text must not be empty")
+    if ids.size > limit:
+        raise ValueError(
+            f"--text is {ids.size} tokens, longer than the model's context of {limit}: shorten it"
+        )
+    position = ids.size - 1 if position is None else position
+    if not 0 <= position < ids.size:
+        raise ValueError(f"--position must be in [0, {ids.size - 1}] for this text, got {position}")
+    x = torch.as_tensor(ids)[None]
+    if target is not None:
+        spelled = run.tokenizer.encode(target.encode("utf-8"))
+        if len(spelled) != 1:
+            raise ValueError(f"--target {target!r} is {len(spelled)} tokens; give one token")
+        target_id = int(spelled[0])
+    elif position + 1 < ids.size:
+        target_id = int(ids[position + 1])
+    else:
+        with torch.no_grad():
+            target_id = int(run.model.eval()(x)[0][0, position].argmax())
+    result = attribution.attribute(
+        run.model,
+        x,
+        position,
+        target_id,
+        attribution.baseline_token(run.tokenizer),
+        methods,
+        n_samples,
+        n_steps,
+    )
+    result.update(
+        {
+            "position": position,
+            "target": target_id,
+            "target_text": run.tokenizer.decode([target_id]),
+        }
+    )
+    tokens = [run.tokenizer.decode([i]) for i in ids.tolist()]
+    return attribution.write_figures(tokens, result, out), result
+
+
 def probe_run(run: Run, probes: list[str], windows: int = 24) -> dict[str, list[dict]]:
     """Every probe on every layer, on windows of the run's validation text."""
     unknown = [p for p in probes if p not in PROBES]
@@ -261,7 +383,11 @@ def sweep_summary(sweep: Path, out: Path, windows: int = 8) -> tuple[Path, list[
             "N": run.record["n_params_non_embedding"],
             "tokens": run.record["tokens"],
             "loss": float(loss),
-            "attention_entropy": float(torch.stack([entropy(m) for m in t["maps"]]).mean()),
+            "attention_entropy": (
+                float(torch.stack([entropy(m) for m in t["maps"]]).mean())
+                if t["maps"]
+                else float("nan")
+            ),
         }
         if getattr(run.tokenizer, "name", "") == "bytes":
             for prop, prows in probe_run(run, list(PROBES), windows).items():
@@ -318,12 +444,59 @@ def main(argv: list[str] | None = None) -> int:
         if name == "probe":
             p.add_argument("--probe", nargs="+", default=list(PROBES), help=f"of {PROBES}")
             p.add_argument("--windows", type=int, default=24)
+    pos = sub.add_parser("positions")
+    pos.add_argument("runs", nargs="+", help="run folders (or checkpoints), one curve each")
+    pos.add_argument("--windows", type=int, default=256, help="held-out windows per run")
+    pos.add_argument("--out", default=None, help="output folder (default: FIRST_RUN/inspect)")
+    a = sub.add_parser("attribution")
+    a.add_argument("run", help="a run folder with checkpoint.pt, or a checkpoint file")
+    a.add_argument("--text", required=True, help="the text (at most the model's context)")
+    a.add_argument("--position", type=int, default=None, help="explain the prediction after it")
+    a.add_argument("--target", default=None, help="the predicted token to explain")
+    a.add_argument("--method", nargs="+", default=["shap", "ig"], help="of shap, ig")
+    a.add_argument("--samples", type=int, default=32, help="Shapley value sampling permutations")
+    a.add_argument("--steps", type=int, default=64, help="Integrated Gradients steps")
+    a.add_argument("--out", default=None, help="output folder (default: RUN/inspect)")
     s = sub.add_parser("sweep")
     s.add_argument("sweep", help="a sweep folder")
     s.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
+        if args.command == "positions":
+            runs = [Run(r) for r in args.runs]
+            path, rows = positions_figure(
+                runs, Path(args.out or runs[0].dir / "inspect"), args.windows
+            )
+            for r in rows:
+                print(
+                    f"{r['run']}: {r['mixer']}, loss at position 1 {r['first']:.3f}, "
+                    f"at {len(r['loss_by_position'])} {r['last']:.3f}"
+                )
+            print(f"figure: {path}")
+            return 0
+        if args.command == "attribution":
+            run = Run(args.run)
+            paths, result = attribution_run(
+                run,
+                args.text,
+                Path(args.out or run.dir / "inspect"),
+                args.position,
+                args.target,
+                args.method,
+                args.samples,
+                args.steps,
+            )
+            print(
+                f"log p({result['target_text']!r} | position {result['position']}) = "
+                f"{result['f_text']:.4f}; at the baseline {result['f_baseline']:.4f}"
+            )
+            for m in ("shap", "ig"):
+                if m in result:
+                    print(f"{m}: sum {sum(result[m]):+.4f}")
+            for p in paths:
+                print(f"figure: {p}")
+            return 0
         if args.command == "sweep":
             out = Path(args.out or Path(args.sweep) / "inspect")
             path, rows = sweep_summary(Path(args.sweep), out)

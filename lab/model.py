@@ -1,9 +1,11 @@
 """A GPT-style decoder built only from the ``kernels`` ops (after nanoGPT's model.py).
 
-token embedding (+ learned positions) → n_layer × [x + attn(norm(x)); x + mlp(norm(x))] →
-norm → linear head (tied to the token embedding by default). Every matmul, norm and
-attention goes through ``kernels.linear``, ``kernels.layer_norm`` / ``kernels.rms_norm`` and
-``kernels.attention``, so switching the kernel backend swaps the whole model's compute.
+token embedding (+ learned positions) → n_layer × [x + mix(norm(x)); x + mlp(norm(x))] →
+norm → linear head (tied to the token embedding by default). The token mixer is attention
+by default (``model.mixer``), or a gated causal convolution, or an LSTM. Every matmul, norm,
+attention and convolution goes through ``kernels.linear``, ``kernels.layer_norm`` /
+``kernels.rms_norm``, ``kernels.attention`` and ``kernels.causal_conv1d``, so switching the
+kernel backend swaps the whole model's compute (the LSTM is PyTorch's own).
 
 Knobs (``lab.config.ModelConfig``): the MLP's activation (any name in
 ``kernels.activations``), a plain or gated MLP (GLU variants, Shazeer 2020: gated + silu is
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels import activations
-from lab.config import Mlp, ModelConfig
+from lab.config import Mixer, Mlp, ModelConfig
 
 
 def dropout(p: float) -> nn.Module:
@@ -109,6 +111,47 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.merge(y))
 
 
+class GatedConv(nn.Module):
+    """The convolutional token mixer: d → 2d projection, a depthwise causal convolution over
+    time of both halves (``kernels.causal_conv1d``, K = ``model.conv_kernel`` taps), a GLU
+    gate (value ⊙ σ(gate), Dauphin et al. 2017, whose gated linear units convolve both
+    paths) and a d → d output projection. Each position sees the K − 1 before it in this
+    block; stacking L blocks widens the receptive field to L·(K − 1) + 1 positions."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, k = cfg.d_model, cfg.conv_kernel
+        self.proj_in = Linear(d, 2 * d, cfg.bias)
+        # depthwise: one K-tap filter per channel; PyTorch's conv1d default init
+        self.conv_weight = nn.Parameter(torch.empty(2 * d, k).uniform_(-(k**-0.5), k**-0.5))
+        self.conv_bias = nn.Parameter(torch.zeros(2 * d)) if cfg.bias else None
+        self.proj = Linear(d, d, cfg.bias)
+        self.proj.residual = True
+        self.resid_dropout = dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+        h = kernels.causal_conv1d(self.proj_in(x), self.conv_weight, self.conv_bias)
+        value, gate = h.chunk(2, dim=-1)
+        return self.resid_dropout(self.proj(value * torch.sigmoid(gate)))
+
+
+class LSTMMixer(nn.Module):
+    """The recurrent token mixer: one PyTorch LSTM layer, d → d (cuDNN on a GPU), as in
+    Kaplan et al.'s (2020) transformer/LSTM comparison; PyTorch's own initialisation."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, batch_first=True, bias=cfg.bias)
+        self.resid_dropout = dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.resid_dropout(out)
+
+
+MIXERS = {Mixer.attention: CausalSelfAttention, Mixer.conv: GatedConv, Mixer.lstm: LSTMMixer}
+
+
 class MLP(nn.Module):
     """d → d_ff → d. Plain: the activation fused into the first linear. Gated: one 2·d_ff
     projection split into a gate and a value, act(gate) ⊙ value (SwiGLU with silu)."""
@@ -137,7 +180,9 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
+        # the token mixer; named `attn` whatever it is, so checkpoints, exports and hooks
+        # of attention models keep their parameter names
+        self.attn = MIXERS[cfg.mixer](cfg)
         self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.bias)
         self.mlp = MLP(cfg)
 

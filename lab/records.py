@@ -133,8 +133,39 @@ def find_records(root: str | Path) -> list[Path]:
     return sorted(Path(root).rglob(RECORD_NAME))
 
 
-def read_records(root: str | Path) -> pd.DataFrame:
-    """Every run record under ``root`` (any status) as one flat row per run."""
+def config_value(config: dict | None, key: str):
+    """The value of a dotted config key ("model.mixer") in a record's config; for a key
+    the record predates, the schema's default (``lab.config``); None for a key the schema
+    does not have either."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _schema_default(key)
+        node = node[part]
+    return node
+
+
+def _schema_default(key: str):
+    import dataclasses
+    import typing
+
+    from lab import config as schema
+
+    section, _, name = key.partition(".")
+    sections = typing.get_type_hints(schema.Config)
+    if section not in sections or not name or "." in name:
+        return None
+    sub = {f.name: f for f in dataclasses.fields(sections[section])}
+    if name not in sub:
+        return None
+    f = sub[name]
+    value = f.default if f.default is not dataclasses.MISSING else None
+    return str(value) if isinstance(value, str) else value
+
+
+def read_records(root: str | Path, config_keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every run record under ``root`` (any status) as one flat row per run, with a column
+    per dotted key of ``config_keys`` (``config_value``) after the table's columns."""
     rows = []
     for path in find_records(root):
         rec = read_record(path.parent)
@@ -146,6 +177,9 @@ def read_records(root: str | Path) -> pd.DataFrame:
         config = rec.get("config")
         model = config.get("model") if isinstance(config, dict) else None
         row["model"] = model.get("name") if isinstance(model, dict) else None
+        row["mixer"] = config_value(config, "model.mixer")
         row["run_dir"] = str(path.parent)
+        for key in config_keys:
+            row[key] = config_value(config, key)
         rows.append(row)
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *config_keys])

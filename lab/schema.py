@@ -44,6 +44,7 @@ TABLE_COLUMNS = [
     "run",
     "status",
     "model",
+    "mixer",
     *N_CONVENTIONS.values(),
     "tokens",
     "budget",

@@ -56,3 +56,27 @@ def test_demo_sweep_is_four_sizes_by_three_budgets():
 def test_typos_and_wrong_types_fail_at_composition(override):
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
         compose_run([override])
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.mixer=mamba"], None),
+        (["model.mixer=conv", "model.conv_kernel=0"], r"model\.conv_kernel must be in \[1, "),
+        (["model.mixer=conv", "model.conv_kernel=999"], r"model\.conv_kernel must be in \[1, "),
+        (["model.mixer=lstm", "model.positions=rope"], r"model\.positions=rope rotates"),
+    ],
+)
+def test_bad_mixer_settings_are_one_clear_line(overrides, match):
+    from hydra.errors import ConfigCompositionException
+
+    from lab.config import validate
+    from lab.sweeps import compose_run
+
+    if match is None:  # a choice outside the Enum fails at composition, naming the values
+        with pytest.raises(ConfigCompositionException) as error:
+            compose_run(overrides)
+        assert "attention, conv, lstm" in str(error.value.__cause__)
+        return
+    with pytest.raises(ValueError, match=match):
+        validate(compose_run(overrides))

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.inspection import Run, main, probe_run, trace
+from lab.inspection import Run, main, position_losses, probe_run, trace
 from lab.train import train
 
 
-def _train(path, d_model=32, steps=300):
+def _train(path, d_model=32, steps=300, mixer="attention"):
     cfg = Config(
-        model=ModelConfig(name=f"d{d_model}", n_layer=2, n_head=2, d_model=d_model, context=64),
+        model=ModelConfig(
+            name=f"d{d_model}", n_layer=2, n_head=2, d_model=d_model, context=64, mixer=mixer
+        ),
         data=DataConfig(max_bytes=400_000, tokens=16 * 64 * steps, eval_tokens=4096),
         optim=OptimConfig(lr=3e-3),
         train=TrainConfig(batch_size=16, eval_batches=2, device="cpu"),
@@ -105,3 +107,50 @@ def test_text_longer_than_the_context_is_truncated_with_a_warning(run_dir):
     with pytest.warns(UserWarning, match="truncated to the model's 64"):
         ids = run.encode("x = 1\n" * 40)
     assert ids.shape == (1, 64)
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("inspect") / "conv", steps=200, mixer="conv")
+
+
+def test_loss_by_position_for_several_runs(run_dir, conv_run, tmp_path, capsys):
+    run = Run(run_dir)
+    windows = run.val_windows(16, 65)
+    losses = position_losses(run.model, windows)
+    with torch.no_grad():
+        ids = torch.as_tensor(windows)
+        _, mean = run.model(ids[:, :-1], ids[:, 1:])
+    assert losses.shape == (64,) and losses.mean() == pytest.approx(float(mean), rel=1e-5)
+    out = tmp_path / "pos"
+    assert (
+        main(["positions", str(run_dir), str(conv_run), "--windows", "32", "--out", str(out)]) == 0
+    )
+    assert "conv" in capsys.readouterr().out
+    rows = json.loads((out / "positions.json").read_text())
+    assert [r["mixer"] for r in rows] == ["attention", "conv"]
+    for r in rows:  # more context, lower loss: the first position sees one token
+        assert len(r["loss_by_position"]) == 64 and r["last"] < r["first"]
+    assert (out / "positions.png").stat().st_size > 10_000
+
+
+def test_attribution_command_for_a_conv_model(conv_run, tmp_path, capsys):
+    pytest.importorskip("captum")
+    out = tmp_path / "attr"
+    text = "for i in range(10):\n    print(i"
+    args = ["attribution", str(conv_run), "--text", text, "--samples", "4", "--steps", "16"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "shap: sum" in capsys.readouterr().out
+    result = json.loads((out / "attribution.json").read_text())
+    assert len(result["shap"]) == len(result["ig"]) == len(result["tokens"]) == len(text)
+    assert (out / "attribution.png").stat().st_size > 5000
+    assert "<span" in (out / "attribution.html").read_text()
+
+
+def test_inspection_bad_input_for_other_mixers(conv_run, capsys):
+    assert main(["attention", str(conv_run)]) == 2
+    assert "model.mixer=conv: it has no attention maps" in capsys.readouterr().err
+    assert main(["attribution", str(conv_run), "--text", "x" * 65]) == 2
+    assert "longer than the model's context of 64" in capsys.readouterr().err
+    assert main(["attribution", str(conv_run), "--text", "abc", "--position", "3"]) == 2
+    assert "--position must be in [0, 2]" in capsys.readouterr().err

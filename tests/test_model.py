@@ -78,3 +78,61 @@ def test_sequence_longer_than_context_is_an_error():
     model = GPT(ModelConfig(n_layer=1, n_head=1, d_model=8, context=4, vocab_size=257))
     with pytest.raises(ValueError, match="positional table"):
         model(torch.zeros(1, 5, dtype=torch.long))
+
+
+def test_mixers_count_by_hand():
+    """NANO's shape (d=32, L=2, V=257, T=128) with each token mixer. Per layer, beside the
+    norms (128) and the MLP (4224 + 4128 = 8352):
+      conv: in 32·64+64 = 2112; filters 64·4 + 64 = 320; out 32·32+32 = 1056 → 3488
+      lstm: 4 gates · (32·32 + 32·32 + 32 + 32) = 8448
+    non-embedding: 2·(128 + mixer + 8352) + 64."""
+    conv = ModelConfig(**{**NANO.__dict__, "mixer": "conv", "conv_kernel": 4})
+    lstm = ModelConfig(**{**NANO.__dict__, "mixer": "lstm"})
+    assert param_counts(conv)["non_embedding"] == 2 * (128 + 3488 + 8352) + 64 == 24000
+    assert param_counts(lstm)["non_embedding"] == 2 * (128 + 8448 + 8352) + 64 == 33920
+    for cfg in (conv, lstm):
+        assert param_counts(cfg)["embedding"] == param_counts(NANO)["embedding"]
+        assert sum(p.numel() for p in GPT(cfg).parameters()) == param_counts(cfg)["total"]
+        # each weight is used once per token: no attention term
+        f = flops_per_token(cfg)
+        assert f["6N_attn"] == f["6N"] == 6 * param_counts(cfg)["non_embedding"]
+        assert f["6N_attn_head"] == f["6N"] + 6 * 32 * 257
+    bare = ModelConfig(**{**NANO.__dict__, "mixer": "conv", "conv_kernel": 3, "bias": False})
+    assert sum(p.numel() for p in GPT(bare).parameters()) == param_counts(bare)["total"]
+
+
+@pytest.mark.parametrize("mixer", ["attention", "conv", "lstm"])
+def test_every_mixer_is_causal_and_learns(mixer):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, d_model=32, context=16, vocab_size=50, mixer=mixer)
+    model = GPT(cfg)
+    x = torch.randint(0, 50, (4, 16))
+    later = x.clone()
+    later[:, 9:] = torch.randint(0, 50, (4, 7))
+    model.eval()
+    torch.testing.assert_close(model(later)[0][:, :9], model(x)[0][:, :9])
+    assert (model(later)[0][:, 9:] - model(x)[0][:, 9:]).abs().max() > 1e-4
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _, first = model(x, x.roll(-1, 1))
+    for _ in range(60):
+        _, loss = model(x, x.roll(-1, 1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.6 * first.item()
+
+
+def test_conv_mixer_sees_exactly_its_receptive_field():
+    """One conv block of K taps: the output at t depends on tokens t−K+1 … t only (learned
+    positions aside, the MLP is per position)."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(n_layer=1, n_head=1, d_model=16, context=12, vocab_size=20, mixer="conv")
+    model = GPT(cfg).eval()
+    x = torch.randint(0, 20, (1, 12))
+    far = x.clone()
+    far[0, 2] = (x[0, 2] + 1) % 20  # 4+ positions before t = 6
+    torch.testing.assert_close(model(far)[0][:, 6:], model(x)[0][:, 6:])
+    near = x.clone()
+    near[0, 4] = (x[0, 4] + 1) % 20  # within K = 4 of t = 6
+    assert (model(near)[0][:, 6] - model(x)[0][:, 6]).abs().max() > 1e-5

@@ -4,6 +4,7 @@
     lab-analyze plot PATH    ... and every figure
     lab-analyze report PATH  ... and report.md, a Markdown report with the figures
     lab-analyze table PATH   every run of a sweep, any status
+    lab-analyze compare PATH --by KEY   one law per value of a config key, side by side
 
     options: --law auto|chinchilla|kaplan_nd|n|d|c|n_pure|d_pure|c_pure  --out DIR
              --bootstrap N (resamples, default 1000; 0: none)  --budget C [C ...]
@@ -213,6 +214,21 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``lab-analyze compare PATH --by KEY``: a law per group; compare.json and .png."""
+    from analysis import compare
+
+    df = load_runs(args.path, args.n_convention, args.compute, args.loss, config_keys=(args.by,))
+    result = compare.compare(df, args.by, args.law, args.bootstrap, args.seed)
+    src = Path(args.path)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    json_path, png = compare.write(result, out)
+    print(compare.table(result))
+    print(f"compare: {json_path}")
+    print(f"plot:    {png}")
+    return 0
+
+
 def cmd_noise(args: argparse.Namespace) -> int:
     """``lab-analyze noise PATH``: the seed standard deviation per config; noise.json."""
     result = seed_noise(args.path, args.loss)
@@ -304,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("path", help="a sweep whose configs ran with several train.seed values")
     n.add_argument("--loss", default="val_loss", choices=list(LOSSES))
     n.set_defaults(func=cmd_noise)
+    c = sub.add_parser("compare", help="fit one law per value of a config key, side by side")
+    c.add_argument("path", help="sweep directory, or a table file with the --by column")
+    c.add_argument("--by", required=True, help="a config key, e.g. model.mixer or model.norm")
+    c.add_argument("--law", default="auto", choices=["auto", *LAWS])
+    c.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
+    c.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
+    c.add_argument("--compute", default="6N_attn", choices=list(C_CONVENTIONS))
+    c.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    c.set_defaults(func=cmd_compare)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)

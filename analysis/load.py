@@ -29,10 +29,12 @@ def load_runs(
     n_convention: str = "non_embedding",
     compute_convention: str = "6N",
     loss: str = "val_loss",
+    config_keys: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Finished runs as a frame with ``n_params, tokens, compute, loss`` under the chosen
-    conventions (see module doc). Rows with a NaN, infinite, zero or negative value are
-    dropped with a warning naming them.
+    conventions (see module doc), plus a column per dotted config key of ``config_keys``
+    (a sweep folder; a table file must have columns of those names). Rows with a NaN,
+    infinite, zero or negative value are dropped with a warning naming them.
 
     Raises FileNotFoundError for a missing path and ValueError for an unknown convention,
     a file without the required columns, or no usable runs."""
@@ -50,7 +52,7 @@ def load_runs(
     if not path.exists():
         raise FileNotFoundError(f"no such sweep directory or file: {path}")
     if path.is_dir():
-        raw = read_records(path)
+        raw = read_records(path, tuple(config_keys))
         if raw.empty:
             raise ValueError(f"no {RECORD_NAME} records under {path}")
         raw = raw[raw["status"] == "ok"]
@@ -75,6 +77,8 @@ def load_runs(
                 "loss": raw[loss],
             }
         )
+        for key in config_keys:
+            df[key] = raw[key]
         if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
             df["budget"] = raw["budget"]
         se = raw.get(f"{loss}_se")  # the final evaluation's standard error, when recorded
@@ -100,6 +104,11 @@ def load_runs(
             df["compute"] = 6.0 * n * d  # a row whose N or D is not a number is dropped below
         if "run" not in df.columns:
             df["run"] = [f"row{i}" for i in range(len(df))]
+        absent = [k for k in config_keys if k not in df.columns]
+        if absent:
+            raise ValueError(
+                f"{path} has no column {absent[0]!r} (it has {', '.join(map(str, df.columns))})"
+            )
         if "unique_tokens" in df.columns and "epochs" not in df.columns:
             df["epochs"] = pd.to_numeric(df["tokens"], errors="coerce") / pd.to_numeric(
                 df["unique_tokens"], errors="coerce"

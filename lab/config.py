@@ -24,6 +24,7 @@ from typing import Any
 
 from kernels import activations
 from kernels.registry import BACKENDS
+from lab.schema import ADDED_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -242,9 +243,6 @@ HASH_EXCLUDED = (
     "train.loggers",
     "train.tracker_project",
 )
-# Fields added after records existed: at these values they are left out of the hash, so
-# a config that keeps the old behaviour keeps its old hash (and its finished runs).
-HASH_NEUTRAL_DEFAULTS = {"model.mlp": "plain", "model.mixer": "attention", "model.conv_kernel": 4}
 
 
 def safe_dirname(name: str) -> str:
@@ -302,7 +300,7 @@ def config_hash(cfg: Config) -> str:
     for dotted in HASH_EXCLUDED:
         section, key = dotted.split(".")
         d[section].pop(key, None)
-    for dotted, neutral in HASH_NEUTRAL_DEFAULTS.items():
+    for dotted, neutral in ADDED_FIELDS.items():  # at the old behaviour: the old hash
         section, key = dotted.split(".")
         if d[section].get(key) == neutral:
             d[section].pop(key)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from lab.schema import RECORD_NAME, TABLE_COLUMNS
+from lab.schema import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS
 
 
 def atomic_temp(path: Path) -> tuple[int, str]:
@@ -134,33 +134,15 @@ def find_records(root: str | Path) -> list[Path]:
 
 
 def config_value(config: dict | None, key: str):
-    """The value of a dotted config key ("model.mixer") in a record's config; for a key
-    the record predates, the schema's default (``lab.config``); None for a key the schema
-    does not have either."""
+    """The value of a dotted config key ("model.mixer") in a record's config; for a field
+    added after the record was written, the value that kept the old behaviour
+    (``lab.schema.ADDED_FIELDS``); None for a key the record does not have."""
     node = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return _schema_default(key)
+            return ADDED_FIELDS.get(key)
         node = node[part]
     return node
-
-
-def _schema_default(key: str):
-    import dataclasses
-    import typing
-
-    from lab import config as schema
-
-    section, _, name = key.partition(".")
-    sections = typing.get_type_hints(schema.Config)
-    if section not in sections or not name or "." in name:
-        return None
-    sub = {f.name: f for f in dataclasses.fields(sections[section])}
-    if name not in sub:
-        return None
-    f = sub[name]
-    value = f.default if f.default is not dataclasses.MISSING else None
-    return str(value) if isinstance(value, str) else value
 
 
 def read_records(root: str | Path, config_keys: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -40,6 +40,12 @@ LOSS_UNITS = {
 }
 
 # The flat columns of the sweep-level table, in order.
+# Config fields added after records existed, each with the value that keeps the old
+# behaviour: a record without the field reads as that value (lab.records.config_value),
+# and the config hash leaves the field out at that value, so a config that keeps the old
+# behaviour keeps its old hash (and its finished runs).
+ADDED_FIELDS = {"model.mlp": "plain", "model.mixer": "attention", "model.conv_kernel": 4}
+
 TABLE_COLUMNS = [
     "run",
     "status",

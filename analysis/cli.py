@@ -5,6 +5,7 @@
     lab-analyze report PATH  ... and report.md, a Markdown report with the figures
     lab-analyze table PATH   every run of a sweep, any status
     lab-analyze compare PATH --by KEY   one law per value of a config key, side by side
+    lab-analyze lr PATH      the best learning rate per size, and lr*(N); lr.json
 
     options: --law auto|chinchilla|kaplan_nd|n|d|c|n_pure|d_pure|c_pure  --out DIR
              --bootstrap N (resamples, default 1000; 0: none)  --budget C [C ...]
@@ -135,7 +136,7 @@ def sensitivity_table(rows: list[dict]) -> str:
 
 
 def _run(args: argparse.Namespace, figures: str) -> int:
-    df = load_runs(args.path, args.n_convention, args.compute, args.loss)
+    df = load_runs(args.path, args.n_convention, args.compute, args.loss, all_runs=args.all_runs)
     points = None
     if args.isoflop_curves:
         if not Path(args.path).is_dir():
@@ -229,6 +230,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr(args: argparse.Namespace) -> int:
+    """``lab-analyze lr PATH``: each size's best rate and the fitted lr*(N); lr.json."""
+    from analysis import lr
+
+    result = lr.analyze_lr(args.path, args.n_convention, args.loss, args.bootstrap, args.seed)
+    out = Path(args.out) if args.out else Path(args.path) / "analysis"
+    json_path, png = lr.write(result, out)
+    print(f"best learning rate per sweep ({args.loss}, {result['parametrization']}):")
+    print(f"{'model':>8} {'N':>8} {'D':>8} {'rates':>5} {'best lr':>9} {'loss':>7}  how")
+    for g in result["sweeps"]:
+        best = (
+            f"{g['lr']:9.3g} {g['loss']:7.4f}  {g['method']}"
+            if "lr" in g
+            else "(fewer than 3 rates)"
+        )
+        print(
+            f"{g['model']:>8} {format_si(g['n_params']):>8} {format_si(g['tokens']):>8} "
+            f"{len(g['lrs']):>5} {best}"
+        )
+    law = result["law"]
+    if law:
+        parts = []
+        for name, p in law["params"].items():
+            interval = f" [{p['low']:.4g}, {p['high']:.4g}]" if np.isfinite(p["low"]) else ""
+            parts.append(f"{name} = {p['value']:.4g}{interval}")
+        print(f"{law['formula']}: " + ", ".join(parts))
+    else:
+        print(f"no lr law: {result['law_error']}")
+    if result["edge_optima"]:
+        print(
+            "warning: the best rate is at the edge of the grid for "
+            + ", ".join(result["edge_optima"])
+            + ": widen the grid there"
+        )
+    print(f"lr:     {json_path}")
+    print(f"plot:   {png}")
+    return 0
+
+
 def cmd_noise(args: argparse.Namespace) -> int:
     """``lab-analyze noise PATH``: the seed standard deviation per config; noise.json."""
     result = seed_noise(args.path, args.loss)
@@ -315,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
             "its run-to-run noise",
         )
         p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+        p.add_argument(
+            "--all-runs",
+            action="store_true",
+            help="fit every run, even where runs at one (N, D) differ in a hyperparameter "
+            "(default: the best setting's runs there)",
+        )
         p.set_defaults(func=lambda a, figures=figures: _run(a, figures))
     n = sub.add_parser("noise", help="run-to-run (seed) noise of the final loss, per config")
     n.add_argument("path", help="a sweep whose configs ran with several train.seed values")
@@ -331,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compute", default="6N_attn", choices=list(C_CONVENTIONS))
     c.add_argument("--loss", default="val_loss", choices=list(LOSSES))
     c.set_defaults(func=cmd_compare)
+    lr_p = sub.add_parser("lr", help="the best learning rate per size, and lr*(N)")
+    lr_p.add_argument("path", help="a sweep folder whose runs differ in optim.lr")
+    lr_p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+    lr_p.add_argument("--seed", type=int, default=0)
+    lr_p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
+    lr_p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
+    lr_p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    lr_p.set_defaults(func=cmd_lr)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)

@@ -30,11 +30,15 @@ def load_runs(
     compute_convention: str = "6N",
     loss: str = "val_loss",
     config_keys: tuple[str, ...] = (),
+    all_runs: bool = False,
 ) -> pd.DataFrame:
     """Finished runs as a frame with ``n_params, tokens, compute, loss`` under the chosen
     conventions (see module doc), plus a column per dotted config key of ``config_keys``
     (a sweep folder; a table file must have columns of those names). Rows with a NaN,
-    infinite, zero or negative value are dropped with a warning naming them.
+    infinite, zero or negative value are dropped with a warning naming them. Where runs at
+    one (N, D) differ in a hyperparameter (optim.lr, or any other; seeds are repeats, not
+    settings), only the best setting's runs are kept (``keep_best_setting``) unless
+    ``all_runs``; ``df.attrs["selection"]`` says what was dropped.
 
     Raises FileNotFoundError for a missing path and ValueError for an unknown convention,
     a file without the required columns, or no usable runs."""
@@ -77,6 +81,7 @@ def load_runs(
                 "loss": raw[loss],
             }
         )
+        df["hparams"] = raw["hparams"]
         for key in config_keys:
             df[key] = raw[key]
         if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
@@ -118,9 +123,40 @@ def load_runs(
     if df.empty:
         raise ValueError(f"no usable runs in {path}")
     df = df.sort_values(["n_params", "tokens"]).reset_index(drop=True)
+    selection = None
+    if "hparams" in df and not all_runs:
+        df, selection = keep_best_setting(df)
+    df.attrs["selection"] = selection
     df.attrs["conventions"] = conventions
     df.attrs["source"] = str(path)
     return df
+
+
+def keep_best_setting(df: pd.DataFrame) -> tuple[pd.DataFrame, dict | None]:
+    """At each (N, D) where the runs come from more than one setting (``hparams``: the
+    config without its seed), keep the runs of the setting with the lowest mean loss: a
+    scaling fit through every rate of an lr sweep at once would mix well- and badly-tuned
+    runs (Porian et al. 2024). Returns the kept runs and what was dropped (None when
+    nothing was)."""
+    dropped, groups = [], 0
+    keep = pd.Series(True, index=df.index)
+    for _, g in df.groupby(["n_params", "tokens"]):
+        if g["hparams"].nunique() < 2:
+            continue
+        groups += 1
+        best = g.groupby("hparams")["loss"].mean().idxmin()
+        lose = g.index[g["hparams"] != best]
+        keep[lose] = False
+        dropped += df.loc[lose, "run"].astype(str).tolist()
+    if not dropped:
+        return df, None
+    text = (
+        f"kept the best setting at each of {groups} (N, D) point(s) where runs differ in a "
+        f"hyperparameter (e.g. optim.lr): dropped {len(dropped)} of {len(df)} runs "
+        "(--all-runs keeps them)"
+    )
+    kept = df[keep].reset_index(drop=True)
+    return kept, {"groups": groups, "dropped": dropped, "kept": len(kept), "text": text}
 
 
 # Other names published tables give the columns (case and spaces ignored).

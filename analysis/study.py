@@ -74,6 +74,9 @@ def analyze(
     samples = bootstrap_fit(df, fit, resamples, seed) if resamples > 0 else []
     dropped_resamples = resamples - len(samples) if resamples > 0 else 0
     notes = design_warnings(df, fit.law)
+    selection = df.attrs.get("selection")
+    if selection:
+        notes.insert(0, selection["text"])
     if "epochs" in df and (df["epochs"] > 1).any():
         repeated = df[df["epochs"] > 1]
         notes.append(
@@ -100,6 +103,7 @@ def analyze(
             "seed": seed,
         },
         "conventions": df.attrs.get("conventions"),
+        "selection": selection,
         "flops_per_param_token": k,
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

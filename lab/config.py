@@ -24,7 +24,7 @@ from typing import Any
 
 from kernels import activations
 from kernels.registry import BACKENDS
-from lab.schema import ADDED_FIELDS
+from lab.schema import ADDED_FIELDS, HASH_EXCLUDED
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -62,6 +62,9 @@ Positions = _choice("Positions", ("learned", "rope"))
 # (Dauphin et al. 2017; the short convolutions of H3 and Hyena) or an LSTM (Kaplan et al.
 # 2020, section 3.2, compare transformers with LSTMs)
 Mixer = _choice("Mixer", ("attention", "conv", "lstm"))
+# sp: standard parametrization; mup: maximal update parametrization (Yang et al. 2022,
+# "Tensor Programs V"), relative to a base width model.base_d_model
+Parametrization = _choice("Parametrization", ("sp", "mup"))
 Schedule = _choice("Schedule", ("cosine", "wsd", "constant"))
 CooldownShape = _choice("CooldownShape", ("linear", "cosine", "sqrt"))
 BinDtype = _choice("BinDtype", ("uint16", "uint32"))
@@ -110,6 +113,14 @@ class ModelConfig:
     norm: NormKind = NormKind.layernorm
     mixer: Mixer = Mixer.attention  # what mixes tokens in each block (then the MLP)
     conv_kernel: int = 4  # mixer=conv: taps of the causal convolution (positions seen)
+    # mup: hidden init std / sqrt(m), attention logits · sqrt(base head dim) / head dim
+    # (1/d_head scaling, equal to SP's at the base width), output logits / m, Adam lr / m
+    # on hidden matrices, for the width multiplier m = d_model / base_d_model (lab/model.py)
+    parametrization: Parametrization = Parametrization.sp
+    base_d_model: int = 0  # mup: the base width (m = 1 there); required with mup
+    # an untied output layer starts at zero (μP's recommended readout init, Yang et al.
+    # 2022; its logits then start at 0 at every width), under either parametrization
+    readout_zero_init: bool = False
     positions: Positions = Positions.learned
     rope_theta: float = 10000.0
     bias: bool = True
@@ -127,6 +138,13 @@ class ModelConfig:
         if self.mlp == Mlp.gated:  # same parameters as a 4·d MLP with two matrices
             return -(-8 * self.d_model // 3 // 8) * 8
         return 4 * self.d_model
+
+    @property
+    def width_mult(self) -> float:
+        """m = d_model / base_d_model under mup; 1 under sp."""
+        if self.parametrization == Parametrization.mup and self.base_d_model:
+            return self.d_model / self.base_d_model
+        return 1.0
 
     @property
     def n_positions(self) -> int:
@@ -164,6 +182,9 @@ class OptimConfig:
     """AdamW and its learning-rate schedule (see lab/schedule.py)."""
 
     lr: float = 3e-3
+    # a fitted lr*(N) (`lab-analyze lr` writes PATH/lr.json): the run's lr comes from it and
+    # its N instead of optim.lr (its record holds the law's path and the rate it gave)
+    lr_law: str | None = None
     schedule: Schedule = Schedule.cosine
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     warmup_fraction: float = 0.05  # share of the steps spent warming up
@@ -234,15 +255,6 @@ class Config:
 # Fields that do not change what a run computes: left out of the config hash (the sweep's
 # resume key) and out of a sweep's run folder names (conf/config.yaml reads this list
 # through the ``lab_dirname_excluded`` resolver).
-HASH_EXCLUDED = (
-    "train.skip_done",
-    "train.threads",
-    "train.resume",
-    "train.checkpoint_every",
-    "train.log_every",
-    "train.loggers",
-    "train.tracker_project",
-)
 
 
 def safe_dirname(name: str) -> str:
@@ -303,7 +315,7 @@ def config_hash(cfg: Config) -> str:
     for dotted, neutral in ADDED_FIELDS.items():  # at the old behaviour: the old hash
         section, key = dotted.split(".")
         if d[section].get(key) == neutral:
-            d[section].pop(key)
+            d[section].pop(key, None)
     blob = json.dumps(d, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -366,6 +378,26 @@ def validate(cfg: Config) -> None:
         raise ValueError(
             f"model.positions=rope rotates attention's queries and keys; model.mixer={m.mixer} "
             "has none: use model.positions=learned"
+        )
+    if o.lr_law is not None:
+        from lab.lr_law import load_lr_law
+
+        load_lr_law(o.lr_law, str(m.parametrization))  # missing, corrupt or mismatched: here
+    if m.parametrization == Parametrization.mup:
+        if m.base_d_model < 1:
+            raise ValueError(
+                "model.parametrization=mup needs model.base_d_model, the width at which it "
+                "equals sp (e.g. the smallest width of the sweep)"
+            )
+        if m.base_d_model % m.n_head:
+            raise ValueError(
+                f"model.base_d_model={m.base_d_model} is not divisible by "
+                f"model.n_head={m.n_head} (the base head dim sets the attention scale)"
+            )
+    if m.readout_zero_init and m.tie_embeddings:
+        raise ValueError(
+            "model.readout_zero_init needs an untied output layer (model.tie_embeddings=false):"
+            " a tied one is the token embedding"
         )
     if m.d_model % m.n_head != 0:
         raise ValueError(f"model.d_model={m.d_model} is not divisible by model.n_head={m.n_head}")

@@ -7,6 +7,7 @@
     lab-inspect attribution RUN --text "..." [--position P] [--target TOKEN]
                                                            SHAP and Integrated Gradients
     lab-inspect sweep SWEEP_DIR                            all of it against N
+    lab-inspect coord [--widths 64 ... 1024]               μP's coordinate check, sp vs mup
 
 RUN is a run folder (with checkpoint.pt, and result.json telling the corpus) or a
 checkpoint file. Attention maps come from the reference math (``kernels.reference``): the
@@ -424,6 +425,39 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _coord(args) -> int:
+    """lab-inspect coord: the check on windows of the default corpus (byte tokens)."""
+    from lab import mup
+    from lab.config import ModelConfig
+
+    corpus = load_corpus(DataConfig())
+    starts = np.linspace(0, corpus.train.size - args.context - 2, args.batch).astype(np.int64)
+    batch = np.stack([np.asarray(corpus.train[s : s + args.context + 1]) for s in starts])
+    base = ModelConfig(
+        n_layer=args.layers,
+        n_head=args.heads,
+        d_model=min(args.widths),
+        context=args.context,
+        vocab_size=corpus.tokenizer.vocab_size,
+        tie_embeddings=False,
+        readout_zero_init=True,
+    )
+    result = mup.coord_check(
+        base, sorted(args.widths), steps=args.steps, lr=args.lr, batch=torch.as_tensor(batch)
+    )
+    json_path, png = mup.write(result, Path(args.out))
+    for p in ("sp", "mup"):
+        print(
+            f"{p}: max |log-slope| of activation size against width, steps 3+: "
+            f"{mup.max_abs_slope(result, p):.3f}"
+        )
+        for name, slopes in result[p]["slopes"].items():
+            print(f"  {name:>14} " + " ".join(f"{v:+.2f}" for v in slopes))
+    print(f"coord:  {json_path}")
+    print(f"figure: {png}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lab-inspect",
@@ -457,6 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--samples", type=int, default=32, help="Shapley value sampling permutations")
     a.add_argument("--steps", type=int, default=64, help="Integrated Gradients steps")
     a.add_argument("--out", default=None, help="output folder (default: RUN/inspect)")
+    co = sub.add_parser("coord")
+    co.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    co.add_argument("--steps", type=int, default=5, help="forward passes (updates: one fewer)")
+    co.add_argument("--lr", type=float, default=1e-3)
+    co.add_argument("--layers", type=int, default=2)
+    co.add_argument("--heads", type=int, default=4)
+    co.add_argument("--context", type=int, default=64)
+    co.add_argument("--batch", type=int, default=8)
+    co.add_argument("--out", default="runs/coord", help="output folder")
     s = sub.add_parser("sweep")
     s.add_argument("sweep", help="a sweep folder")
     s.add_argument("--out", default=None)
@@ -497,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             for p in paths:
                 print(f"figure: {p}")
             return 0
+        if args.command == "coord":
+            return _coord(args)
         if args.command == "sweep":
             out = Path(args.out or Path(args.sweep) / "inspect")
             path, rows = sweep_summary(Path(args.sweep), out)

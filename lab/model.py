@@ -85,6 +85,11 @@ class CausalSelfAttention(nn.Module):
         self.proj.residual = True
         self.attn_dropout = cfg.attn_dropout
         self.resid_dropout = dropout(cfg.dropout)
+        # μP: 1/d_head scaling, as sqrt(base head dim)/head dim so it is SP's at the base
+        # width (microsoft/mup's attention multiplier); None: the op's 1/sqrt(d_head)
+        self.sm_scale = None
+        if cfg.width_mult != 1.0:
+            self.sm_scale = math.sqrt(cfg.base_d_model // cfg.n_head) / (cfg.d_model // cfg.n_head)
 
     def heads(self, x: torch.Tensor, rope: tuple | None = None) -> tuple[torch.Tensor, ...]:
         """q, k, v, each (B, nh, T, hs), positions applied: what attention attends with
@@ -107,7 +112,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
         q, k, v = self.heads(x, rope)
         p = self.attn_dropout if self.training else 0.0
-        y = kernels.attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, T, hs)
+        y = kernels.attention(q, k, v, causal=True, sm_scale=self.sm_scale, dropout_p=p)
         return self.resid_dropout(self.merge(y))
 
 
@@ -214,13 +219,31 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # μP: hidden matrices' std shrinks as 1/sqrt(m) (variance ∝ 1/fan_in relative to
+        # the base width); embeddings and the output layer keep theirs (Yang et al. 2022)
+        scale = 1.0 / math.sqrt(self.cfg.width_mult)
         resid_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
         for module in self.modules():
             if isinstance(module, Linear):
                 std = resid_std if getattr(module, "residual", False) else 0.02
+                if module is not self.head:
+                    std *= scale
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if self.head is not None and self.cfg.readout_zero_init:
+            nn.init.zeros_(self.head.weight)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The matrices both of whose dimensions grow with the width (the blocks' linear
+        and LSTM weights): μP trains them at lr / m. Embeddings, the output layer, norms,
+        biases and the convolution's per-channel filters are not among them."""
+        out = []
+        for block in self.blocks:
+            for name, p in block.named_parameters():
+                if p.dim() == 2 and not name.endswith("conv_weight"):
+                    out.append(p)
+        return out
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -244,6 +267,8 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         head_weight = self.wte.weight if self.head is None else self.head.weight
         logits = kernels.linear(x, head_weight)  # (B, T, vocab)
+        if self.cfg.width_mult != 1.0:
+            logits = logits / self.cfg.width_mult  # μP: the output layer's 1/m
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -3,6 +3,7 @@ run reproducible (package versions, git commit of the lab)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from lab.schema import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS
+from lab.schema import ADDED_FIELDS, HASH_EXCLUDED, RECORD_NAME, TABLE_COLUMNS
 
 
 def atomic_temp(path: Path) -> tuple[int, str]:
@@ -62,7 +63,18 @@ def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
         write_atomic(path, lambda f: f.write(table.to_csv(index=False).encode()))
 
 
-TEXT_COLUMNS = ("run", "status", "model", "config_hash", "error", "run_dir")
+TEXT_COLUMNS = (
+    "run",
+    "status",
+    "model",
+    "mixer",
+    "parametrization",
+    "config_hash",
+    "hparams",
+    "hparams_but_lr",
+    "error",
+    "run_dir",
+)
 
 
 def typed_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -145,6 +157,25 @@ def config_value(config: dict | None, key: str):
     return node
 
 
+def hparams_digest(config: dict | None, drop: tuple[str, ...] = ()) -> str | None:
+    """A short digest of a record's config without the seed, the fields that do not change
+    a run's result (``HASH_EXCLUDED``), the fields ``drop`` names, and fields added after
+    records existed when they hold their old-behaviour value (so old and new records of one
+    setting agree). None without a config."""
+    if not isinstance(config, dict):
+        return None
+    d = json.loads(json.dumps(config))
+    for dotted in (*HASH_EXCLUDED, "train.seed", *drop):
+        section, _, key = dotted.partition(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(key, None)
+    for dotted, neutral in ADDED_FIELDS.items():
+        section, _, key = dotted.partition(".")
+        if isinstance(d.get(section), dict) and d[section].get(key, neutral) == neutral:
+            d[section].pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def read_records(root: str | Path, config_keys: tuple[str, ...] = ()) -> pd.DataFrame:
     """Every run record under ``root`` (any status) as one flat row per run, with a column
     per dotted key of ``config_keys`` (``config_value``) after the table's columns."""
@@ -160,6 +191,11 @@ def read_records(root: str | Path, config_keys: tuple[str, ...] = ()) -> pd.Data
         model = config.get("model") if isinstance(config, dict) else None
         row["model"] = model.get("name") if isinstance(model, dict) else None
         row["mixer"] = config_value(config, "model.mixer")
+        row["parametrization"] = config_value(config, "model.parametrization")
+        row["lr"] = config_value(config, "optim.lr")  # with optim.lr_law: the rate it gave
+        row["seed"] = config_value(config, "train.seed")
+        row["hparams"] = hparams_digest(config)
+        row["hparams_but_lr"] = hparams_digest(config, ("optim.lr", "optim.lr_law"))
         row["run_dir"] = str(path.parent)
         for key in config_keys:
             row[key] = config_value(config, key)

@@ -44,13 +44,36 @@ LOSS_UNITS = {
 # behaviour: a record without the field reads as that value (lab.records.config_value),
 # and the config hash leaves the field out at that value, so a config that keeps the old
 # behaviour keeps its old hash (and its finished runs).
-ADDED_FIELDS = {"model.mlp": "plain", "model.mixer": "attention", "model.conv_kernel": 4}
+ADDED_FIELDS = {
+    "model.mlp": "plain",
+    "model.mixer": "attention",
+    "model.conv_kernel": 4,
+    "model.parametrization": "sp",
+    "model.base_d_model": 0,
+    "model.readout_zero_init": False,
+    "optim.lr_law": None,
+}
+
+# Config fields that do not change what a run computes: left out of the config hash (the
+# sweep's resume key), of a sweep's run folder names, and of the hyperparameter digests
+HASH_EXCLUDED = (
+    "train.skip_done",
+    "train.threads",
+    "train.resume",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.loggers",
+    "train.tracker_project",
+)
 
 TABLE_COLUMNS = [
     "run",
     "status",
     "model",
     "mixer",
+    "parametrization",
+    "lr",
+    "seed",
     *N_CONVENTIONS.values(),
     "tokens",
     "budget",
@@ -67,6 +90,11 @@ TABLE_COLUMNS = [
     "wall_time_s",
     "tokens_per_s",
     "config_hash",
+    # digests of the config without the seed and the fields above: runs with equal
+    # `hparams` are repeats (seeds) of one setting; equal `hparams_but_lr` differ at most
+    # in optim.lr (and the seed): one learning-rate sweep
+    "hparams",
+    "hparams_but_lr",
     "error",
     "run_dir",
 ]

@@ -58,6 +58,7 @@ from lab.loop import (
     Metrics,
     Progress,
 )
+from lab.lr_law import load_lr_law, rate
 from lab.model import GPT, Norm
 from lab.records import git_commit, read_record, versions, write_json_atomic
 from lab.schedule import cooldown_start, lr_at, warmup_steps
@@ -105,20 +106,44 @@ def resolve_budget(cfg: Config) -> Config:
     return replace(cfg, data=replace(cfg.data, tokens=budget_tokens(cfg.model, cfg.data.budget)))
 
 
+def resolve_lr_law(cfg: Config) -> tuple[Config, dict | None]:
+    """With optim.lr_law set, the config with optim.lr from the law at this model's N (in
+    the law's N convention; and D), and what the record keeps of it: the law's path, the
+    N it was read at and the rate it gave."""
+    if cfg.optim.lr_law is None:
+        return cfg, None
+    law = load_lr_law(cfg.optim.lr_law, str(cfg.model.parametrization))
+    n = param_counts(cfg.model)[law.get("n_convention", "non_embedding")]
+    lr = rate(law, n, cfg.data.tokens)
+    return replace(cfg, optim=replace(cfg.optim, lr=lr)), {"path": law["path"], "n": n, "lr": lr}
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices of linear layers only: not on norms, biases, embeddings."""
+    """Weight decay on matrices of linear layers only: not on norms, biases, embeddings.
+    Each group carries ``lr_scale``, the share of the schedule's rate it trains at: 1, and
+    under μP 1/m for the hidden matrices (``GPT.hidden_matrices``; Yang et al. 2022's Adam
+    rule). The optimizer's state holds it, so a resumed run keeps its per-group rates."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, Norm) for p in m.parameters()}
-    decay, no_decay = [], []
+    mult = model.cfg.width_mult
+    hidden = {id(p) for p in model.hidden_matrices()} if mult != 1.0 else set()
+    decay, decay_hidden, no_decay = [], [], []
     for name, p in model.named_parameters():
         is_embedding = name.startswith(("wte.", "wpe."))
-        if p.dim() >= 2 and not is_embedding and id(p) not in norm_params:
+        if id(p) in hidden:
+            decay_hidden.append(p)
+        elif p.dim() >= 2 and not is_embedding and id(p) not in norm_params:
             decay.append(p)
         else:
             no_decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if decay_hidden:
+        groups.insert(
+            0, {"params": decay_hidden, "weight_decay": weight_decay, "lr_scale": 1 / mult}
+        )
+    return groups
 
 
 def _now() -> str:
@@ -205,7 +230,7 @@ class Trainer:
             y = y.clone()
             y.view(-1)[n_tokens:] = -1  # ignored: the run consumes exactly D tokens
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         if self.dist.world == 1 and t.grad_accum == 1:
             micro = [slice(None)]  # the whole batch: no gather copy
         else:
@@ -411,6 +436,7 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
     )
     corpus = cached_corpus(cfg.data, cfg.model.context)
     cfg = check_vocabulary(cfg, corpus)
+    cfg, lr_law = resolve_lr_law(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dist = distributed.setup(device.type)
@@ -423,6 +449,8 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
         )
     out.mkdir(parents=True, exist_ok=True)
     record = _start_record(cfg, key, out, corpus, device)
+    if lr_law is not None:
+        record["lr_law"] = lr_law
     trackers = make_trackers(cfg.train.loggers if dist.main else [], out / METRICS_NAME)
     try:
         trainer = Trainer(cfg, corpus, device, out, dist, key)

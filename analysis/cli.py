@@ -234,10 +234,24 @@ def cmd_lr(args: argparse.Namespace) -> int:
     """``lab-analyze lr PATH``: each size's best rate and the fitted lr*(N); lr.json."""
     from analysis import lr
 
-    result = lr.analyze_lr(args.path, args.n_convention, args.loss, args.bootstrap, args.seed)
     out = Path(args.out) if args.out else Path(args.path) / "analysis"
-    json_path, png = lr.write(result, out)
-    print(f"best learning rate per sweep ({args.loss}, {result['parametrization']}):")
+    table = read_records(args.path) if Path(args.path).is_dir() else pd.DataFrame()
+    found = sorted(set(table["parametrization"].dropna())) if not table.empty else []
+    if len(found) > 1:  # e.g. the mup_transfer sweep: one analysis per parametrization
+        for p in found:
+            result = lr.analyze_lr(
+                args.path, args.n_convention, args.loss, args.bootstrap, args.seed, p
+            )
+            _print_lr(result, args.loss, *lr.write(result, out, suffix=f"_{p}"))
+            print()
+        return 0
+    result = lr.analyze_lr(args.path, args.n_convention, args.loss, args.bootstrap, args.seed)
+    _print_lr(result, args.loss, *lr.write(result, out))
+    return 0
+
+
+def _print_lr(result: dict, loss: str, json_path: Path, png: Path) -> None:
+    print(f"best learning rate per sweep ({loss}, {result['parametrization']}):")
     print(f"{'model':>8} {'N':>8} {'D':>8} {'rates':>5} {'best lr':>9} {'loss':>7}  how")
     for g in result["sweeps"]:
         best = (
@@ -258,6 +272,16 @@ def cmd_lr(args: argparse.Namespace) -> int:
         print(f"{law['formula']}: " + ", ".join(parts))
     else:
         print(f"no lr law: {result['law_error']}")
+    moves = result.get("moves")
+    if moves:
+        line = f"the best rate moves {moves['optima_ratio']:.2f}x across these sizes (optima)"
+        if "law_ratio" in moves:
+            m = moves["law_ratio"]
+            line += (
+                f"; {m['value']:.2f}x [{m['low']:.2f}, {m['high']:.2f}] by the law over "
+                f"{m['n_span']:.3g}x in N"
+            )
+        print(line)
     if result["edge_optima"]:
         print(
             "warning: the best rate is at the edge of the grid for "
@@ -266,7 +290,6 @@ def cmd_lr(args: argparse.Namespace) -> int:
         )
     print(f"lr:     {json_path}")
     print(f"plot:   {png}")
-    return 0
 
 
 def cmd_noise(args: argparse.Namespace) -> int:

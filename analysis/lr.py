@@ -124,10 +124,12 @@ def analyze_lr(
     loss: str = "val_loss",
     resamples: int = 1000,
     seed: int = 0,
+    parametrization: str | None = None,
 ) -> dict:
-    """The lr sweeps under ``path`` (a sweep folder), their optima and the fitted law.
-    Raises ValueError when nothing can be fitted: no records, no sweep with 3+ rates, or
-    runs of more than one parametrization."""
+    """The lr sweeps under ``path`` (a sweep folder), their optima and the fitted law, for
+    the runs of one parametrization (``parametrization``; None: the runs must all share
+    one). Raises ValueError when nothing can be fitted: no records, no sweep with 3+ rates,
+    or runs of more than one parametrization and none chosen."""
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"lab-analyze lr reads a sweep folder of runs; {path} is not one")
@@ -135,6 +137,8 @@ def analyze_lr(
     if raw.empty:
         raise ValueError(f"no {RECORD_NAME} records under {path}")
     raw = raw[(raw["status"] == "ok") & raw[loss].notna()]
+    if parametrization is not None:
+        raw = raw[raw["parametrization"] == parametrization]
     params = sorted(set(raw["parametrization"].dropna()))
     if len(params) > 1:
         raise ValueError(
@@ -173,7 +177,34 @@ def analyze_lr(
     except ValueError as e:
         result["law"] = None
         result["law_error"] = str(e)
+    result["moves"] = movement(fitted, result["law"])
     return result
+
+
+def movement(fitted: list[dict], law: dict | None) -> dict | None:
+    """How far the best rate moves across the sizes: the ratio of the largest to the
+    smallest optimum, and the law's ratio over the same range of N, (N_max/N_min)^γ, with
+    the interval γ's gives (a transfer check: μP aims for a ratio near 1)."""
+    if len({g["n_params"] for g in fitted}) < 2:
+        return None
+    optima = [g["lr"] for g in fitted]
+    out = {"optima_ratio": float(max(optima) / min(optima))}
+    if law and "delta" not in law["params"]:
+        span = max(g["n_params"] for g in fitted) / min(g["n_params"] for g in fitted)
+        gamma = law["params"]["gamma"]
+
+        def ratio(g):
+            return float(span ** abs(g)) if np.isfinite(g) else float("nan")
+
+        ends = sorted([ratio(gamma["low"]), ratio(gamma["high"])])
+        straddles = np.isfinite(gamma["low"]) and gamma["low"] <= 0 <= gamma["high"]
+        out["law_ratio"] = {
+            "value": ratio(gamma["value"]),
+            "low": 1.0 if straddles else ends[0],
+            "high": ends[1],
+            "n_span": float(span),
+        }
+    return out
 
 
 def figure(result: dict, path: Path) -> Path:
@@ -234,7 +265,9 @@ def figure(result: dict, path: Path) -> Path:
     return path
 
 
-def write(result: dict, out: Path) -> tuple[Path, Path]:
+def write(result: dict, out: Path, suffix: str = "") -> tuple[Path, Path]:
+    """lr{suffix}.json and lr{suffix}.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lr.json").write_text(json.dumps(result, indent=2) + "\n")
-    return out / "lr.json", figure(result, out / "lr.png")
+    path = out / f"lr{suffix}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path, figure(result, out / f"lr{suffix}.png")

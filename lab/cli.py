@@ -149,10 +149,15 @@ def _record_failure(cfg: Config, out_dir: Path, error: Exception) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_app(dcfg: DictConfig) -> None:
+def _hydra_app(dcfg: DictConfig) -> float:
+    """One run. Returns its final validation loss (NaN when it did not finish), the value
+    Hydra's optimising sweepers (Optuna, Ax, Nevergrad) minimise."""
     hc = HydraConfig.get()
     cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
-    run_job(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
+    record = run_job(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
+    loss = (record or {}).get("val_loss")
+    ok = (record or {}).get("status") == "ok" and isinstance(loss, int | float)
+    return float(loss) if ok else float("nan")
 
 
 def train_main() -> None:

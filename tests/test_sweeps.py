@@ -70,6 +70,19 @@ def test_each_sweep_expands_to_the_runs_it_promises():
     assert [c.model.name for c in wsd] == ["nano", "micro", "tiny", "mini"]
     assert all(c.optim.schedule == "wsd" and len(c.data.branches) == 3 for c in wsd)
     assert all(max(c.data.branches) < c.data.tokens for c in wsd)
+    arch = configs("architectures")
+    assert {(c.model.mixer, c.model.name) for c in arch} == {
+        (m, n) for m in ("attention", "conv", "lstm") for n in ("nano", "micro", "tiny", "mini")
+    }
+    assert len({c.data.tokens for c in arch}) == 1
+    mt = configs("mup_transfer")
+    assert (
+        len(mt) == 40 == len({(c.model.parametrization, c.model.d_model, c.optim.lr) for c in mt})
+    )
+    widths = sorted({c.model.d_model for c in mt})
+    assert len(widths) >= 4 and widths[-1] / widths[0] >= 8
+    assert all(c.model.base_d_model == widths[0] for c in mt)
+    assert all(c.optim.lr_law.endswith("lr.json") for c in configs("demo_tuned"))
 
 
 def test_ladder_spans_two_decades_and_each_file_states_its_n():
@@ -230,3 +243,22 @@ def test_wsd_sweep_records_every_branch_as_its_own_result(tmp_path):
     table = pd.read_csv(sweep / "runs.csv")
     assert sorted(table["tokens"]) == [1000, 2000, 4000] and set(table["status"]) == {"ok"}
     assert table["run"].str.contains("branch_D=1000").sum() == 1
+
+
+def test_optuna_sweeper_minimises_the_returned_validation_loss(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "optuna"
+    r = lab(
+        "lab-sweep",
+        "optuna",
+        *TINY,
+        "hydra.sweeper.n_trials=2",
+        "data.tokens=2000",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    losses = [rec["val_loss"] for rec in runs(sweep).values()]
+    assert len(losses) == 2
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert f"best_value: {min(losses)}" in best

@@ -432,7 +432,9 @@ def _coord(args) -> int:
 
     corpus = load_corpus(DataConfig())
     starts = np.linspace(0, corpus.train.size - args.context - 2, args.batch).astype(np.int64)
-    batch = np.stack([np.asarray(corpus.train[s : s + args.context + 1]) for s in starts])
+    batch = np.stack(
+        [np.asarray(corpus.train[s : s + args.context + 1], dtype=np.int64) for s in starts]
+    )
     base = ModelConfig(
         n_layer=args.layers,
         n_head=args.heads,
@@ -497,8 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--lr", type=float, default=1e-3)
     co.add_argument("--layers", type=int, default=2)
     co.add_argument("--heads", type=int, default=4)
-    co.add_argument("--context", type=int, default=64)
-    co.add_argument("--batch", type=int, default=8)
+    # few tokens a batch against the widths: μP's limit is width → ∞ at a fixed batch; with
+    # more tokens than coordinates, updates partly average out and sizes drift with width
+    co.add_argument("--context", type=int, default=16)
+    co.add_argument("--batch", type=int, default=4)
     co.add_argument("--out", default="runs/coord", help="output folder")
     s = sub.add_parser("sweep")
     s.add_argument("sweep", help="a sweep folder")

@@ -15,7 +15,10 @@ The check runs with an untied output layer initialised at zero under both
 parametrizations (``model.readout_zero_init``, the readout init Yang et al. recommend):
 with a tied or randomly initialised readout, μP's logits at initialisation shrink as
 1/sqrt(m), as they should, and hide the flatness of their updates for the first steps.
-Adam's epsilon is set to 1e-12 so that it never stands in for a small gradient.
+Adam's epsilon is set to 1e-12 so that it never stands in for a small gradient. The batch
+should hold fewer tokens than the narrowest width has coordinates: μP's statements are
+about width → ∞ at a fixed batch, and a batch of many more tokens than coordinates makes
+each update partly average out, so sizes drift down with width at small widths.
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ def test_coordinate_check_is_flat_under_mup_and_grows_under_sp():
         n_layer=2,
         n_head=4,
         d_model=64,
-        context=32,
+        context=8,  # 8 × 8 tokens a batch, fewer than the widths (μP's limit: width → ∞)
         vocab_size=257,
         tie_embeddings=False,
         readout_zero_init=True,

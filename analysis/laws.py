@@ -216,11 +216,14 @@ class DataConstrained(Law):
         """log D' (m, n) and d log D' / d log R* for θ rows of log R* (m, 1)."""
         u = np.exp(log_x[None, :, 2])
         reps = np.maximum(np.exp(log_x[None, :, 1] - log_x[None, :, 2]) - 1.0, 0.0)
-        r_star = np.exp(log_r_star)
-        decay = np.exp(-reps / r_star)
-        d_eff = u + u * r_star * (1.0 - decay)
-        dlog = u * r_star * ((1.0 - decay) - (reps / r_star) * decay) / d_eff
-        return np.log(d_eff), dlog
+        # a line search may try an extreme R*: the result is then non-finite, which the
+        # optimizer rejects, so the overflow is not worth a warning
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            r_star = np.exp(log_r_star)
+            decay = np.exp(-reps / r_star)
+            d_eff = u + u * r_star * (1.0 - decay)
+            dlog = u * r_star * ((1.0 - decay) - (reps / r_star) * decay) / d_eff
+            return np.log(d_eff), dlog
 
     def log_pred(self, theta, log_x):
         log_d, dlog = self._effective(log_x, theta[:, 5:6])

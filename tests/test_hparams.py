@@ -90,10 +90,18 @@ def test_lr_bad_input_is_one_clear_line(tmp_path, capsys):
     assert analyze_main(["lr", str(tmp_path / "one")]) == 2
     err = capsys.readouterr().err
     assert "needs 3+ rates" in err and "at most 1 per size" in err
-    _lr_sweep(tmp_path / "mixed", sizes=(2e4,))
-    _lr_sweep(tmp_path / "mixed" / "mup", sizes=(3e4,), extra={"model": {"parametrization": "mup"}})
-    assert analyze_main(["lr", str(tmp_path / "mixed")]) == 2
-    assert "mix parametrizations" in capsys.readouterr().err
+    mixed = tmp_path / "mixed"
+    _lr_sweep(mixed, sizes=(2e4, 8e4))
+    _lr_sweep(mixed / "mup", sizes=(3e4, 9e4), extra={"model": {"parametrization": "mup"}})
+    with pytest.raises(ValueError, match="mix parametrizations"):
+        lr_analysis.analyze_lr(mixed)
+    # the command analyses each parametrization on its own (a mup_transfer sweep)
+    assert analyze_main(["lr", str(mixed), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "(val_loss, sp)" in out and "(val_loss, mup)" in out and "moves" in out
+    for p in ("sp", "mup"):
+        result = json.loads((mixed / "analysis" / f"lr_{p}.json").read_text())
+        assert result["parametrization"] == p and len(result["sweeps"]) == 2
 
 
 def _cfg(tmp=None, **model) -> Config:

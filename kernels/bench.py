@@ -96,15 +96,21 @@ def _bench_layernorm_shape(M: int, N: int, dtype, device, ms) -> list[dict]:
         "triton": lambda: layernorm.layer_norm(x, w, b, 1e-5),
         "torch": lambda: F.layer_norm(x, (N,), w, b, 1e-5),
     }
+    return _bandwidth_rows("layernorm", f"{M}x{N}", impls, dy, [x, w, b], nbytes, ms)
+
+
+def _bandwidth_rows(op, shape, impls, dy, leaves, nbytes, ms) -> list[dict]:
+    """Each implementation's forward and backward timed, as GB/s: 2·bytes(x)/t forward (x
+    read, y written), 3·bytes(x)/t backward (x and dy read, dx written)."""
     rows = []
     for impl, fwd in impls.items():
         t_fwd = ms(fwd)
         y = fwd()
-        t_bwd = ms(lambda y=y: y.backward(dy, retain_graph=True), grad_to_none=[x, w, b])
+        t_bwd = ms(lambda y=y: y.backward(dy, retain_graph=True), grad_to_none=leaves)
         rows.append(
             {
-                "op": "layernorm",
-                "shape": f"{M}x{N}",
+                "op": op,
+                "shape": shape,
                 "impl": impl,
                 "fwd_GBps": 2 * nbytes / t_fwd / 1e6,
                 "bwd_GBps": 3 * nbytes / t_bwd / 1e6,
@@ -136,21 +142,7 @@ def _bench_conv_shape(B: int, T: int, C: int, K: int, dtype, device, ms) -> list
             return kernels.causal_conv1d(x, w, b, "silu")
 
     impls = {"triton": lambda: conv.causal_conv1d(x, w, b, "silu"), "torch": torch_path}
-    rows = []
-    for impl, fwd in impls.items():
-        t_fwd = ms(fwd)
-        y = fwd()
-        t_bwd = ms(lambda y=y: y.backward(dy, retain_graph=True), grad_to_none=[x, w, b])
-        rows.append(
-            {
-                "op": "causal_conv1d",
-                "shape": f"{B}x{T}x{C} K={K}",
-                "impl": impl,
-                "fwd_GBps": 2 * nbytes / t_fwd / 1e6,
-                "bwd_GBps": 3 * nbytes / t_bwd / 1e6,
-            }
-        )
-    return rows
+    return _bandwidth_rows("causal_conv1d", f"{B}x{T}x{C} K={K}", impls, dy, [x, w, b], nbytes, ms)
 
 
 def bench_gemm(shapes, dtype, device, ms) -> list[dict]:

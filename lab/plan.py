@@ -65,7 +65,7 @@ def plan(name: str, overrides: list[str] | None = None, probe: bool = True) -> l
             "model": cfg.model.name,
             "N": n,
             "D": tokens,
-            "C": training_flops(replace(cfg.model, vocab_size=257), tokens)["6N"],
+            "C": training_flops(replace(cfg.model, vocab_size=257), tokens)["6N_attn"],
             "seconds": None,
             "note": "skipped: D below one context" if skip else "",
         }
@@ -100,7 +100,8 @@ def format_plan(name: str, rows: list[dict]) -> str:
         )
     lines.append(
         f"total: about {_duration(total)} run one after another (basic launcher); "
-        f"N non-embedding, C = 6ND; times from a {PROBE_STEPS}-step throughput probe"
+        f"N non-embedding, C = 6ND + attention FLOPs (the analysis's default); times from a "
+        f"{PROBE_STEPS}-step throughput probe"
     )
     return "\n".join(lines)
 

@@ -53,7 +53,9 @@ def timer(device: torch.device) -> Callable[..., float]:
         import triton.testing
 
         def cuda_ms(fn, grad_to_none=None):
-            return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none)
+            return triton.testing.do_bench(
+                fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"
+            )
 
         return cuda_ms
 

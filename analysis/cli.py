@@ -204,9 +204,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     cols = [
         "run",
         "status",
+        "mixer",
         "n_params_non_embedding",
         "tokens",
-        "flops_6N",
+        "flops_6N_attn",
+        "lr",
         "val_loss",
         "wall_time_s",
     ]

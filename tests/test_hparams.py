@@ -217,3 +217,11 @@ def test_coordinate_check_is_flat_under_mup_and_grows_under_sp():
     result = mup.coord_check(base, [64, 128, 256, 512], steps=5, lr=1e-3)
     assert mup.max_abs_slope(result, "mup") <= 0.1
     assert mup.max_abs_slope(result, "sp") > 0.5
+
+
+def test_the_runs_table_shows_each_runs_rate(tmp_path, capsys):
+    _lr_sweep(tmp_path, sizes=(2e4,), rates=[1e-3, 4e-3])
+    assert analyze_main(["table", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert " lr " in out.splitlines()[0] and "mixer" in out.splitlines()[0]
+    assert "0.004" in out and "attention" in out  # a record without the mixer: attention

@@ -285,10 +285,12 @@ def _print_lr(result: dict, loss: str, json_path: Path, png: Path) -> None:
             )
         print(line)
     if result["edge_optima"]:
+        excluded = [m for m in result["edge_optima"] if m not in result["law_fitted_on"]]
         print(
             "warning: the best rate is at the edge of the grid for "
             + ", ".join(result["edge_optima"])
             + ": widen the grid there"
+            + (f" (left out of the law: {', '.join(excluded)})" if excluded else "")
         )
     print(f"lr:     {json_path}")
     print(f"plot:   {png}")

@@ -53,8 +53,8 @@ def best_rate(lrs, losses) -> dict:
 def sweeps(df: pd.DataFrame) -> list[dict]:
     """The learning-rate sweeps among the finished runs of ``df`` (a runs table)."""
     out = []
-    keys = ["hparams_but_lr", "n_params", "tokens"]
-    for (_, n, d), g in df.groupby(keys, sort=True):
+    keys = ["n_params", "tokens", "hparams_but_lr"]
+    for (n, d, _), g in df.groupby(keys, sort=True):
         per_lr = g.groupby("lr")["loss"].agg(["mean", "count"]).reset_index()
         row = {
             "n_params": float(n),
@@ -164,6 +164,10 @@ def analyze_lr(
             f"no learning-rate sweep to read under {path}: each (N, D, setting) needs "
             f"{MIN_RATES}+ rates, and these runs have at most {most} per size"
         )
+    # an optimum at the grid's edge is only a bound on the true one: the law is fitted on
+    # the interior optima when at least two sizes have one
+    interior = [g for g in fitted if not g["edge"]]
+    used = interior if len({g["n_params"] for g in interior}) >= 2 else fitted
     result = {
         "source": str(path),
         "loss": loss,
@@ -171,13 +175,14 @@ def analyze_lr(
         "parametrization": params[0] if params else "sp",
         "sweeps": groups,
         "edge_optima": [g["model"] for g in fitted if g["edge"]],
+        "law_fitted_on": [g["model"] for g in used],
     }
     try:
-        result["law"] = fit_lr_law(fitted, resamples, seed)
+        result["law"] = fit_lr_law(used, resamples, seed)
     except ValueError as e:
         result["law"] = None
         result["law_error"] = str(e)
-    result["moves"] = movement(fitted, result["law"])
+    result["moves"] = movement(used, result["law"])
     return result
 
 

@@ -225,3 +225,13 @@ def test_the_runs_table_shows_each_runs_rate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert " lr " in out.splitlines()[0] and "mixer" in out.splitlines()[0]
     assert "0.004" in out and "attention" in out  # a record without the mixer: attention
+
+
+def test_an_optimum_at_the_grid_edge_is_flagged_and_left_out_of_the_law(tmp_path, capsys):
+    # at N = 100 the best rate (0.5·100^-0.3 ≈ 0.13) lies past the grid's 6.4e-2
+    _lr_sweep(tmp_path, sizes=(100, 2e4, 8e4, 3.2e5))
+    assert analyze_main(["lr", str(tmp_path), "--bootstrap", "0"]) == 0
+    assert "left out of the law: m100" in capsys.readouterr().out
+    result = json.loads((tmp_path / "analysis" / "lr.json").read_text())
+    assert result["edge_optima"] == ["m100"] and "m100" not in result["law_fitted_on"]
+    assert result["law"]["params"]["gamma"]["value"] == pytest.approx(0.3, rel=1e-6)

@@ -316,6 +316,15 @@ def config_hash(cfg: Config) -> str:
         section, key = dotted.split(".")
         if d[section].get(key) == neutral:
             d[section].pop(key, None)
+    law = d["optim"].get("lr_law")
+    if law:  # the rate comes from the file: a refitted law is another config
+        try:
+            d["optim"]["lr_law"] = [
+                law,
+                hashlib.sha256(Path(law).expanduser().read_bytes()).hexdigest(),
+            ]
+        except OSError:
+            pass  # validate reports a missing file
     blob = json.dumps(d, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -235,3 +235,20 @@ def test_an_optimum_at_the_grid_edge_is_flagged_and_left_out_of_the_law(tmp_path
     result = json.loads((tmp_path / "analysis" / "lr.json").read_text())
     assert result["edge_optima"] == ["m100"] and "m100" not in result["law_fitted_on"]
     assert result["law"]["params"]["gamma"]["value"] == pytest.approx(0.3, rel=1e-6)
+
+
+def test_a_refitted_law_is_another_config(tmp_path):
+    from lab.config import config_hash
+
+    law = {
+        "parametrization": "sp",
+        "law": {"params": {"c": {"value": 0.5}, "gamma": {"value": 0.4}}},
+    }
+    path = tmp_path / "lr.json"
+    path.write_text(json.dumps(law))
+    cfg = _cfg()
+    cfg.optim.lr_law = str(path)
+    before = config_hash(cfg)
+    law["law"]["params"]["gamma"]["value"] = 0.3
+    path.write_text(json.dumps(law))
+    assert config_hash(cfg) != before  # a rerun sweep trains again at the new rates

@@ -10,10 +10,12 @@ sweep file composes and promises the runs it says; a planner can print them.
 from __future__ import annotations
 
 import itertools
+import math
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
 from lab.config import CONF_DIR, SWEEPS_DIR, Config, from_dict, register_configs
@@ -41,10 +43,24 @@ def expand_sweep(name: str, overrides: list[str] | None = None) -> list[list[str
     params = cfg.hydra.sweeper.params or {}
     swept = [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(overrides + swept)
-    choices = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-        if o.is_sweep_override()
-        else [o.input_line]
-        for o in parsed
-    ]
-    return [list(job) for job in itertools.product(*choices)]
+    choices = [_choices(o) for o in parsed]
+    jobs = [list(job) for job in itertools.product(*choices)]
+    # an optimising sweeper (Optuna) searches intervals for n_trials runs: each trial is
+    # stood in for by the intervals' midpoints (what --plan times and the tests validate)
+    trials = cfg.hydra.sweeper.get("n_trials") if "n_trials" in cfg.hydra.sweeper else None
+    if any(isinstance(o.value(), IntervalSweep) for o in parsed) and trials:
+        jobs = jobs * int(trials)
+    return jobs
+
+
+def _choices(o) -> list[str]:
+    """The values one override takes in a sweep: each of a list, range or choice; the
+    midpoint of an interval (geometric for a log-tagged one)."""
+    value = o.value()
+    if isinstance(value, IntervalSweep):
+        lo, hi = float(value.start), float(value.end)
+        mid = math.sqrt(lo * hi) if "log" in value.tags and lo > 0 else (lo + hi) / 2
+        return [f"{o.get_key_element()}={mid:.6g}"]
+    if o.is_sweep_override():
+        return [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+    return [o.input_line]

@@ -221,8 +221,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``lab-analyze compare PATH --by KEY``: a law per group; compare.json and .png."""
     from analysis import compare
 
-    df = load_runs(args.path, args.n_convention, args.compute, args.loss, config_keys=(args.by,))
-    result = compare.compare(df, args.by, args.law, args.bootstrap, args.seed)
+    df = load_runs(args.path, args.n_convention, args.compute, args.loss, (args.by,), all_runs=True)
+    result = compare.compare(
+        df, args.by, args.law, args.bootstrap, args.seed, all_runs=args.all_runs
+    )
     src = Path(args.path)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     json_path, png = compare.write(result, out)
@@ -403,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
     c.add_argument("--compute", default="6N_attn", choices=list(C_CONVENTIONS))
     c.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    c.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="every run of a group, even where its runs at one (N, D) differ in a "
+        "hyperparameter (default: the best setting there)",
+    )
     c.set_defaults(func=cmd_compare)
     lr_p = sub.add_parser("lr", help="the best learning rate per size, and lr*(N)")
     lr_p.add_argument("path", help="a sweep folder whose runs differ in optim.lr")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.bootstrap import bootstrap_fit, summarize
 from analysis.laws import LAWS, fit_law
+from analysis.load import keep_best_setting
 
 # L(N) with its offset needs a few more sizes than parameters to be more than a curve
 # through points; below this many sizes per group, compare fits the pure power law
@@ -101,6 +102,7 @@ def compare(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    all_runs: bool = False,
 ) -> dict:
     """Fit one law per value of column ``by`` of ``df`` (``analysis.load.load_runs`` with
     ``config_keys=(by,)``). Returns the groups' fits, intervals and crossings.
@@ -114,6 +116,12 @@ def compare(
         )
     keyed = df[df[by].notna()]
     groups = {str(k): g.reset_index(drop=True) for k, g in keyed.groupby(keyed[by].astype(str))}
+    selections = {}
+    if "hparams" in keyed and not all_runs:  # the best setting per (N, D), within each group
+        for name, g in groups.items():
+            groups[name], chosen = keep_best_setting(g)
+            if chosen:
+                selections[name] = chosen["text"]
     if len(groups) < 2:
         raise ValueError(
             f"--by {by}: every run has the same value ({next(iter(groups))}); nothing to compare"
@@ -155,6 +163,7 @@ def compare(
         "tokens_for_curves": d,
         "groups": rows,
         "crossings": crossings(fits, law_obj, n_range, d),
+        "selection": selections,
         "conventions": df.attrs.get("conventions"),
         "_fits": fits,
         "_samples": samples,
@@ -179,6 +188,7 @@ def table(result: dict) -> str:
                 cells.append(f"{p['value']:.4g}".rjust(26))
         lines.append(f"  {g['group']:>12} {g['runs']:>4}  " + "  ".join(cells))
     lines += [f"  {c['text']}" for c in result["crossings"]]
+    lines += [f"  {name}: {text}" for name, text in result.get("selection", {}).items()]
     return "\n".join(lines)
 
 

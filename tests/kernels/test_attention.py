@@ -144,6 +144,7 @@ def test_dropout_seed_comes_from_torch_generator():
     assert not torch.allclose(a, full, atol=1e-3)
 
 
+@pytest.mark.slow  # 3 models under the interpreter; the op-level dropout tests run in make test
 def test_model_trains_with_triton_attention_dropout_reproducibly(tmp_path):
     def losses(name, p):
         cfg = demo_config(tokens=64 * 3, attention="triton")

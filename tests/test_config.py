@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -33,9 +34,16 @@ def test_every_group_option_composes(group, option):
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_sweep_composes_and_every_run_validates(name):
+def test_every_sweep_composes_and_every_run_validates(name, tmp_path, monkeypatch):
     jobs = {tuple(job) for job in expand_sweep(name)}  # an optuna sweep repeats its trial
     assert jobs
+    monkeypatch.chdir(tmp_path)  # a sweep that reads a fitted lr law finds one here
+    law = {
+        "parametrization": "sp",
+        "law": {"params": {"c": {"value": 0.1}, "gamma": {"value": 0.3}}},
+    }
+    (tmp_path / "runs" / "lr" / "analysis").mkdir(parents=True)
+    (tmp_path / "runs" / "lr" / "analysis" / "lr.json").write_text(json.dumps(law))
     for job in jobs:
         validate(compose_run(list(job)))
 

@@ -71,7 +71,7 @@ CLI_RUN = [
 
 
 def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
-    args = [*CLI_RUN, "data.tokens=300000", "train.eval_every=100", "train.checkpoint_every=20"]
+    args = [*CLI_RUN, "data.tokens=200000", "train.eval_every=100", "train.checkpoint_every=20"]
     whole = lab_train(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     proc = lab_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path, wait=False)
@@ -84,7 +84,7 @@ def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(ckpt)["state"]["step"]
-    assert 40 <= killed_at < 1172, "killed mid-run"
+    assert 40 <= killed_at < 782, "killed mid-run"
     # started again in its folder, the run continues from its checkpoint (train.resume=auto)
     resumed = lab_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

@@ -262,6 +262,7 @@ def test_demo_model_trains_to_the_same_losses_with_triton_attention(tmp_path):
     assert_trains_like_torch(tmp_path, attention="triton")
 
 
+@pytest.mark.slow  # the per-op model tests above compare every step's loss in make test
 def test_whole_model_on_triton_kernels_matches_torch(tmp_path):
     torch_run = train(demo_config(tokens=64 * 3), tmp_path / "torch")
     cfg = demo_config(tokens=64 * 3)

@@ -4,8 +4,8 @@ with and without dropout; the GEMM's products and activation backward for every 
 activation; layer norm and RMSNorm forward and backward; the causal convolution's three
 kernels. Each kernel's first tile. A build
 that fails, or one that needs more shared memory than an H100/H200 block can have, fails
-here, before any GPU time is spent on it. ``make test`` builds attention at head dim 64;
-``make test-slow`` at 64 and 128."""
+here, before any GPU time is spent on it. ``make test-slow`` builds attention at head dim
+64, and at 64 and 128."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def _build(tmp_path, head_dims):
     assert all(0 <= int(r["shared"]) <= HOPPER_SMEM for r in rows)
 
 
+@pytest.mark.slow  # about 80 s of compiling: make test-slow, and before any GPU window
 def test_kernels_build_for_sm90(tmp_path):
     _build(tmp_path, [64])
 

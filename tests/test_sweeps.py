@@ -52,37 +52,49 @@ def configs(name):
     return [compose_run(job) for job in expand_sweep(name)]
 
 
+def _values(jobs, key: str) -> list[str]:
+    """The value each job gives ``key`` (its override), in job order."""
+    return [next(o.split("=", 1)[1] for o in job if o.startswith(f"{key}=")) for job in jobs]
+
+
 def test_each_sweep_expands_to_the_runs_it_promises():
+    # by the overrides each run gets (tests/test_config.py composes and validates every run;
+    # here one run per sweep is composed, for what its file sets for all of them)
     ladder = ["nano", "micro", "tiny", "mini", "small"]
-    ms = configs("model_size")
-    assert [c.model.name for c in ms] == ladder and {c.data.tokens for c in ms} == {4_000_000}
-    ds = configs("data_size")
-    assert {c.model.name for c in ds} == {"tiny"}
-    assert sorted(c.data.tokens for c in ds) == [125_000 * 2**i for i in range(6)]
-    grid = configs("grid")
-    assert len({(c.model.name, c.data.tokens) for c in grid}) == 20 == len(grid)
-    iso = configs("isoflop")
-    assert len({(c.model.name, c.data.budget) for c in iso}) == 24
-    assert {c.data.budget for c in iso} == {3e11, 1e12, 3e12, 1e13}
-    lr = configs("lr")
-    assert len({(c.model.name, c.optim.lr) for c in lr}) == 20
-    wsd = configs("wsd")
-    assert [c.model.name for c in wsd] == ["nano", "micro", "tiny", "mini"]
-    assert all(c.optim.schedule == "wsd" and len(c.data.branches) == 3 for c in wsd)
-    assert all(max(c.data.branches) < c.data.tokens for c in wsd)
-    arch = configs("architectures")
-    assert {(c.model.mixer, c.model.name) for c in arch} == {
+    ms = expand_sweep("model_size")
+    assert _values(ms, "model") == ladder and compose_run(ms[0]).data.tokens == 4_000_000
+    ds = expand_sweep("data_size")
+    assert compose_run(ds[0]).model.name == "tiny"
+    assert sorted(int(v) for v in _values(ds, "data.tokens")) == [125_000 * 2**i for i in range(6)]
+    grid = expand_sweep("grid")
+    assert len(set(zip(_values(grid, "model"), _values(grid, "data.tokens")))) == 20 == len(grid)
+    iso = expand_sweep("isoflop")
+    assert len(set(zip(_values(iso, "model"), _values(iso, "data.budget")))) == 24
+    assert {float(v) for v in _values(iso, "data.budget")} == {3e11, 1e12, 3e12, 1e13}
+    lr = expand_sweep("lr")
+    assert len(set(zip(_values(lr, "model"), _values(lr, "optim.lr")))) == 20
+    wsd = expand_sweep("wsd")
+    assert _values(wsd, "model") == ["nano", "micro", "tiny", "mini"]
+    w = compose_run(wsd[0])
+    assert w.optim.schedule == "wsd" and len(w.data.branches) == 3
+    assert max(w.data.branches) < w.data.tokens
+    arch = set(
+        zip(
+            _values(expand_sweep("architectures"), "model.mixer"),
+            _values(expand_sweep("architectures"), "model"),
+        )
+    )
+    assert arch == {
         (m, n) for m in ("attention", "conv", "lstm") for n in ("nano", "micro", "tiny", "mini")
     }
-    assert len({c.data.tokens for c in arch}) == 1
-    mt = configs("mup_transfer")
-    assert (
-        len(mt) == 40 == len({(c.model.parametrization, c.model.d_model, c.optim.lr) for c in mt})
-    )
-    widths = sorted({c.model.d_model for c in mt})
+    mt = expand_sweep("mup_transfer")
+    assert len(mt) == 40 == len({tuple(j) for j in mt})
+    widths = sorted({int(v) for v in _values(mt, "model.d_model")})
     assert len(widths) >= 4 and widths[-1] / widths[0] >= 8
-    assert all(c.model.base_d_model == widths[0] for c in mt)
-    assert all(c.optim.lr_law.endswith("lr.json") for c in configs("demo_tuned"))
+    assert set(_values(mt, "model.parametrization")) == {"sp", "mup"}
+    assert len(set(_values(mt, "optim.lr"))) >= 5
+    assert compose_run(mt[0]).model.base_d_model == widths[0]
+    assert compose_run(expand_sweep("demo_tuned")[0]).optim.lr_law.endswith("lr.json")
 
 
 def test_ladder_spans_two_decades_and_each_file_states_its_n():

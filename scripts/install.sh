@@ -18,13 +18,11 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     # example PyTorch's own CPU wheel index).
     extra=()
     if [[ -n "${TORCH_INDEX_URL:-}" ]]; then extra=(--extra-index-url "$TORCH_INDEX_URL"); fi
-    "$PY" -m pip install -q --no-compile "${extra[@]}" "torch==${TORCH_CPU_VERSION}+cpu" \
-      2>/dev/null || "$PY" -m pip install -q --no-compile "${extra[@]}" "torch==${TORCH_CPU_VERSION}"
+    "$PY" -m pip install -q "${extra[@]}" "torch==${TORCH_CPU_VERSION}+cpu" 2>/dev/null \
+      || "$PY" -m pip install -q "${extra[@]}" "torch==${TORCH_CPU_VERSION}"
   fi
 fi
-# --no-compile: no .pyc for the thousands of modules of the extras at install time; Python
-# compiles the few it imports when it imports them
-"$PY" -m pip install -q --no-compile -e ".[dev]"
+"$PY" -m pip install -q -e ".[dev]"
 "$PY" - <<'PYEOF'
 import torch, triton, hydra
 print(f"install: torch {torch.__version__} (cuda={torch.cuda.is_available()}), "

@@ -24,7 +24,7 @@ from typing import Any
 
 from kernels import activations
 from kernels.registry import BACKENDS
-from lab.schema import ADDED_FIELDS, HASH_EXCLUDED
+from lab.schema import HASH_EXCLUDED, canonical_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -308,14 +308,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def config_hash(cfg: Config) -> str:
     """A short hash of everything that decides a run's result (the sweep's resume key)."""
-    d = to_dict(cfg)
-    for dotted in HASH_EXCLUDED:
-        section, key = dotted.split(".")
-        d[section].pop(key, None)
-    for dotted, neutral in ADDED_FIELDS.items():  # at the old behaviour: the old hash
-        section, key = dotted.split(".")
-        if d[section].get(key) == neutral:
-            d[section].pop(key, None)
+    d = canonical_config(to_dict(cfg))  # added fields at their old behaviour: the old hash
     law = d["optim"].get("lr_law")
     if law:  # the rate comes from the file: a refitted law is another config
         try:

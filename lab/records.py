@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from lab.schema import ADDED_FIELDS, HASH_EXCLUDED, RECORD_NAME, TABLE_COLUMNS
+from lab.schema import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS, canonical_config
 
 
 def atomic_temp(path: Path) -> tuple[int, str]:
@@ -164,15 +164,7 @@ def hparams_digest(config: dict | None, drop: tuple[str, ...] = ()) -> str | Non
     setting agree). None without a config."""
     if not isinstance(config, dict):
         return None
-    d = json.loads(json.dumps(config))
-    for dotted in (*HASH_EXCLUDED, "train.seed", *drop):
-        section, _, key = dotted.partition(".")
-        if isinstance(d.get(section), dict):
-            d[section].pop(key, None)
-    for dotted, neutral in ADDED_FIELDS.items():
-        section, _, key = dotted.partition(".")
-        if isinstance(d.get(section), dict) and d[section].get(key, neutral) == neutral:
-            d[section].pop(key, None)
+    d = canonical_config(config, ("train.seed", *drop))
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -8,6 +8,7 @@ when the run starts (status "running") and when it ends.
 
 from __future__ import annotations
 
+import json
 import math
 
 RECORD_NAME = "result.json"  # a run's record
@@ -65,6 +66,24 @@ HASH_EXCLUDED = (
     "train.loggers",
     "train.tracker_project",
 )
+
+
+def canonical_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
+    """A copy of a config dict (as records hold it) without what does not decide a run's
+    result: the ``HASH_EXCLUDED`` fields, the dotted keys ``drop`` names, and each field of
+    ``ADDED_FIELDS`` that holds its old-behaviour value. The config hash and the runs
+    table's hyperparameter digests are hashes of it."""
+    d = json.loads(json.dumps(config))
+    for dotted in (*HASH_EXCLUDED, *drop):
+        section, _, key = dotted.partition(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(key, None)
+    for dotted, neutral in ADDED_FIELDS.items():
+        section, _, key = dotted.partition(".")
+        if isinstance(d.get(section), dict) and d[section].get(key, neutral) == neutral:
+            d[section].pop(key, None)
+    return d
+
 
 TABLE_COLUMNS = [
     "run",

@@ -59,14 +59,20 @@ class Run:
         keep = set(DataConfig.__dataclass_fields__) - {"cache_dir"}
         self.data = DataConfig(**{k: v for k, v in data.items() if k in keep})
 
-    def encode(self, text: str) -> torch.Tensor:
-        """Token ids of ``text`` (1, T), truncated with a warning to the positional table."""
+    def encode(self, text: str, truncate: bool = True) -> torch.Tensor:
+        """Token ids of ``text`` (1, T), truncated with a warning to the positional table;
+        with ``truncate=False`` a text longer than it is a ValueError instead."""
         if not hasattr(self.tokenizer, "encode"):
             raise ValueError(
                 "this model was trained on pre-tokenized ids: it has no text tokenizer"
             )
         ids = self.tokenizer.encode(text.encode("utf-8")).astype(np.int64)
         limit = self.model.cfg.n_positions
+        if ids.size > limit and not truncate:
+            raise ValueError(
+                f"--text is {ids.size} tokens, longer than the model's context of {limit}: "
+                "shorten it"
+            )
         if ids.size > limit:
             warnings.warn(
                 f"the text has {ids.size} tokens; truncated to the model's {limit}", stacklevel=2
@@ -282,20 +288,11 @@ def attribution_run(
     position outside the text or a target that is not one token."""
     from lab import attribution
 
-    if not hasattr(run.tokenizer, "encode"):
-        raise ValueError("this model was trained on pre-tokenized ids: it has no text tokenizer")
-    ids = run.tokenizer.encode(text.encode("utf-8")).astype(np.int64)
-    limit = run.model.cfg.n_positions
-    if ids.size == 0:
-        raise ValueError("--text must not be empty")
-    if ids.size > limit:
-        raise ValueError(
-            f"--text is {ids.size} tokens, longer than the model's context of {limit}: shorten it"
-        )
+    x = run.encode(text, truncate=False)
+    ids = x[0].numpy()
     position = ids.size - 1 if position is None else position
     if not 0 <= position < ids.size:
         raise ValueError(f"--position must be in [0, {ids.size - 1}] for this text, got {position}")
-    x = torch.as_tensor(ids)[None]
     if target is not None:
         spelled = run.tokenizer.encode(target.encode("utf-8"))
         if len(spelled) != 1:

@@ -321,6 +321,24 @@ def cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_options(p: argparse.ArgumentParser, compute: bool = True) -> None:
+    """The options every fitting command takes: output folder, bootstrap, seed, and the
+    N, C (unless ``compute`` is False) and loss conventions."""
+    p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
+    if compute:
+        p.add_argument(
+            "--compute",
+            default="6N_attn",
+            choices=list(C_CONVENTIONS),
+            help="compute convention: 6N_attn (default: 6N plus the attention FLOPs), 6N, or "
+            "6N_attn_head (plus the output layer)",
+        )
+    p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lab-analyze",
@@ -338,8 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
             "path", help="sweep directory, or CSV/JSONL/Parquet of n_params, tokens, loss"
         )
         p.add_argument("--law", default="auto", choices=["auto", *LAWS])
-        p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
-        p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+        _common_options(p)
         p.add_argument(
             "--budget",
             type=float,
@@ -347,7 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="compute budgets (FLOPs) for N*, D* (default: the largest run's, ×10, ×100)",
         )
-        p.add_argument("--seed", type=int, default=0)
         p.add_argument(
             "--isoflop-curves",
             type=int,
@@ -362,14 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["parabola", "akima"],
             help="approach 2: each budget's optimum from a local parabola or Akima interpolation",
         )
-        p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
-        p.add_argument(
-            "--compute",
-            default="6N_attn",
-            choices=list(C_CONVENTIONS),
-            help="compute convention: 6N_attn (default: 6N plus the attention FLOPs), 6N, or "
-            "6N_attn_head (plus the output layer)",
-        )
         p.add_argument(
             "--sensitivity",
             action="store_true",
@@ -383,7 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
             help="a sweep with repeated seeds (lab-sweep seeds): compare the fit's residuals to "
             "its run-to-run noise",
         )
-        p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
         p.add_argument(
             "--all-runs",
             action="store_true",
@@ -399,12 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path", help="sweep directory, or a table file with the --by column")
     c.add_argument("--by", required=True, help="a config key, e.g. model.mixer or model.norm")
     c.add_argument("--law", default="auto", choices=["auto", *LAWS])
-    c.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
-    c.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
-    c.add_argument("--compute", default="6N_attn", choices=list(C_CONVENTIONS))
-    c.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    _common_options(c)
     c.add_argument(
         "--all-runs",
         action="store_true",
@@ -414,11 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
     lr_p = sub.add_parser("lr", help="the best learning rate per size, and lr*(N)")
     lr_p.add_argument("path", help="a sweep folder whose runs differ in optim.lr")
-    lr_p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
-    lr_p.add_argument("--seed", type=int, default=0)
-    lr_p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
-    lr_p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
-    lr_p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    _common_options(lr_p, compute=False)
     lr_p.set_defaults(func=cmd_lr)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")

@@ -194,10 +194,7 @@ def table(result: dict) -> str:
 
 def figure(result: dict, path: Path) -> Path:
     """Every group's runs, fitted L(N) and its band on one log-log figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from analysis.plot import _log_axes, _save, plt
 
     law = LAWS[result["law"]]
     d = result["tokens_for_curves"]
@@ -220,8 +217,6 @@ def figure(result: dict, path: Path) -> Path:
     for c in result["crossings"]:
         for p in c["inside"]:
             ax.axvline(p, color="gray", ls=":", lw=1)
-    from analysis.plot import _log_axes
-
     _log_axes(ax)
     conv = result.get("conventions") or {}
     ax.set_xlabel(f"N ({conv.get('n_params', 'parameters')})")
@@ -233,10 +228,7 @@ def figure(result: dict, path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, formats=(".png",))[0]
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:

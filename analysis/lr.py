@@ -215,10 +215,7 @@ def movement(fitted: list[dict], law: dict | None) -> dict | None:
 def figure(result: dict, path: Path) -> Path:
     """Loss against lr, one curve per sweep with its optimum marked; beside it lr*(N) with
     the fitted law and its band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from analysis.plot import _save, plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = result["sweeps"]
@@ -264,10 +261,7 @@ def figure(result: dict, path: Path) -> Path:
     right.set_ylabel("best learning rate")
     right.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, formats=(".png",))[0]
 
 
 def write(result: dict, out: Path, suffix: str = "") -> tuple[Path, Path]:

@@ -244,12 +244,14 @@ def cmd_lr(args: argparse.Namespace) -> int:
     if len(found) > 1:  # e.g. the mup_transfer sweep: one analysis per parametrization
         for p in found:
             result = lr.analyze_lr(
-                args.path, args.n_convention, args.loss, args.bootstrap, args.seed, p
+                args.path, args.n_convention, args.loss, args.bootstrap, args.seed, p, table
             )
             _print_lr(result, args.loss, *lr.write(result, out, suffix=f"_{p}"))
             print()
         return 0
-    result = lr.analyze_lr(args.path, args.n_convention, args.loss, args.bootstrap, args.seed)
+    result = lr.analyze_lr(
+        args.path, args.n_convention, args.loss, args.bootstrap, args.seed, records=table
+    )
     _print_lr(result, args.loss, *lr.write(result, out))
     return 0
 

@@ -125,15 +125,17 @@ def analyze_lr(
     resamples: int = 1000,
     seed: int = 0,
     parametrization: str | None = None,
+    records: pd.DataFrame | None = None,
 ) -> dict:
     """The lr sweeps under ``path`` (a sweep folder), their optima and the fitted law, for
     the runs of one parametrization (``parametrization``; None: the runs must all share
-    one). Raises ValueError when nothing can be fitted: no records, no sweep with 3+ rates,
-    or runs of more than one parametrization and none chosen."""
+    one). ``records``: the folder's runs table when the caller has read it already. Raises
+    ValueError when nothing can be fitted: no records, no sweep with 3+ rates, or runs of
+    more than one parametrization and none chosen."""
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"lab-analyze lr reads a sweep folder of runs; {path} is not one")
-    raw = read_records(path)
+    raw = read_records(path) if records is None else records
     if raw.empty:
         raise ValueError(f"no {RECORD_NAME} records under {path}")
     raw = raw[(raw["status"] == "ok") & raw[loss].notna()]

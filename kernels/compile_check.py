@@ -1,7 +1,8 @@
 """Compile the Triton kernels for a GPU architecture on a machine without one.
 
-    python -m kernels.compile_check [attention] [gemm] [layernorm] [--arch 90]
-                                    [--dtype bf16] [--head-dims 64 128] [--first] [--csv PATH]
+    python -m kernels.compile_check [attention] [gemm] [layernorm] [conv] [--arch 90]
+                                    [--dtype bf16] [--head-dims 64 128] [--first] [--ttgir]
+                                    [--csv PATH]
 
 Every launch the ops' host code makes is built by Triton's own compiler down to a cubin,
 and the table reports each build's shared memory, registers and spilled bytes (from
@@ -9,7 +10,9 @@ ptxas): for attention (the default op), the forward, delta pre-pass, dK/dV and d
 both read paths (TMA tensor descriptors and pointers), causal or not, with and without
 dropout; for gemm, the linear layer's three products and the activation backward; for
 layernorm, forward and backward at four widths, LayerNorm and RMSNorm. Each autotuned
-kernel builds every tile of its tuning list (``--first``: only the first). Nothing runs:
+kernel builds every tile of its tuning list (``--first``: only the first). ``--ttgir`` adds
+what the TTGIR of each build says about its inner loops (``ttgir_facts``): the layouts a
+Hopper kernel loses time on, readable without a GPU. Nothing runs:
 this answers "does the Hopper path build with this triton" and "which tiles spill", not
 "is it fast" or "is it right" (the interpreter tests and a GPU answer those).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,6 +91,7 @@ class _CompileOnly:
                 compiled = self.fn.warmup(*args, grid=(1,), **meta)
                 row.update(status="ok", shared=compiled.metadata.shared)
                 row.update(_ptxas_usage(compiled.asm["ptx"]))
+                row.update(ttgir_facts(compiled.asm["ttgir"]))
             except Exception as e:  # noqa: BLE001 - reported in the table, counted as failed
                 row.update(status="FAILED: " + (str(e).strip().splitlines() or [""])[-1][:160])
             self.builds.append(row)
@@ -95,8 +100,6 @@ class _CompileOnly:
 def _ptxas_usage(ptx: str) -> dict:
     """Registers and spill stores of a PTX module, from the ptxas that ships with triton
     (the newer one when the PTX version needs it)."""
-    import re
-
     import triton
 
     arch = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
@@ -117,6 +120,79 @@ def _ptxas_usage(ptx: str) -> dict:
             if out.returncode == 0 and regs:
                 return {"regs": int(regs.group(1)), "spill_bytes": int(spill.group(1))}
     return {"regs": "?", "spill_bytes": "?"}
+
+
+_LAYOUT = re.compile(r"^(#mma\d*) = #ttg\.nvidia_mma<\{(.*)\}>", re.M)
+_DOT = re.compile(r"= (?:ttng\.warp_group_dot|tt\.dot) .*-> tensor<(\d+)x(\d+)x\w+, (#mma\d*)>")
+_LOC = re.compile(r"\s*loc\((?:[^()]|\([^()]*\))*\)")
+
+
+def _ints(text: str, key: str) -> list[int]:
+    return [int(x) for x in re.search(key + r" = \[([\d, ]+)\]", text).group(1).split(",")]
+
+
+TTGIR_COLUMNS = ("dots/iter", "dot warps", "dup dots", "smem/iter", "reg trans/iter")
+
+
+def ttgir_facts(ttgir: str) -> dict:
+    """What the TTGIR (Triton's GPU-level IR, after layout assignment) says about a kernel's
+    inner loops, the facts a reader of the compiler output checks by hand:
+
+    - ``dots/iter``: matrix products per iteration of the busiest innermost loop;
+    - ``dot warps``: the warps-per-CTA grid of each product's layout in inner loops;
+    - ``dup dots``: products whose warps cover more rows or columns than the tile has, so
+      some warps compute the same tile again (an MMA layout tiles 16 rows per warp and
+      ``instrShape[1]`` columns per warp; more warps than that along a dimension repeat);
+    - ``smem/iter``: register values written to shared memory per inner-loop iteration
+      (``ttg.local_alloc`` of a value, ``ttg.local_store``): the round trips a transpose or
+      a relayout costs (tiles arriving by ``cp.async`` or TMA are not counted);
+    - ``reg trans/iter``: transposes of register tensors (``tt.trans`` of a value, not of a
+      shared-memory view) per inner-loop iteration.
+    """
+    layouts = {}
+    for name, body in _LAYOUT.findall(ttgir):
+        layouts[name] = (_ints(body, "warpsPerCTA"), _ints(body, "instrShape"))
+    loops: list[dict] = []  # every scf.for, with counts of what its own body holds
+    stack: list[dict | None] = []  # open regions: a loop's dict, or None for other regions
+    for raw in ttgir.splitlines():
+        line = _LOC.sub("", raw).strip()
+        if line.startswith("}"):
+            if stack:
+                stack.pop()
+        loop = next((r for r in reversed(stack) if r is not None), None)
+        if loop is not None:
+            dot = _DOT.search(line)
+            if dot:
+                m, n, name = int(dot.group(1)), int(dot.group(2)), dot.group(3)
+                warps, instr = layouts.get(name, ([0, 0], [16, 8]))
+                loop["dots"] += 1
+                loop["warps"].append("x".join(map(str, warps)))
+                loop["dup"] += warps[0] * 16 > m or warps[1] * instr[1] > n
+            if re.search(r"= ttg\.local_alloc %|ttg\.local_store ", line):
+                loop["smem"] += 1
+            if re.search(r"= tt\.trans %", line):
+                loop["trans"] += 1
+        if line.endswith("{"):
+            if "scf.for" in line:
+                new = {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0, "inner": True}
+                for outer in stack:
+                    if outer is not None:
+                        outer["inner"] = False
+                loops.append(new)
+                stack.append(new)
+            else:
+                stack.append(None)
+    inner = [lp for lp in loops if lp["inner"]] or [
+        {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0}
+    ]
+    busiest = max(inner, key=lambda lp: (lp["dots"], lp["smem"]))
+    return {
+        "dots/iter": busiest["dots"],
+        "dot warps": " ".join(busiest["warps"]) or "-",
+        "dup dots": busiest["dup"],
+        "smem/iter": busiest["smem"],
+        "reg trans/iter": busiest["trans"],
+    }
 
 
 def _groups() -> dict[str, str]:
@@ -181,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         "--head-dims", type=int, nargs="+", default=[64, 128], help="attention head dims"
     )
     parser.add_argument("--first", action="store_true", help="only each list's first tile")
+    parser.add_argument(
+        "--ttgir",
+        action="store_true",
+        help="add what each build's TTGIR says about its inner loops: products per "
+        "iteration, their warp layouts, duplicated warps, register values stored to shared "
+        "memory and register transposes per iteration (see ttgir_facts)",
+    )
     parser.add_argument("--csv", default=None, help="also write the table here")
     args = parser.parse_args(argv)
     args.ops = args.ops or ["attention"]
@@ -209,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         "regs",
         "spill_bytes",
     ]
+    if args.ttgir:
+        columns += list(TTGIR_COLUMNS)
     rows = [{c: r.get(c, "") for c in columns} for r in rows]
     print(
         f"sm_{args.arch} | {args.dtype} | triton {triton.__version__} | torch {torch.__version__}"

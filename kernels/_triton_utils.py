@@ -7,6 +7,11 @@ import os
 import torch
 import triton
 
+try:  # triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older triton: pointer loads only
+    TensorDescriptor = None
+
 from kernels import activations
 from kernels.registry import interpreting  # noqa: F401 - re-exported for the kernel files
 
@@ -21,6 +26,53 @@ ACT_BWD = {name: triton.jit(a.triton_bwd) for name, a in activations.ACTIVATIONS
 def autotune_off() -> bool:
     """``KERNELS_AUTOTUNE=0``: each autotuned kernel keeps only the first tile of its list."""
     return os.environ.get("KERNELS_AUTOTUNE", "1") == "0"
+
+
+def limit_tuning(configs, named_args=None, **kwargs):
+    """An autotuner's ``early_config_prune``, read at each launch: the list's first config
+    when ``KERNELS_AUTOTUNE=0`` (the lists are also cut at import when it is set then);
+    its first n with ``KERNELS_AUTOTUNE_MAX=n`` (a short tuning, for a GPU check that must
+    fit a short window); every config otherwise."""
+    if autotune_off():
+        return configs[:1]
+    most = os.environ.get("KERNELS_AUTOTUNE_MAX", "").strip()
+    if most:
+        if not most.isdigit() or int(most) < 1:
+            raise ValueError(f"KERNELS_AUTOTUNE_MAX must be a count >= 1, got {most!r}")
+        return configs[: int(most)]
+    return configs
+
+
+TMA_MODES = ("auto", "1", "0")
+
+
+def tma_mode(variable: str) -> str:
+    """The read-path switch in environment variable ``variable``: auto (TMA where the GPU
+    and the strides allow it) | 1 (TMA wherever the strides allow, the interpreter
+    included) | 0 (never). ValueError naming the variable otherwise."""
+    mode = os.environ.get(variable, "auto").strip().lower()
+    if mode not in TMA_MODES:
+        raise ValueError(f"{variable} must be one of {TMA_MODES}, got {mode!r}")
+    return mode
+
+
+def tma_capable(t: torch.Tensor) -> bool:
+    """A Hopper-or-later GPU and a triton with host-side tensor descriptors."""
+    if TensorDescriptor is None or t.device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(t.device)[0] >= 9
+
+
+def tma_aligned(*tensors: torch.Tensor) -> bool:
+    """TMA's rules for a view: base 16-byte aligned, last dim contiguous, every other
+    stride a multiple of 16 bytes."""
+    for t in tensors:
+        size = t.element_size()
+        if t.data_ptr() % 16 or t.stride(-1) != 1:
+            return False
+        if any((s * size) % 16 for s in t.stride()[:-1]):
+            return False
+    return True
 
 
 def dot_precision(dtype: torch.dtype, device: torch.device) -> str:

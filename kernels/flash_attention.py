@@ -44,16 +44,20 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._triton_utils import autotune_off, dot_precision, interpreting
-
-try:  # triton >= 3.4
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - older triton: pointer loads only
-    TensorDescriptor = None
+from kernels._triton_utils import (
+    TensorDescriptor,
+    autotune_off,
+    dot_precision,
+    interpreting,
+    limit_tuning,
+    tma_aligned,
+    tma_capable,
+)
+from kernels._triton_utils import tma_mode as _tma_mode
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
-TMA_MODES = ("auto", "1", "0")
+DQ_MODES = ("separate", "atomic")
 
 
 @triton.jit
@@ -148,14 +152,16 @@ def _fwd_inner(
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _tile(K, b, hk, start_n, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 units
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # unscaled
         if MASKED:
             keep = offs_n[None, :] < T_K
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None])
             s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.math.exp2(s - m_new[:, None])
+        # qk_scale > 0, so max(s)·scale is the row max of the scaled scores, and the scale
+        # rides in the exponent's multiply-add instead of a pass over the tile of its own
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if DROPOUT:  # the denominator keeps every probability; only P·V loses the dropped
@@ -165,6 +171,16 @@ def _fwd_inner(
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
+
+
+@triton.jit
+def _query_block(CAUSAL: tl.constexpr):
+    """This program's query block. Causal: the last block first, since it reads the most
+    keys, so the longest programs start in the first wave and the short ones fill the tail
+    (the launch order FlashAttention-2 and Triton's tutorial use for causal work)."""
+    if CAUSAL:
+        return tl.num_programs(0) - 1 - tl.program_id(0)
+    return tl.program_id(0)
 
 
 @triton.jit
@@ -222,7 +238,7 @@ def _attn_fwd_kernel(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = _query_block(CAUSAL)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -363,6 +379,7 @@ def _dkdv_inner(
     v,
     Q,
     DO,
+    DQ_ACC,
     b,
     h,
     bh,
@@ -383,17 +400,26 @@ def _dkdv_inner(
     T_Q,
     D,
     qk_scale,
+    sm_scale,
     seed,
     p_drop,
     drop_scale,
     MASKED: tl.constexpr,
     DROPOUT: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     TMA: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    """Keys are the rows: every product is computed in the (BLOCK_N keys, BLOCK_M queries)
+    orientation, Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ directly, so Pᵀ and dSᵀ, the left operands of
+    dV += Pᵀ·dO and dK += dSᵀ·Q, come out of the products already transposed: no register
+    transpose, no round trip through shared memory (Triton's fused-attention tutorial, its
+    backward on Hopper). The transposes left are of the loaded Q and dO tiles, which the
+    compiler takes as a different view of the tile in shared memory."""
+    offs_d = tl.arange(0, BLOCK_D)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_mask = offs_m < T_Q
@@ -401,22 +427,24 @@ def _dkdv_inner(
         do = _tile(DO, b, h, start_m, sdb, sdh, sdt, sdd, T_Q, D, BLOCK_M, BLOCK_D, TMA)
         lse = tl.load(lse_base + offs_m, mask=m_mask, other=0.0)
         delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        p = tl.math.exp2(s - lse[:, None])
+        st = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        pt = tl.math.exp2(st * qk_scale - lse[None, :])  # the scale folded into one FMA
         if MASKED:
-            p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
-        p = tl.where(m_mask[:, None], p, 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        if DROPOUT:
-            keep = _keep(seed, bh, offs_m, start_n, p_drop, BLOCK_N)
-            dv = tl.dot(
-                tl.trans(tl.where(keep, p, 0.0)).to(do.dtype), do, dv, input_precision=PRECISION
-            )
-            dp = tl.where(keep, dp * drop_scale, 0.0)
+            pt = tl.where(offs_m[None, :] >= offs_n[:, None], pt, 0.0)
+        pt = tl.where(m_mask[None, :], pt, 0.0)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        if DROPOUT:  # the mask is drawn query-major; its transpose is the one relayout left
+            keep = tl.trans(_keep(seed, bh, offs_m, start_n, p_drop, BLOCK_N))
+            dv = tl.dot(tl.where(keep, pt, 0.0).to(do.dtype), do, dv, input_precision=PRECISION)
+            dpt = tl.where(keep, dpt * drop_scale, 0.0)
         else:
-            dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dk = tl.dot(tl.trans(ds).to(q.dtype), q, dk, input_precision=PRECISION)
+            dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+        if ATOMIC_DQ:  # dQ += dS·K here, summed across key blocks in fp32 by atomics
+            dq = tl.dot(tl.trans(dst).to(k.dtype), k, input_precision=PRECISION) * sm_scale
+            dq_ptrs = DQ_ACC + bh.to(tl.int64) * T_Q * D + offs_m[:, None] * D + offs_d[None, :]
+            tl.atomic_add(dq_ptrs, dq, mask=m_mask[:, None] & (offs_d[None, :] < D), sem="relaxed")
     return dk, dv
 
 
@@ -430,6 +458,7 @@ def _attn_bwd_dkdv_kernel(
     Delta,
     DK,
     DV,  # dk, dv: (B, Hkv, T, D) contiguous
+    DQ_ACC,  # with ATOMIC_DQ: (B, H, T, D) fp32, zeroed, dQ summed into it
     sqb,
     sqh,
     sqt,
@@ -459,6 +488,7 @@ def _attn_bwd_dkdv_kernel(
     drop_scale,
     CAUSAL: tl.constexpr,
     DROPOUT: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     TMA: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -494,6 +524,7 @@ def _attn_bwd_dkdv_kernel(
             v,
             Q,
             DO,
+            DQ_ACC,
             b,
             h,
             bh,
@@ -514,11 +545,13 @@ def _attn_bwd_dkdv_kernel(
             T_Q,
             D,
             qk_scale,
+            sm_scale,
             seed,
             p_drop,
             drop_scale,
             True,
             DROPOUT,
+            ATOMIC_DQ,
             TMA,
             BLOCK_M,
             BLOCK_N,
@@ -532,6 +565,7 @@ def _attn_bwd_dkdv_kernel(
             v,
             Q,
             DO,
+            DQ_ACC,
             b,
             h,
             bh,
@@ -552,11 +586,13 @@ def _attn_bwd_dkdv_kernel(
             T_Q,
             D,
             qk_scale,
+            sm_scale,
             seed,
             p_drop,
             drop_scale,
             False,
             DROPOUT,
+            ATOMIC_DQ,
             TMA,
             BLOCK_M,
             BLOCK_N,
@@ -611,8 +647,8 @@ def _dq_inner(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _tile(K, b, hk, start_n, skb, skh, skt, skd, T_K, D, BLOCK_N, BLOCK_D, TMA)
         v = _tile(V, b, hk, start_n, svb, svh, svt, svd, T_K, D, BLOCK_N, BLOCK_D, TMA)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.math.exp2(s - lse[:, None])
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        p = tl.math.exp2(s * qk_scale - lse[:, None])
         if MASKED:
             keep = offs_n[None, :] < T_K
             if CAUSAL:
@@ -670,7 +706,7 @@ def _attn_bwd_dq_kernel(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = _query_block(CAUSAL)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -792,34 +828,35 @@ def dropout_mask(seed: int, shape: tuple[int, int, int, int], p: float, device) 
     return out.bool()
 
 
-# Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps), the first
-# being the one used when tuning is off (KERNELS_AUTOTUNE=0). BLOCK_M counts queries,
-# BLOCK_N keys. Chosen from `python -m kernels.compile_check` (sm_90, bf16, triton 3.6): without dropout the first of each list builds without register spills at
-# D = 64 and 128 on the TMA path (dK/dV's spills 40–164 bytes reading through pointers);
-# the rest are candidates for one head dim or the other (a 128×64 forward tile on 4 warps
-# spills at D = 128 but not at 64). Figures: kernels/BENCHMARKS.md. The dK/dV kernel keeps K, V, dK and dV
-# resident, so it wants 8 warps even on small tiles. Under the interpreter one 64×64 tile.
+# Tile shapes the GPU autotuner tries, (BLOCK_M, BLOCK_N, num_stages, num_warps[, widest
+# head dim]), the first being the one used when tuning is off (KERNELS_AUTOTUNE=0);
+# BLOCK_M counts queries, BLOCK_N keys; a fifth field keeps a tile to head dims up to it.
+# Chosen from `python -m kernels.compile_check --ttgir` (sm_90, bf16, triton 3.6; the
+# figures are in kernels/BENCHMARKS.md): an MMA layout gives each warp 16 rows of a
+# product, so a tile needs at least 16 rows per warp or warps repeat each other's work (the
+# dK/dV products have keys as rows, hence 128 keys on 8 warps); and every tile kept builds
+# without register spills at the head dims it is kept for, dropout aside. Under the
+# interpreter one 64×64 tile.
 FWD_TUNING = [
     (128, 64, 3, 8),
-    (128, 64, 3, 4),
     (128, 128, 3, 8),
+    (256, 64, 3, 8, 64),
+    (128, 64, 3, 4, 64),
     (128, 128, 2, 8),
     (64, 64, 3, 4),
-    (128, 32, 3, 8),
 ]
 DKDV_TUNING = [  # K/V resident (BLOCK_N), queries streamed (BLOCK_M)
-    (64, 64, 3, 8),
-    (32, 64, 3, 8),
-    (128, 64, 2, 8),
     (32, 128, 3, 8),
     (16, 128, 3, 8),
+    (64, 128, 2, 8, 64),
+    (32, 64, 3, 4, 64),
 ]
 DQ_TUNING = [  # queries resident (BLOCK_M), K/V streamed (BLOCK_N)
     (128, 64, 3, 8),
     (128, 32, 3, 8),
     (64, 64, 3, 4),
-    (64, 128, 3, 8),
     (128, 128, 2, 8),
+    (64, 128, 3, 4),
 ]
 INTERPRETER_TILE = (64, 64, 1, 4)  # big tiles: the interpreter pays per op, not per element
 DESCRIPTOR_ROWS = {"Q": "BLOCK_M", "DO": "BLOCK_M", "K": "BLOCK_N", "V": "BLOCK_N"}
@@ -834,17 +871,37 @@ def _descriptor_blocks(nargs: dict) -> None:
             x.block_shape = [1, 1, nargs[rows], nargs["BLOCK_D"]]
 
 
-def _configs(tuning: list[tuple[int, int, int, int]]) -> list:
+def _configs(tuning: list[tuple]) -> list:
     if interpreting():
         tuning = [INTERPRETER_TILE]
     elif autotune_off():
         tuning = tuning[:1]
     return [
         triton.Config(
-            {"BLOCK_M": m, "BLOCK_N": n}, num_stages=s, num_warps=w, pre_hook=_descriptor_blocks
+            {"BLOCK_M": t[0], "BLOCK_N": t[1]},
+            num_stages=t[2],
+            num_warps=t[3],
+            pre_hook=_descriptor_blocks,
         )
-        for m, n, s, w in tuning
+        for t in tuning
     ]
+
+
+def _prune(tuning: list[tuple]):
+    """An ``early_config_prune`` for a tuning list: no tile past the widest head dim its
+    entry names, then ``limit_tuning`` (KERNELS_AUTOTUNE, KERNELS_AUTOTUNE_MAX)."""
+    widest = {tuple(t[:4]): t[4] for t in tuning if len(t) > 4}
+
+    def prune(configs, named_args, **kwargs):
+        block_d = kwargs.get("BLOCK_D", 0)
+
+        def fits(c):
+            shape = (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, c.num_warps)
+            return block_d <= widest.get(shape, block_d)
+
+        return limit_tuning([c for c in configs if fits(c)] or configs[:1])
+
+    return {"early_config_prune": prune}
 
 
 # Tuned per power-of-two bucket of the sequence length (T_BUCKET, an argument the kernels
@@ -858,39 +915,40 @@ def _bucket(*lengths: int) -> int:
     return triton.next_power_of_2(max(lengths))
 
 
-_attn_fwd = triton.autotune(_configs(FWD_TUNING), key=_TUNING_KEY)(_attn_fwd_kernel)
-_attn_bwd_dkdv = triton.autotune(_configs(DKDV_TUNING), key=_TUNING_KEY)(_attn_bwd_dkdv_kernel)
-_attn_bwd_dq = triton.autotune(_configs(DQ_TUNING), key=_TUNING_KEY)(_attn_bwd_dq_kernel)
+_attn_fwd = triton.autotune(
+    _configs(FWD_TUNING), key=_TUNING_KEY, prune_configs_by=_prune(FWD_TUNING)
+)(_attn_fwd_kernel)
+_attn_bwd_dkdv = triton.autotune(  # tuning runs it once per tile: DQ_ACC zeroed after each
+    _configs(DKDV_TUNING),
+    key=_TUNING_KEY + ["ATOMIC_DQ"],
+    prune_configs_by=_prune(DKDV_TUNING),
+    reset_to_zero=["DQ_ACC"],
+)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = triton.autotune(
+    _configs(DQ_TUNING), key=_TUNING_KEY, prune_configs_by=_prune(DQ_TUNING)
+)(_attn_bwd_dq_kernel)
 
 
 # Why the TMA path was turned off for this process ("auto" mode, after a failed build).
 _tma_broken: str | None = None
 
 
-def tma_mode() -> str:
-    mode = os.environ.get("KERNELS_ATTENTION_TMA", "auto").strip().lower()
-    if mode not in TMA_MODES:
-        raise ValueError(f"KERNELS_ATTENTION_TMA must be one of {TMA_MODES}, got {mode!r}")
+def dq_mode() -> str:
+    """``KERNELS_ATTENTION_DQ``: "separate" (default: a kernel of its own computes dQ, with
+    no atomics, so the backward is deterministic) or "atomic" (the dK/dV kernel adds each
+    key block's share of dQ into an fp32 buffer with atomics: two products fewer per
+    step, as FlashAttention-2 does, at the price of run-to-run rounding differences)."""
+    mode = os.environ.get("KERNELS_ATTENTION_DQ", "separate").strip().lower()
+    if mode not in DQ_MODES:
+        raise ValueError(f"KERNELS_ATTENTION_DQ must be one of {DQ_MODES}, got {mode!r}")
     return mode
 
 
-def _tma_capable(t: torch.Tensor) -> bool:
-    """A Hopper-or-later GPU and a triton with host-side tensor descriptors."""
-    if TensorDescriptor is None or t.device.type != "cuda":
-        return False
-    return torch.cuda.get_device_capability(t.device)[0] >= 9
+def tma_mode() -> str:
+    return _tma_mode("KERNELS_ATTENTION_TMA")
 
 
-def _tma_aligned(*tensors: torch.Tensor) -> bool:
-    """TMA's rules for a (B, H, T, D) view: base 16-byte aligned, D contiguous, every other
-    stride a multiple of 16 bytes. A fused-QKV view meets them when H·D·itemsize does."""
-    for t in tensors:
-        size = t.element_size()
-        if t.data_ptr() % 16 or t.stride(-1) != 1:
-            return False
-        if any((s * size) % 16 for s in t.stride()[:-1]):
-            return False
-    return True
+_tma_capable = tma_capable  # a module attribute, so a test can stand in for a Hopper GPU
 
 
 def use_tma(*tensors: torch.Tensor) -> bool:
@@ -901,8 +959,8 @@ def use_tma(*tensors: torch.Tensor) -> bool:
     if mode == "1":
         if TensorDescriptor is None:
             raise RuntimeError("KERNELS_ATTENTION_TMA=1 but this triton has no TensorDescriptor")
-        return _tma_aligned(*tensors)
-    return _tma_broken is None and _tma_capable(tensors[0]) and _tma_aligned(*tensors)
+        return tma_aligned(*tensors)
+    return _tma_broken is None and _tma_capable(tensors[0]) and tma_aligned(*tensors)
 
 
 def _desc(t: torch.Tensor, block_d: int):
@@ -1032,6 +1090,10 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     }
     tma = use_tma(q, k, v, do)
     qkvdo = {"Q": q, "K": k, "V": v, "DO": do}
+    atomic = dq_mode() == "atomic"
+    # atomic: dQ summed in fp32 by the dK/dV kernel (5 products a step, not 7; the sum's
+    # order, so its last bits, varies from run to run)
+    dq_acc = torch.zeros((B, H, T_Q, D), dtype=torch.float32, device=q.device) if atomic else dq
 
     def dkdv_grid(meta):  # one program per K/V block of each K/V head
         return triton.cdiv(T_K, meta["BLOCK_N"]), B * H_KV
@@ -1039,7 +1101,23 @@ def attention_bwd(do, q, k, v, o, lse, causal: bool, sm_scale: float, dropout_p=
     def dq_grid(meta):  # one program per query block of each query head
         return triton.cdiv(T_Q, meta["BLOCK_M"]), B * H
 
-    _launch(_attn_bwd_dkdv, dkdv_grid, qkvdo, tma, block_d, lse, delta, dk, dv, *common, **flags)
+    _launch(
+        _attn_bwd_dkdv,
+        dkdv_grid,
+        qkvdo,
+        tma,
+        block_d,
+        lse,
+        delta,
+        dk,
+        dv,
+        dq_acc,
+        *common,
+        ATOMIC_DQ=atomic,
+        **flags,
+    )
+    if atomic:
+        return dq_acc.to(q.dtype), dk, dv
     _launch(_attn_bwd_dq, dq_grid, qkvdo, tma, block_d, lse, delta, dq, *common, **flags)
     return dq, dk, dv
 
@@ -1098,19 +1176,25 @@ COMPILE_KERNELS = {
 
 
 def compile_cases(dtype: torch.dtype, head_dims=(64, 128)):
-    """Forward and backward at T = 1024 for each head dim, both read paths, causal, full
-    and causal with dropout. Yields (label, read path, call)."""
+    """Forward and backward at T = 1024 for each head dim, both read paths: causal, full,
+    causal with dropout, and causal with the atomic dQ path (its forward is the causal
+    one). Yields (label, read path, call)."""
+    variants = ((True, 0.0, "separate"), (False, 0.0, "separate"), (True, 0.1, "separate"))
+    variants += ((True, 0.0, "atomic"),)
     for D in head_dims:
         for tma in ("1", "0"):
-            for causal, dropout_p in ((True, 0.0), (False, 0.0), (True, 0.1)):
+            for causal, dropout_p, dq in variants:
 
-                def call(D=D, causal=causal, dropout_p=dropout_p, tma=tma):
+                def call(D=D, causal=causal, dropout_p=dropout_p, tma=tma, dq=dq):
                     os.environ["KERNELS_ATTENTION_TMA"] = tma
+                    os.environ["KERNELS_ATTENTION_DQ"] = dq
                     q, k, v, o = (torch.empty(2, 4, 1024, D, dtype=dtype) for _ in range(4))
                     lse = torch.empty(2, 4, 1024)
-                    attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
+                    if dq == "separate":
+                        attention_fwd(q, k, v, causal, 0.125, dropout_p, seed=7)
                     attention_bwd(o.clone(), q, k, v, o, lse, causal, 0.125, dropout_p, 7)
 
-                mask = "causal" if causal else "full"
-                label = f"D={D} {mask}" + (" dropout" if dropout_p else "")
+                label = f"D={D} {'causal' if causal else 'full'}"
+                label += " dropout" if dropout_p else ""
+                label += " atomic-dq" if dq == "atomic" else ""
                 yield label, "tma" if tma == "1" else "pointers", call

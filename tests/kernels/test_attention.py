@@ -93,7 +93,7 @@ def test_every_tile_shape_the_gpu_autotuner_may_pick(i, monkeypatch, read_path):
     """The interpreter runs one 64×64 tile; here each kernel runs the i-th tile of its GPU
     tuning list instead, so a shape-dependent bug cannot hide until a GPU picks it."""
     for tuner, tuning in zip(TUNERS, TUNINGS):
-        m, n, _, _ = tuning[i % len(tuning)]
+        m, n = tuning[i % len(tuning)][:2]
         config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, pre_hook=tuner.configs[0].pre_hook)
         monkeypatch.setattr(tuner, "configs", [config])
     _check(1, 2, 1, 150, 40, torch.float32, causal=True, dropout_p=0.1 if i % 2 else 0.0)
@@ -203,6 +203,42 @@ def test_views_of_a_fused_qkv_projection(read_path):
     _check(B, H, H, T, D, torch.float32, causal=True, make_qkv=split_qkv)
 
 
+@pytest.mark.parametrize(
+    "shape, causal, dropout_p",
+    [
+        ((2, 3, 3, 77, 40), True, 0.0),
+        ((1, 6, 2, 130, 64), False, 0.0),
+        ((1, 4, 2, 90, 16), True, 0.2),
+    ],
+    ids=str,
+)
+def test_atomic_dq_path_matches_reference(shape, causal, dropout_p, read_path, monkeypatch):
+    """KERNELS_ATTENTION_DQ=atomic: dQ summed by the dK/dV kernel in fp32 atomics (grouped
+    query heads and dropout included), no dQ kernel launched."""
+    monkeypatch.setenv("KERNELS_ATTENTION_DQ", "atomic")
+    launched = []
+    monkeypatch.setattr(flash_attention, "_attn_bwd_dq", _Refuse(launched))
+    _check(*shape, torch.float32, causal, dropout_p=dropout_p)
+    _check(*shape, torch.float16, causal, dropout_p=dropout_p)
+    assert launched == []
+
+
+class _Refuse:
+    def __init__(self, launched):
+        self.launched = launched
+
+    def __getitem__(self, grid):
+        self.launched.append(grid)
+        raise AssertionError("the dQ kernel ran on the atomic path")
+
+
+def test_bad_dq_mode_is_named(monkeypatch):
+    monkeypatch.setenv("KERNELS_ATTENTION_DQ", "fast")
+    q, k, v = (randn(1, 1, 8, 16).requires_grad_(True) for _ in range(3))
+    with pytest.raises(ValueError, match="KERNELS_ATTENTION_DQ"):
+        flash_attention.attention(q, k, v).sum().backward()
+
+
 def test_gradients_are_deterministic():
     g = torch.Generator().manual_seed(3)
     q, k, v = (randn(1, 4, 100, 32, generator=g).requires_grad_(True) for _ in range(3))
@@ -271,3 +307,39 @@ def test_whole_model_on_triton_kernels_matches_torch(tmp_path):
     assert set(triton_run["backends"].values()) == {"triton"}
     tol = 1e-5 if not ON_GPU else 1e-2
     assert abs(torch_run["val_loss"] - triton_run["val_loss"]) < tol
+
+
+def test_gpu_tuning_lists_prune_by_head_dim_and_by_the_tuning_limits(monkeypatch):
+    """What the autotuner may try at each head dim, and KERNELS_AUTOTUNE(_MAX) read at
+    launch: 0 keeps the first tile, MAX=n the first n (a short tuning for a GPU window)."""
+    for tuning in TUNINGS:
+        prune = flash_attention._prune(tuning)["early_config_prune"]
+        configs = [
+            triton.Config({"BLOCK_M": t[0], "BLOCK_N": t[1]}, num_stages=t[2], num_warps=t[3])
+            for t in tuning
+        ]
+        at64, at128 = prune(configs, {}, BLOCK_D=64), prune(configs, {}, BLOCK_D=128)
+        assert at64 == configs and at128[0] is configs[0]
+        assert len(at128) == sum(len(t) < 5 or t[4] >= 128 for t in tuning)
+        monkeypatch.setenv("KERNELS_AUTOTUNE_MAX", "2")
+        assert prune(configs, {}, BLOCK_D=128) == at128[:2]
+        monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
+        assert prune(configs, {}, BLOCK_D=128) == at128[:1]
+        monkeypatch.delenv("KERNELS_AUTOTUNE")
+        monkeypatch.setenv("KERNELS_AUTOTUNE_MAX", "few")
+        with pytest.raises(ValueError, match="KERNELS_AUTOTUNE_MAX"):
+            prune(configs, {}, BLOCK_D=64)
+        monkeypatch.delenv("KERNELS_AUTOTUNE_MAX")
+    fwd = flash_attention._prune(flash_attention.FWD_TUNING)["early_config_prune"]
+    blocks = [
+        c.kwargs["BLOCK_M"]
+        for c in fwd(
+            [
+                triton.Config({"BLOCK_M": t[0], "BLOCK_N": t[1]}, num_stages=t[2], num_warps=t[3])
+                for t in flash_attention.FWD_TUNING
+            ],
+            {},
+            BLOCK_D=128,
+        )
+    ]
+    assert 256 not in blocks  # a 256-query accumulator at D = 128 would not fit registers

@@ -22,39 +22,145 @@ fp32 inputs use TF32 tensor cores on a GPU when PyTorch allows TF32 for matmuls
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels import activations
-from kernels._triton_utils import ACT_BWD, ACT_FWD, autotune_off, dot_precision, interpreting
+from kernels._triton_utils import (
+    ACT_BWD,
+    ACT_FWD,
+    TensorDescriptor,
+    autotune_off,
+    dot_precision,
+    interpreting,
+    limit_tuning,
+    tma_aligned,
+    tma_capable,
+)
+from kernels._triton_utils import tma_mode as _tma_mode
+
+# Output tiles tried on a GPU, (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps), the first
+# being the one kept when tuning is off (KERNELS_AUTOTUNE=0): 128×256 with 8 warps led on
+# the H200 Triton GEMM probe (kernels/BENCHMARKS.md); the smaller ones are for skinny
+# shapes. Under the interpreter, which runs programs one by one on the CPU, one small tile.
+GPU_TILES = [
+    (128, 256, 64, 3, 8),
+    (256, 128, 64, 3, 8),
+    (128, 128, 64, 4, 8),
+    (128, 128, 64, 4, 4),
+    (128, 64, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+    (32, 64, 32, 4, 4),  # small M (decode-like shapes)
+]
+INTERPRETER_TILE = (32, 32, 32, 1, 4)
+INTERPRETER_PROGRAMS = 3  # the persistent loop's program count on the CPU: tiles > programs
+
+
+def _descriptor_blocks(nargs: dict) -> None:
+    """Autotune pre-hook: give each TMA descriptor the block of the config about to run.
+    A and B are read as stored: a transposed operand's descriptor is over its storage, so
+    its block is the transposed tile. C and Z take the epilogue's sub-tile."""
+    if TensorDescriptor is None or not isinstance(nargs.get("A"), TensorDescriptor):
+        return
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["A"].block_shape = [bk, bm] if nargs["A_T"] else [bm, bk]
+    nargs["B"].block_shape = [bn, bk] if nargs["B_T"] else [bk, bn]
+    sub = [bm, bn // 2 if nargs["EPILOGUE_SPLIT"] else bn]
+    for name in ("C", "Z"):
+        if isinstance(nargs.get(name), TensorDescriptor):
+            nargs[name].block_shape = sub
 
 
 def _configs() -> list[triton.Config]:
-    """Autotuned tiles: Hopper-sized ones on a GPU (128×256 with 8 warps led on the H200
-    Triton GEMM probe recorded in kernels/BENCHMARKS.md); one small tile under the interpreter, which runs programs one
-    by one on the CPU and would otherwise time every configuration. ``KERNELS_AUTOTUNE=0``
-    at import takes the first tile."""
-    if interpreting():
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
-    shapes = [
-        (128, 256, 64, 3, 8),
-        (256, 128, 64, 3, 8),
-        (128, 128, 64, 4, 8),
-        (128, 128, 64, 4, 4),
-        (128, 64, 64, 4, 4),
-        (64, 128, 64, 4, 4),
-        (64, 64, 64, 4, 4),
-        (32, 64, 32, 4, 4),  # small M (decode-like shapes)
-    ]
+    tiles = [INTERPRETER_TILE] if interpreting() else GPU_TILES
     if autotune_off():
-        shapes = shapes[:1]
+        tiles = tiles[:1]
     return [
         triton.Config(
-            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w
+            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8},
+            num_stages=s,
+            num_warps=w,
+            pre_hook=_descriptor_blocks,
         )
-        for m, n, k, s, w in shapes
+        for m, n, k, s, w in tiles
     ]
+
+
+@triton.jit
+def _operand(
+    X,
+    r0,
+    c0,
+    n_r,
+    n_c,
+    s_r,
+    s_c,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    TRANS: tl.constexpr,
+    TMA: tl.constexpr,
+):
+    """Rows [r0, r0 + BLOCK_R) × columns [c0, c0 + BLOCK_C) of a logical matrix, zero past
+    its edges. Pointers: X with strides (s_r, s_c). TMA: X is a descriptor over the
+    matrix as stored, row-major, or (TRANS) over its transpose; a transposed tile is read
+    as stored and handed to the product as a transposed view, which the tensor cores take
+    from shared memory as they are."""
+    if TMA:
+        if TRANS:
+            tile = tl.trans(X.load([c0, r0]))
+        else:
+            tile = X.load([r0, c0])
+    else:
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        tile = tl.load(
+            X + offs_r.to(tl.int64)[:, None] * s_r + offs_c.to(tl.int64)[None, :] * s_c,
+            mask=(offs_r[:, None] < n_r) & (offs_c[None, :] < n_c),
+            other=0.0,
+        )
+    return tile
+
+
+@triton.jit
+def _epilogue(
+    acc,
+    C,
+    Bias,
+    Z,
+    m0,
+    n0,
+    M,
+    N,
+    stride_cm,
+    stride_cn,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    STORE_Z: tl.constexpr,
+    TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Bias, the pre-activation's store, the activation and the output's store, on one
+    (BLOCK_M, BLOCK_N) accumulator tile whose top-left element is (m0, n0)."""
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    if HAS_BIAS:
+        acc += tl.load(Bias + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    if TMA:  # the copy engine clips the tile at the matrix's edges
+        if STORE_Z:
+            Z.store([m0, n0], acc.to(Z.dtype))
+        C.store([m0, n0], ACTIVATION(acc).to(C.dtype))
+    else:
+        offs = offs_m.to(tl.int64)[:, None] * stride_cm + offs_n.to(tl.int64)[None, :] * stride_cn
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        if STORE_Z:
+            tl.store(Z + offs, acc.to(Z.dtype.element_ty), mask=mask)
+        tl.store(C + offs, ACTIVATION(acc).to(C.dtype.element_ty), mask=mask)
 
 
 # Tuned per power-of-two bucket of M, N and K (arguments the kernel takes only for this
@@ -62,13 +168,25 @@ def _configs() -> list[triton.Config]:
 # token by token, and retuning for each would cost seconds a step.
 @triton.autotune(
     configs=_configs(),
-    key=["M_BUCKET", "N_BUCKET", "K_BUCKET", "HAS_BIAS", "ACTIVATION", "STORE_Z"],
+    key=[
+        "M_BUCKET",
+        "N_BUCKET",
+        "K_BUCKET",
+        "HAS_BIAS",
+        "ACTIVATION",
+        "STORE_Z",
+        "SPLIT_K",
+        "TMA",
+        "A_T",
+        "B_T",
+    ],
+    prune_configs_by={"early_config_prune": limit_tuning},
 )
 @triton.jit(do_not_specialize=["M_BUCKET", "N_BUCKET", "K_BUCKET"])
 def _matmul_kernel(
-    A,  # (M, K), strides (stride_am, stride_ak)
-    B,  # (K, N), strides (stride_bk, stride_bn)
-    C,  # (M, N) out, strides (stride_cm, stride_cn)
+    A,  # (M, K): a pointer (strides stride_am, stride_ak), or with TMA a descriptor
+    B,  # (K, N): likewise (stride_bk, stride_bn)
+    C,  # (M, N) out; with SPLIT_K > 1 the fp32 workspace (SPLIT_K, M, N) instead
     Bias,  # (N,) (unused without HAS_BIAS)
     Z,  # (M, N) out: the pre-activation, C's strides (unused without STORE_Z)
     M,
@@ -87,44 +205,106 @@ def _matmul_kernel(
     ACTIVATION: tl.constexpr,  # a Triton device function z -> act(z) (kernels.activations)
     STORE_Z: tl.constexpr,
     PRECISION: tl.constexpr,  # "ieee" or "tf32" (fp32 inputs only)
+    SPLIT_K: tl.constexpr,  # > 1: K cut in SPLIT_K ranges, partial sums to the workspace
+    TMA: tl.constexpr,
+    A_T: tl.constexpr,  # with TMA: A's descriptor is over Aᵀ (A stored column-major)
+    B_T: tl.constexpr,  # with TMA: B's descriptor is over Bᵀ (e.g. B = Wᵀ, W row-major)
+    EPILOGUE_SPLIT: tl.constexpr,  # the epilogue in two halves of BLOCK_N // 2 columns
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    group_size = GROUP_M * num_pid_n
-    first_m = (pid // group_size) * GROUP_M
-    group_m = min(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % group_m
-    pid_n = (pid % group_size) // group_m
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    a_ptrs = A + offs_m.to(tl.int64)[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = B + offs_k[:, None] * stride_bk + offs_n.to(tl.int64)[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
-        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-
-    if HAS_BIAS:
-        acc += tl.load(Bias + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    c_offs = offs_m.to(tl.int64)[:, None] * stride_cm + offs_n.to(tl.int64)[None, :] * stride_cn
-    mask = mask_m[:, None] & mask_n[None, :]
-    if STORE_Z:
-        tl.store(Z + c_offs, acc.to(Z.dtype.element_ty), mask=mask)
-    acc = ACTIVATION(acc)
-    tl.store(C + c_offs, acc.to(C.dtype.element_ty), mask=mask)
+    tiles_mn = num_pid_m * num_pid_n
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    k_per_split = tl.cdiv(k_tiles, SPLIT_K)
+    # Persistent: a fixed number of programs (one per SM on a GPU) walk the output tiles,
+    # as in Triton's persistent-matmul tutorial, so no wave of launches leaves SMs idle.
+    for tile in tl.range(tl.program_id(0), tiles_mn * SPLIT_K, tl.num_programs(0)):
+        split = tile // tiles_mn
+        t = tile % tiles_mn
+        # grouped order: GROUP_M rows of tiles side by side share A and B in L2 (tutorial 03)
+        group_size = GROUP_M * num_pid_n
+        first_m = (t // group_size) * GROUP_M
+        group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+        m0 = (first_m + (t % group_size) % group_m) * BLOCK_M
+        n0 = ((t % group_size) // group_m) * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        k_lo = split * k_per_split
+        for kt in range(k_lo, tl.minimum(k_lo + k_per_split, k_tiles)):
+            k0 = kt * BLOCK_K
+            a = _operand(A, m0, k0, M, K, stride_am, stride_ak, BLOCK_M, BLOCK_K, A_T, TMA)
+            b = _operand(B, k0, n0, K, N, stride_bk, stride_bn, BLOCK_K, BLOCK_N, B_T, TMA)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if SPLIT_K > 1:  # fp32 partial sums; the host adds the SPLIT_K slices
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            part = C + split.to(tl.int64) * M * N
+            tl.store(
+                part + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :],
+                acc,
+                mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
+            )
+        elif EPILOGUE_SPLIT:  # two halves: half the registers live at the store
+            halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+            left, right = tl.split(halves)
+            _epilogue(
+                left,
+                C,
+                Bias,
+                Z,
+                m0,
+                n0,
+                M,
+                N,
+                stride_cm,
+                stride_cn,
+                HAS_BIAS,
+                ACTIVATION,
+                STORE_Z,
+                TMA,
+                BLOCK_M,
+                BLOCK_N // 2,
+            )
+            _epilogue(
+                right,
+                C,
+                Bias,
+                Z,
+                m0,
+                n0 + BLOCK_N // 2,
+                M,
+                N,
+                stride_cm,
+                stride_cn,
+                HAS_BIAS,
+                ACTIVATION,
+                STORE_Z,
+                TMA,
+                BLOCK_M,
+                BLOCK_N // 2,
+            )
+        else:
+            _epilogue(
+                acc,
+                C,
+                Bias,
+                Z,
+                m0,
+                n0,
+                M,
+                N,
+                stride_cm,
+                stride_cn,
+                HAS_BIAS,
+                ACTIVATION,
+                STORE_Z,
+                TMA,
+                BLOCK_M,
+                BLOCK_N,
+            )
 
 
 # dZ = dY ⊙ act′(Z), act′ from the activation's registry entry (kernels.activations,
@@ -146,6 +326,76 @@ def _activation_bwd_kernel(
     tl.store(DZ + offs, dz.to(DZ.dtype.element_ty), mask=mask)
 
 
+SPLIT_K_MAX = 8
+
+
+def tma_mode() -> str:
+    """``KERNELS_GEMM_TMA``: auto (default: TMA where the GPU, the strides and the
+    alignment allow it; pointers otherwise, and from then on should a TMA build fail) | 1
+    (TMA wherever the strides allow, the interpreter included; errors raise) | 0 (never)."""
+    return _tma_mode("KERNELS_GEMM_TMA")
+
+
+# Why the TMA path was turned off for this process ("auto" mode, after a failed build).
+_tma_broken: str | None = None
+
+
+def _layout(x: torch.Tensor) -> bool | None:
+    """How a 2-D operand can be read through a descriptor: False (row-major storage), True
+    (column-major: a descriptor over its transpose), None (neither, or misaligned)."""
+    if x.stride(1) == 1 and tma_aligned(x):
+        return False
+    if x.stride(0) == 1 and tma_aligned(x.t()):
+        return True
+    return None
+
+
+def _programs(device: torch.device) -> int:
+    """Programs of the persistent launch: one per SM on a GPU; a few on the CPU, fewer
+    than the tiles of all but the smallest products, so the interpreter walks the loop."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRETER_PROGRAMS
+
+
+def split_k(M: int, N: int, K: int, programs: int) -> int:
+    """K ranges a plain product is cut into. ``KERNELS_GEMM_SPLIT_K`` = auto (default) or a
+    count. auto: when the output has fewer tiles of the default shape (GPU_TILES[0],
+    128×256) than there are programs (the weight gradients dW = dZᵀ·X, whose K is the
+    token count, have 72 of them for a 3072×768 layer where an H200 has 132 SMs), enough
+    ranges to fill them, at most SPLIT_K_MAX, each at least 8 k-steps of 64."""
+    setting = os.environ.get("KERNELS_GEMM_SPLIT_K", "auto").strip().lower()
+    if setting != "auto":
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(f"KERNELS_GEMM_SPLIT_K must be auto or a count >= 1, got {setting!r}")
+        return int(setting)
+    tiles = triton.cdiv(M, GPU_TILES[0][0]) * triton.cdiv(N, GPU_TILES[0][1])
+    if tiles >= programs:
+        return 1
+    return max(1, min(SPLIT_K_MAX, triton.cdiv(programs, tiles), K // 512))
+
+
+def _use_tma(a, b, out) -> tuple[bool, bool | None, bool | None]:
+    """Whether to read through descriptors, and each operand's layout for them."""
+    mode = tma_mode()
+    if mode == "0" or (mode == "auto" and (_tma_broken or not tma_capable(a))):
+        return False, None, None
+    if TensorDescriptor is None:
+        if mode == "1":
+            raise RuntimeError("KERNELS_GEMM_TMA=1 but this triton has no TensorDescriptor")
+        return False, None, None
+    a_t, b_t = _layout(a), _layout(b)
+    ok = a_t is not None and b_t is not None and all(tma_aligned(t) for t in out)
+    return ok, a_t, b_t
+
+
+def _desc(t: torch.Tensor, transposed: bool = False):
+    """A 2-D descriptor over t's storage (over tᵀ when ``transposed``); the autotune
+    pre-hook sets its block."""
+    t = t.t() if transposed else t
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16])
+
+
 def matmul(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -154,36 +404,74 @@ def matmul(
     store_z: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """act(a·b + bias) for a (M, K), b (K, N) of any strides; returns (C, Z) with Z the
-    pre-activation when ``store_z`` (else None). C and Z are (M, N) contiguous, a's dtype."""
+    pre-activation when ``store_z`` (else None). C and Z are (M, N) contiguous, a's dtype.
+    A plain product (no bias, no activation) whose output has too few tiles to fill the
+    GPU is split along K (``split_k``), its fp32 partial sums added in a second pass."""
+    global _tma_broken
     M, K = a.shape
     N = b.shape[1]
     c = torch.empty((M, N), dtype=a.dtype, device=a.device)
     z = torch.empty_like(c) if store_z else c
+    programs = _programs(a.device)
+    plain = bias is None and activation is None and not store_z
+    splits = split_k(M, N, K, programs) if plain else 1
+    out = torch.empty((splits, M, N), dtype=torch.float32, device=a.device) if splits > 1 else c
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+        tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]) * splits
+        return (min(programs, tiles),)
 
-    _matmul_kernel[grid](
-        a,
-        b,
-        c,
-        bias if bias is not None else c,
-        z,
-        M,
-        N,
-        K,
-        a.stride(0),
-        a.stride(1),
-        b.stride(0),
-        b.stride(1),
-        c.stride(0),
-        c.stride(1),
-        *(triton.next_power_of_2(x) for x in (M, N, K)),
-        HAS_BIAS=bias is not None,
-        ACTIVATION=ACT_FWD[activation],
-        STORE_Z=store_z,
-        PRECISION=dot_precision(a.dtype, a.device),
-    )
+    def launch(tma: bool, a_t, b_t):
+        if tma:
+            operands = (_desc(a, a_t), _desc(b, b_t))
+            outputs = (out, z) if splits > 1 else (_desc(c), _desc(z))
+        else:
+            operands, outputs = (a, b), (out, z)
+        _matmul_kernel[grid](
+            *operands,
+            outputs[0],
+            bias if bias is not None else c,
+            outputs[1],
+            M,
+            N,
+            K,
+            a.stride(0),
+            a.stride(1),
+            b.stride(0),
+            b.stride(1),
+            c.stride(0),
+            c.stride(1),
+            *(triton.next_power_of_2(x) for x in (M, N, K)),
+            HAS_BIAS=bias is not None,
+            ACTIVATION=ACT_FWD[activation],
+            STORE_Z=store_z,
+            PRECISION=dot_precision(a.dtype, a.device),
+            SPLIT_K=splits,
+            TMA=tma,
+            A_T=bool(a_t),
+            B_T=bool(b_t),
+            EPILOGUE_SPLIT=True,
+        )
+
+    tma, a_t, b_t = _use_tma(a, b, (c, z))
+    if tma:
+        try:
+            launch(True, a_t, b_t)
+        except Exception as e:  # noqa: BLE001 - any build failure: compiler, PTX, driver
+            if tma_mode() == "1":
+                raise
+            _tma_broken = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            warnings.warn(
+                f"gemm: the TMA (tensor descriptor) path failed ({_tma_broken}); using "
+                "pointer loads from now on. Set KERNELS_GEMM_TMA=0 to skip it.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            tma = False
+    if not tma:
+        launch(False, None, None)
+    if splits > 1:
+        torch.sum(out, dim=0, out=c) if a.dtype == torch.float32 else c.copy_(out.sum(0))
     return c, (z if store_z else None)
 
 
@@ -239,19 +527,25 @@ COMPILE_KERNELS = {"_matmul_kernel": "matmul", "_activation_bwd_kernel": "activa
 
 
 def compile_cases(dtype: torch.dtype, head_dims=None):
-    """The linear layer's three products (x·Wᵀ with bias and each registered activation,
-    dZ·W, dZᵀ·X through strides) and the activation backward, at a GPT-2 small MLP shape.
-    Yields (label, read path, call)."""
+    """On both read paths (TMA descriptors, pointers): the linear layer's three products
+    (x·Wᵀ with bias and each registered activation, dZ·W, and dZᵀ·X split along K, as
+    the weight gradient is on a GPU) and the activation backward, at a GPT-2 small MLP
+    shape. Yields (label, read path, call)."""
     M, N, K = 4096, 3072, 768
-    for act in activations.ACTIVATIONS:
+    for path in ("tma", "pointers"):
+        for act in activations.ACTIVATIONS:
 
-        def call(act=act):
-            x, w = torch.empty(M, K, dtype=dtype), torch.empty(N, K, dtype=dtype)
-            _, z = matmul(x, w.t(), torch.empty(N, dtype=dtype), act, store_z=act is not None)
-            dz = torch.empty(M, N, dtype=dtype)
-            matmul(dz, w)
-            matmul(dz.t(), x)
-            if act is not None:
-                activation_bwd(dz, z, act)
+            def call(act=act, path=path):
+                os.environ["KERNELS_GEMM_TMA"] = "1" if path == "tma" else "0"
+                x, w = torch.empty(M, K, dtype=dtype), torch.empty(N, K, dtype=dtype)
+                b = torch.empty(N, dtype=dtype)
+                _, z = matmul(x, w.t(), b, act, store_z=act is not None)
+                dz = torch.empty(M, N, dtype=dtype)
+                matmul(dz, w)
+                os.environ["KERNELS_GEMM_SPLIT_K"] = "2"
+                matmul(dz.t(), x)
+                os.environ.pop("KERNELS_GEMM_SPLIT_K")
+                if act is not None:
+                    activation_bwd(dz, z, act)
 
-        yield f"{M}x{N}x{K} bias {act or 'no act'}", "pointers", call
+            yield f"{M}x{N}x{K} bias {act or 'no act'}", path, call

@@ -101,3 +101,63 @@ def test_autotuning_runs_once_per_power_of_two_bucket_of_the_token_count(monkeyp
         gemm.linear(randn(rows, 40).requires_grad_(True), w).sum().backward()
     # 3 products (x·Wᵀ, dZ·W, dZᵀ·X) × 2 buckets (128, 256) × 2 configs
     assert len(benched) == 12
+
+
+@pytest.mark.parametrize("tma", ["0", "1"], ids=["pointers", "tma"])
+@pytest.mark.parametrize("splits", ["1", "3"], ids=["whole-k", "split-k-3"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_read_paths_and_split_k_match_reference(tma, splits, dtype, monkeypatch):
+    """Both read paths (TMA descriptors, emulated by the interpreter; pointers), the
+    persistent loop (3 programs on the CPU, more tiles than that here) and split-K (forced;
+    it applies to the plain products: dX and dW, and x·Wᵀ without bias or activation)."""
+    monkeypatch.setenv("KERNELS_GEMM_TMA", tma)
+    monkeypatch.setenv("KERNELS_GEMM_SPLIT_K", splits)
+    x, w = randn(100, 200, dtype=dtype), randn(40, 200, dtype=dtype)
+    c = torch.empty(100, 40, dtype=dtype)
+    assert gemm._use_tma(x, w.t(), (c,))[0] == (tma == "1")  # aligned: TMA takes it
+    _check((100,), 40, 200, dtype, "gelu_tanh")
+    _check((100,), 40, 200, dtype, None, bias=False)
+    _check((2, 70), 48, 96, dtype, "relu")
+
+
+def test_operands_of_any_layout_take_the_path_they_allow(monkeypatch):
+    monkeypatch.setenv("KERNELS_GEMM_TMA", "1")
+    x = randn(64, 32)
+    assert gemm._layout(x) is False  # row-major
+    assert gemm._layout(x.t()) is True  # column-major: a descriptor over its transpose
+    assert gemm._layout(randn(64, 64)[::2, ::2]) is None  # neither: pointers
+    assert gemm._layout(randn(10, 33)) is None  # rows of 132 bytes: not 16-byte aligned
+    assert not gemm._use_tma(randn(64, 64)[::2, ::2], x, (randn(32, 32),))[0]
+
+
+def test_split_k_rule():
+    # GPT-2 small weight gradients on 132 SMs (K = 16384 tokens): too few output tiles
+    assert gemm.split_k(3072, 768, 16384, 132) == 2  # 72 tiles of 128×256
+    assert gemm.split_k(2304, 768, 16384, 132) == 3  # 54 tiles
+    assert gemm.split_k(768, 768, 16384, 132) == gemm.SPLIT_K_MAX  # 18 tiles
+    assert gemm.split_k(16384, 3072, 768, 132) == 1  # forward: tiles enough
+    assert gemm.split_k(768, 768, 1024, 132) == 2  # capped by K: 8 k-steps of 64 each
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("KERNELS_GEMM_SPLIT_K", "0"), ("KERNELS_GEMM_SPLIT_K", "many"), ("KERNELS_GEMM_TMA", "yes")],
+)
+def test_bad_gemm_settings_are_named(variable, value, monkeypatch):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable):
+        gemm.matmul(randn(8, 16), randn(16, 8))
+
+
+def test_autotune_off_is_honoured_when_set_after_import(monkeypatch):
+    benched = count_tunings(monkeypatch, gemm._matmul_kernel)
+    first = gemm._matmul_kernel.configs[0]
+    monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
+    x, w = randn(40, 24), randn(24, 16)
+    assert_close(gemm.matmul(x, w)[0], x @ w, torch.float32, "y")
+    # only the first config ran (triton 3.6 still times a lone config once; later ones not)
+    assert all(c is first for c in benched)
+    monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
+    before = len(benched)
+    gemm.matmul(randn(300, 24), w)  # another bucket of M: tuned over both configs
+    assert len(benched) == before + 2

@@ -11,8 +11,9 @@ public ``layer_norm`` / ``rms_norm``.
   and beyond) loop over column chunks: the mean, the variance and the output each take a
   pass, so such rows are read three times in the forward instead of once.
 - dW and dB without atomics or spin locks: a grid sized to the GPU (a few programs per SM),
-  each program walks its share of the rows and keeps fp32 partial sums; it writes one
-  partial row, and one ``sum`` over programs finishes the reduction. Same inputs, same bits.
+  each program walks its share of the rows, prefetching its next tile, and keeps fp32
+  partial sums; it writes one partial row, and a second small kernel sums the rows and
+  casts (two launches in all). Same inputs, same bits.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _norm_bwd_kernel(
     Mean,  # (M,) fp32 (unused when IS_RMS)
     Rstd,  # (M,) fp32
     DX,  # (M, N) out, row stride stride_dx
-    DW_part,  # (G, N) fp32 out: this program's partial dW, zero-initialised
+    DW_part,  # (G, N) fp32 out: row g holds program g's partial dW
     DB_part,  # (G, N) fp32 out (unused when HAS_BIAS is False)
     stride_dy,
     stride_x,
@@ -131,6 +132,7 @@ def _norm_bwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
+    PREFETCH: tl.constexpr,  # pipeline stages of the row loop: the next tiles' loads in flight
 ):
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
@@ -142,7 +144,9 @@ def _norm_bwd_kernel(
         w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
         dw = tl.zeros([BLOCK_N], dtype=tl.float32)
         db = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for tile in range(pid, n_tiles, n_programs):
+        # the software pipeliner issues the loads of the program's next tile (cp.async into
+        # shared memory) while this one is computed: more bytes in flight per SM
+        for tile in tl.range(pid, n_tiles, n_programs, num_stages=PREFETCH):
             rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
             row_mask = rows < M
             r64 = rows.to(tl.int64)[:, None]
@@ -170,7 +174,14 @@ def _norm_bwd_kernel(
         if HAS_BIAS:
             tl.store(DB_part + part + cols, db, mask=col_mask)
     else:
-        # wide rows, one at a time: a pass for c1 (and c2), a pass for dx and the partials
+        # wide rows, one at a time: a pass for c1 (and c2), a pass for dx and the partials,
+        # which start at zero (each thread reads back only the columns it wrote)
+        for start in range(0, N, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            zero = tl.zeros([BLOCK_N], dtype=tl.float32)
+            tl.store(DW_part + part + cols, zero, mask=cols < N)
+            if HAS_BIAS:
+                tl.store(DB_part + part + cols, zero, mask=cols < N)
         for row in range(pid, M, n_programs):
             r64 = tl.cast(row, tl.int64)
             rstd = tl.load(Rstd + row)
@@ -207,6 +218,34 @@ def _norm_bwd_kernel(
                     tl.store(DB_part + part + cols, db_old + dy, mask=cmask)
 
 
+@triton.jit
+def _sum_parts_kernel(
+    DW_part,  # (G, N) fp32
+    DB_part,  # (G, N) fp32 (unused when HAS_BIAS is False)
+    DW,  # (N,) out, the weight's dtype
+    DB,  # (N,) out (unused when HAS_BIAS is False)
+    G,
+    N,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """dW and dB: the programs' partial rows summed in fp32 and cast, in one launch."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    db = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for g0 in range(0, G, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        offs = g.to(tl.int64)[:, None] * N + cols[None, :]
+        mask = (g[:, None] < G) & (cols[None, :] < N)
+        dw += tl.sum(tl.load(DW_part + offs, mask=mask, other=0.0), axis=0)
+        if HAS_BIAS:
+            db += tl.sum(tl.load(DB_part + offs, mask=mask, other=0.0), axis=0)
+    tl.store(DW + cols, dw.to(DW.dtype.element_ty), mask=cols < N)
+    if HAS_BIAS:
+        tl.store(DB + cols, db.to(DB.dtype.element_ty), mask=cols < N)
+
+
 def _blocks(N: int) -> tuple[int, int, bool, int]:
     """(BLOCK_M, BLOCK_N, single_pass, num_warps) for rows of width N."""
     block_n = triton.next_power_of_2(N)
@@ -215,6 +254,15 @@ def _blocks(N: int) -> tuple[int, int, bool, int]:
     block_m = max(1, min(64, TILE_ELEMENTS // block_n))
     num_warps = min(16, max(1, block_m * block_n // 512))
     return block_m, block_n, True, num_warps
+
+
+def _bwd_warps(block_m: int, block_n: int) -> int:
+    """Warps of the backward: 32 elements of a tile per thread (the forward takes 16).
+    The backward keeps about six fp32 vectors of the tile live (x, dy, x̂, g, dx and the
+    dW partials); at 16 elements a thread a wide row took 8–16 warps, one row per program,
+    and at most one or two programs fit an SM by registers. Half the warps and twice the
+    work per thread, with the next tile prefetched, keeps more bytes in flight."""
+    return min(16, max(1, block_m * block_n // 1024))
 
 
 def _num_programs(n_tiles: int, device: torch.device) -> int:
@@ -272,9 +320,12 @@ def norm_bwd(dy, x2, weight, mean, rstd, has_bias: bool, is_rms: bool):
     M, N = x2.shape
     dx = torch.empty((M, N), dtype=x2.dtype, device=x2.device)
     block_m, block_n, single, warps = _blocks(N)
+    if single:
+        warps = _bwd_warps(block_m, block_n)
     G = _num_programs(triton.cdiv(M, block_m), x2.device)
-    dw_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device)
-    db_part = torch.zeros((G, N), dtype=torch.float32, device=x2.device) if has_bias else dw_part
+    # every program writes its whole partial row (G never exceeds the tiles): no zeroing
+    dw_part = torch.empty((G, N), dtype=torch.float32, device=x2.device)
+    db_part = torch.empty((G, N), dtype=torch.float32, device=x2.device) if has_bias else dw_part
     _norm_bwd_kernel[(G,)](
         dy2,
         x2,
@@ -294,10 +345,23 @@ def norm_bwd(dy, x2, weight, mean, rstd, has_bias: bool, is_rms: bool):
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         SINGLE_PASS=single,
+        PREFETCH=2,
         num_warps=warps,
     )
-    dw = dw_part.sum(0).to(weight.dtype)
-    db = db_part.sum(0).to(weight.dtype) if has_bias else None
+    dw = torch.empty(N, dtype=weight.dtype, device=x2.device)
+    db = torch.empty(N, dtype=weight.dtype, device=x2.device) if has_bias else None
+    _sum_parts_kernel[(triton.cdiv(N, 256),)](
+        dw_part,
+        db_part,
+        dw,
+        db if has_bias else dw,
+        G,
+        N,
+        HAS_BIAS=has_bias,
+        BLOCK_G=32,
+        BLOCK_N=256,
+        num_warps=4,
+    )
     return dx, dw, db
 
 
@@ -327,7 +391,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5):
 
 
 # -- for kernels.compile_check: the kernels to build and the launches that build them -----
-COMPILE_KERNELS = {"_norm_fwd_kernel": "forward", "_norm_bwd_kernel": "backward"}
+COMPILE_KERNELS = {
+    "_norm_fwd_kernel": "forward",
+    "_norm_bwd_kernel": "backward",
+    "_sum_parts_kernel": "dW/dB sum",
+}
 
 
 def compile_cases(dtype: torch.dtype, head_dims=None):

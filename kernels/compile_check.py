@@ -69,12 +69,16 @@ class _CompileOnly:
         tuned = hasattr(kernel, "configs")  # an Autotuner wraps the JITFunction as .fn
         self.fn = kernel.fn if tuned else kernel
         self.configs = kernel.configs if tuned else [None]
+        self.prune = getattr(kernel, "early_config_prune", None) if tuned else None
 
     def __getitem__(self, grid):
         return lambda *args, **kw: self._compile(args, kw)
 
     def _compile(self, args, kw):
-        for config in self.configs[:1] if self.first_only else self.configs:
+        configs = self.configs
+        if self.prune is not None:  # what the autotuner would try for these arguments
+            configs = self.prune(configs, dict(zip(self.fn.arg_names, args)), **kw)
+        for config in configs[:1] if self.first_only else configs:
             meta = dict(kw)
             if config is not None:
                 meta.update(config.all_kwargs())
@@ -131,7 +135,14 @@ def _ints(text: str, key: str) -> list[int]:
     return [int(x) for x in re.search(key + r" = \[([\d, ]+)\]", text).group(1).split(",")]
 
 
-TTGIR_COLUMNS = ("dots/iter", "dot warps", "dup dots", "smem/iter", "reg trans/iter")
+TTGIR_COLUMNS = (
+    "dots/iter",
+    "dot warps",
+    "dup dots",
+    "smem/iter",
+    "reg trans/iter",
+    "async loads/iter",
+)
 
 
 def ttgir_facts(ttgir: str) -> dict:
@@ -147,7 +158,9 @@ def ttgir_facts(ttgir: str) -> dict:
       (``ttg.local_alloc`` of a value, ``ttg.local_store``): the round trips a transpose or
       a relayout costs (tiles arriving by ``cp.async`` or TMA are not counted);
     - ``reg trans/iter``: transposes of register tensors (``tt.trans`` of a value, not of a
-      shared-memory view) per inner-loop iteration.
+      shared-memory view) per inner-loop iteration;
+    - ``async loads/iter``: loads the software pipeliner turned into asynchronous copies
+      (``cp.async`` or TMA) issued ahead of their use: the prefetches in flight.
     """
     layouts = {}
     for name, body in _LAYOUT.findall(ttgir):
@@ -172,9 +185,14 @@ def ttgir_facts(ttgir: str) -> dict:
                 loop["smem"] += 1
             if re.search(r"= tt\.trans %", line):
                 loop["trans"] += 1
+            if re.search(
+                r"ttg\.async_copy_global_to_local|ttng\.async_tma_copy_global_to_local", line
+            ):
+                loop["async"] += 1
         if line.endswith("{"):
             if "scf.for" in line:
-                new = {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0, "inner": True}
+                new = {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0, "async": 0}
+                new["inner"] = True
                 for outer in stack:
                     if outer is not None:
                         outer["inner"] = False
@@ -183,7 +201,7 @@ def ttgir_facts(ttgir: str) -> dict:
             else:
                 stack.append(None)
     inner = [lp for lp in loops if lp["inner"]] or [
-        {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0}
+        {"dots": 0, "warps": [], "dup": 0, "smem": 0, "trans": 0, "async": 0}
     ]
     busiest = max(inner, key=lambda lp: (lp["dots"], lp["smem"]))
     return {
@@ -192,6 +210,7 @@ def ttgir_facts(ttgir: str) -> dict:
         "dup dots": busiest["dup"],
         "smem/iter": busiest["smem"],
         "reg trans/iter": busiest["trans"],
+        "async loads/iter": busiest["async"],
     }
 
 
@@ -203,9 +222,10 @@ def _groups() -> dict[str, str]:
     return kernel_groups()
 
 
-def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict]:
+def compile_all(ops, arch: int, dtype, head_dims, first_only: bool, cases=None) -> list[dict]:
     """Build every kernel launch the host code of the kernel groups ``ops`` makes, for
-    sm_``arch``. Each group's module names its kernels (``COMPILE_KERNELS``) and the launches
+    sm_``arch`` (only the cases labelled as in ``cases``, when given). Each group's module
+    names its kernels (``COMPILE_KERNELS``) and the launches
     that build them (``compile_cases(dtype, head_dims)``, yielding (label, path, call))."""
     import importlib
 
@@ -213,7 +233,7 @@ def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict
 
     previous = driver._active  # None on a machine without a GPU
     driver.set_active(_TargetOnlyDriver(arch))
-    saved_env = os.environ.get("KERNELS_ATTENTION_TMA")
+    saved_env = {k: v for k, v in os.environ.items() if k.startswith("KERNELS_")}
     builds: list[dict] = []
     groups = _groups()
     try:
@@ -225,6 +245,8 @@ def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict
                 for attr, name in names.items():
                     setattr(module, attr, _CompileOnly(name, saved[attr], builds, first_only))
                 for label, path, call in module.compile_cases(dtype, head_dims):
+                    if cases and label not in cases:
+                        continue
                     start = len(builds)
                     call()
                     for row in builds[start:]:
@@ -234,10 +256,9 @@ def compile_all(ops, arch: int, dtype, head_dims, first_only: bool) -> list[dict
                     setattr(module, attr, kernel)
     finally:
         driver.set_active(previous)
-        if saved_env is None:
-            os.environ.pop("KERNELS_ATTENTION_TMA", None)
-        else:
-            os.environ["KERNELS_ATTENTION_TMA"] = saved_env
+        for k in [k for k in os.environ if k.startswith("KERNELS_")]:  # the cases set some
+            del os.environ[k]
+        os.environ.update(saved_env)
     return builds
 
 
@@ -264,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         "iteration, their warp layouts, duplicated warps, register values stored to shared "
         "memory and register transposes per iteration (see ttgir_facts)",
     )
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=None,
+        metavar="LABEL",
+        help='only the cases with this label (repeatable), e.g. "D=64 causal"',
+    )
     parser.add_argument("--csv", default=None, help="also write the table here")
     args = parser.parse_args(argv)
     args.ops = args.ops or ["attention"]
@@ -278,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton
 
-    rows = compile_all(args.ops, args.arch, DTYPES[args.dtype], args.head_dims, args.first)
+    rows = compile_all(
+        args.ops, args.arch, DTYPES[args.dtype], args.head_dims, args.first, args.case
+    )
+    if not rows:
+        parser.error(f"no build matched --case {args.case}")
     columns = [
         "op",
         "kernel",

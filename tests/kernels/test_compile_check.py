@@ -56,3 +56,44 @@ def test_kernels_build_for_sm90(tmp_path):
 @pytest.mark.slow
 def test_kernels_build_for_sm90_every_head_dim(tmp_path):
     _build(tmp_path, [64, 128])
+
+
+def test_hopper_layouts_of_the_hot_loops(tmp_path):
+    """What the sm_90 compiler output says about the inner loops (``--ttgir``), pinned so a
+    regression shows on the CPU. Before kernels/BENCHMARKS.md's restructure the dK/dV loop
+    ran two of its four products with duplicated warps and moved Pᵀ and dSᵀ through shared
+    memory by register transposes every iteration, and the GEMM's gelu epilogue spilled."""
+    out = tmp_path / "builds.csv"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    cmd = [sys.executable, "-m", "kernels.compile_check", "attention", "gemm", "--first"]
+    cmd += ["--head-dims", "64", "--ttgir", "--csv", str(out)]
+    cmd += ["--case", "D=64 causal", "--case", "D=64 causal atomic-dq"]
+    cmd += ["--case", "4096x3072x768 bias gelu_tanh"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+
+    def builds(kernel, case):
+        found = [r for r in rows if r["kernel"] == kernel and r["case"] == case]
+        assert {r["path"] for r in found} >= {"tma", "pointers"}, (kernel, case)
+        return found
+
+    for r in builds("dk/dv", "D=64 causal"):  # Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV, dK
+        assert (r["dots/iter"], r["dup dots"], r["smem/iter"], r["reg trans/iter"]) == (
+            "4",
+            "0",
+            "0",
+            "0",
+        ), r
+    for r in builds("dk/dv", "D=64 causal atomic-dq"):  # + dQ = dS·K, one transpose of dS
+        assert (r["dots/iter"], r["dup dots"], r["reg trans/iter"]) == ("5", "0", "1"), r
+    for kernel, products in (("forward", "2"), ("dq", "3")):
+        for r in builds(kernel, "D=64 causal"):
+            assert (r["dots/iter"], r["dup dots"], r["smem/iter"]) == (products, "0", "0"), r
+    for r in builds("dk/dv", "D=64 causal") + builds("forward", "D=64 causal"):
+        assert int(r["async loads/iter"]) >= 2 and r["spill_bytes"] == "0", r  # prefetched
+    for r in builds("matmul", "4096x3072x768 bias gelu_tanh"):
+        assert r["spill_bytes"] == "0" and r["dup dots"] == "0", r
+        assert int(r["async loads/iter"]) == 2, r  # A and B tiles ahead of the product

@@ -2,9 +2,11 @@
 
     python -m kernels.bench layernorm|gemm|attention|conv [--csv PATH] [--dtype bf16]
     python -m kernels.bench layernorm --smoke     tiny shapes, any device (checks the script)
+    python -m kernels.bench attention --quick     a reduced table, for a short GPU window
 
 Reports bandwidth (GB/s) or throughput (TFLOP/s), never milliseconds alone, with the ratio
-to torch and to this GPU's device-to-device copy bandwidth measured in the same run.
+to torch and to this GPU's device-to-device copy bandwidth measured in the same run. Each
+shape's rows are printed and appended to the CSV as soon as they are measured.
 Timing: ``triton.testing.do_bench`` (median) on CUDA; a median of wall-clock repeats on
 the CPU, where figures only show that the code runs.
 """
@@ -36,11 +38,20 @@ GEMM_SHAPES = [
     (16384, 50304, 768),
 ]
 SMOKE_GEMM_SHAPES = [(64, 48, 32)]
+# weight gradients dW = dZᵀ·X of those layers (M = outputs, N = inputs, K = 16384 tokens):
+# few output tiles, the shapes split-K is for
+GEMM_DW_SHAPES = [(3072, 768, 16384), (768, 3072, 16384), (2304, 768, 16384), (768, 768, 16384)]
+SMOKE_GEMM_DW_SHAPES = [(48, 40, 96)]
 # (D, T, causal) at B·T = 16384 tokens and H·D = 2048, as in those baselines
 ATTENTION_SHAPES = [
     (d, t, c) for d in (64, 128) for t in (1024, 4096, 16384) for c in (True, False)
 ]
 SMOKE_ATTENTION_SHAPES = [(32, 64, True)]
+# --quick: T = 4k at both head dims, and D = 128 causal at 1k and 16k
+QUICK_ATTENTION_SHAPES = [(d, 4096, c) for d in (64, 128) for c in (True, False)]
+QUICK_ATTENTION_SHAPES += [(128, 1024, True), (128, 16384, True)]
+QUICK_GEMM_SHAPES = GEMM_SHAPES[:3]
+QUICK_GEMM_DW_SHAPES = GEMM_DW_SHAPES[:2]
 # (B, T, C, K): a Mamba-like short convolution (C = 2·d_model for GPT-2 small and a 2048-wide
 # model), at B·T = 16384 tokens
 CONV_SHAPES = [(8, 2048, 1536, 4), (8, 2048, 4096, 4), (4, 4096, 4096, 8)]
@@ -151,6 +162,26 @@ def bench_gemm(shapes, dtype, device, ms) -> list[dict]:
     """TFLOP/s = 2·M·N·K / t: the plain product against torch.matmul (cuBLAS), and the fused
     bias + GELU (tanh) epilogue against torch.matmul followed by torch's bias add and GELU."""
     return [row for M, N, K in shapes for row in _bench_gemm_shape(M, N, K, dtype, device, ms)]
+
+
+def _bench_gemm_dw_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
+    """A weight gradient: dZᵀ·X with dZ (K, M) and X (K, N) row-major, K the tokens, read
+    through strides as the backward does (split along K when the output is small)."""
+    from kernels import gemm
+
+    dz = torch.randn(K, M, device=device, dtype=dtype)
+    x = torch.randn(K, N, device=device, dtype=dtype)
+    flops = 2.0 * M * N * K
+    impls = {"triton": lambda: gemm.matmul(dz.t(), x), "torch": lambda: torch.matmul(dz.t(), x)}
+    return [
+        {
+            "op": "gemm dW",
+            "shape": f"{M}x{N}x{K}",
+            "impl": impl,
+            "TFLOPs": flops / (ms(fn) * 1e-3) / 1e12,
+        }
+        for impl, fn in impls.items()
+    ]
 
 
 def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
@@ -269,13 +300,34 @@ def with_ratios(
     return rows
 
 
-def print_table(rows: list[dict], header: str) -> None:
-    print(header)
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.rjust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(_fmt(r[c]).rjust(widths[c]) for c in columns))
+def stream_table(groups, header: str, csv_path: str | None) -> list[dict]:
+    """Print each group of rows as it is measured (columns as wide as their names, at least
+    12) and append it to ``csv_path``; returns every row."""
+    print(header, flush=True)
+    rows: list[dict] = []
+    writer = None
+    f = None
+    try:
+        for group in groups:
+            if not rows:
+                columns = list(group[0])
+                widths = {c: max(12, len(c)) for c in columns}
+                print("  ".join(c.rjust(widths[c]) for c in columns), flush=True)
+                if csv_path:
+                    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+                    f = open(csv_path, "w", newline="")
+                    writer = csv.DictWriter(f, fieldnames=columns)
+                    writer.writeheader()
+            for r in group:
+                print("  ".join(_fmt(r[c]).rjust(widths[c]) for c in columns), flush=True)
+            if writer:
+                writer.writerows(group)
+                f.flush()
+            rows += group
+    finally:
+        if f:
+            f.close()
+    return rows
 
 
 def _fmt(v) -> str:
@@ -292,37 +344,58 @@ def environment(device: torch.device) -> str:
     )
 
 
-def _layernorm_suite(dtype, device, ms, smoke: bool, env: str):
+_BW = ["fwd_GBps", "bwd_GBps"]
+
+
+# Each suite returns (header, groups): groups yields the rows of one shape at a time, all
+# implementations measured side by side, so main prints and saves them as they come and a
+# run cut short by a time limit keeps every shape it finished.
+def _layernorm_suite(dtype, device, ms, size: str, env: str):
     cuda = device.type == "cuda"
     copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
-    shapes = SMOKE_LAYERNORM_SHAPES if smoke else LAYERNORM_SHAPES
-    rows = with_ratios(
-        bench_layernorm(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs
+    shapes = SMOKE_LAYERNORM_SHAPES if size == "smoke" else LAYERNORM_SHAPES
+    groups = (
+        with_ratios(_bench_layernorm_shape(M, N, dtype, device, ms), _BW, copy_gbs)
+        for M, N in shapes
     )
-    return rows, f"layernorm | {env} | copy {copy_gbs:.1f} GB/s"
+    return f"layernorm | {env} | copy {copy_gbs:.1f} GB/s", groups
 
 
-def _gemm_suite(dtype, device, ms, smoke: bool, env: str):
-    shapes = SMOKE_GEMM_SHAPES if smoke else GEMM_SHAPES
-    return with_ratios(bench_gemm(shapes, dtype, device, ms), ["TFLOPs"]), f"gemm | {env}"
+def _gemm_suite(dtype, device, ms, size: str, env: str):
+    shapes = {"smoke": SMOKE_GEMM_SHAPES, "quick": QUICK_GEMM_SHAPES}.get(size, GEMM_SHAPES)
+    dw = {"smoke": SMOKE_GEMM_DW_SHAPES, "quick": QUICK_GEMM_DW_SHAPES}.get(size, GEMM_DW_SHAPES)
+    groups = [
+        *((_bench_gemm_shape, shape) for shape in shapes),
+        *((_bench_gemm_dw_shape, shape) for shape in dw),
+    ]
+    rows = (with_ratios(bench(*shape, dtype, device, ms), ["TFLOPs"]) for bench, shape in groups)
+    return f"gemm | {env}", rows
 
 
-def _attention_suite(dtype, device, ms, smoke: bool, env: str):
-    shapes = SMOKE_ATTENTION_SHAPES if smoke else ATTENTION_SHAPES
-    size = {"tokens": 128, "width": 64} if smoke else {}
-    rows = bench_attention(shapes, dtype, device, ms, **size)
+def _attention_suite(dtype, device, ms, size: str, env: str):
+    shapes = {"smoke": SMOKE_ATTENTION_SHAPES, "quick": QUICK_ATTENTION_SHAPES}.get(
+        size, ATTENTION_SHAPES
+    )
+    dims = {"tokens": 128, "width": 64} if size == "smoke" else {}
     metrics = ["fwd_TFLOPs", "bwd_TFLOPs"]
-    for baseline in ("flash", "cudnn") if device.type == "cuda" else ("torch",):
-        rows = with_ratios(rows, metrics, baseline=baseline)
-    return rows, f"attention | {env}"
+    baselines = ("flash", "cudnn") if device.type == "cuda" else ("torch",)
+
+    def groups():
+        for shape in shapes:
+            rows = bench_attention([shape], dtype, device, ms, **dims)
+            for baseline in baselines:
+                rows = with_ratios(rows, metrics, baseline=baseline)
+            yield rows
+
+    return f"attention | {env}", groups()
 
 
-def _conv_suite(dtype, device, ms, smoke: bool, env: str):
+def _conv_suite(dtype, device, ms, size: str, env: str):
     cuda = device.type == "cuda"
     copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
-    shapes = SMOKE_CONV_SHAPES if smoke else CONV_SHAPES
-    rows = with_ratios(bench_conv(shapes, dtype, device, ms), ["fwd_GBps", "bwd_GBps"], copy_gbs)
-    return rows, f"causal_conv1d (silu) | {env} | copy {copy_gbs:.1f} GB/s"
+    shapes = SMOKE_CONV_SHAPES if size == "smoke" else CONV_SHAPES
+    groups = (with_ratios(bench_conv([s], dtype, device, ms), _BW, copy_gbs) for s in shapes)
+    return f"causal_conv1d (silu) | {env} | copy {copy_gbs:.1f} GB/s", groups
 
 
 # One suite per kernel group of the op registry (kernels.registry.kernel_groups); a test
@@ -345,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     parser.add_argument("--csv", default=None, help="also write the table here")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; runs without a GPU")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced table (attention: T = 4k, and D = 128 causal at 1k and 16k; gemm: "
+        "8192³, two GPT shapes and two weight gradients), for a short GPU window",
+    )
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:
@@ -360,14 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     ms = timer(device)
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
     env = f"{dtype_name} | {environment(device)}"
-    rows, header = SUITES[args.op](dtype, device, ms, args.smoke, env)
-    print_table(rows, header)
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    header, groups = SUITES[args.op](dtype, device, ms, size, env)
+    stream_table(groups, header, args.csv)
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
         print(f"csv: {args.csv}")
     return 0
 

@@ -2,7 +2,8 @@
 
     python -m lab.bench                  CPU: the demo's `mini` model, torch backend
     python -m lab.bench --model tiny --batch-size 16 --context 64 --steps 30
-    python -m lab.bench --gpt2           GPU: GPT-2 small (12 × 768, T = 1024, B = 32, bf16)
+    python -m lab.bench --gpt2           GPU: GPT-2 small (12 × 768, T = 1024, B = 32, bf16,
+                                         the 50,257-token vocabulary)
 
 The lab's step is ``lab.train.Trainer.train_step`` (batch sampling, the kernels' dispatch
 and checks, loss, clipping, AdamW). The plain loop is the same architecture written with
@@ -28,6 +29,8 @@ from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from lab.counting import flops_per_token, peak_flops
 from lab.distributed import Dist
 from lab.sweeps import compose_run
+
+GPT2_VOCAB = 50257  # GPT-2's BPE vocabulary: --gpt2 tokens/s compare with GPT-2's
 
 
 class PlainGPT(nn.Module):
@@ -79,13 +82,17 @@ def timed(fn, steps: int, device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def compare(cfg: Config, steps: int, rounds: int, compile_plain: bool = False) -> dict:
-    """Seconds per step of the lab's trainer and of the plain loop, medians over rounds."""
+def compare(
+    cfg: Config, steps: int, rounds: int, compile_plain: bool = False, vocab_size: int = 257
+) -> dict:
+    """Seconds per step of the lab's trainer and of the plain loop, medians over rounds.
+    Both models get ``vocab_size`` rows of embedding and output layer (the byte corpus's
+    tokens index the first 257; GPT-2's 50,257 make the output layer the cost it is)."""
     from lab.data import load_corpus
     from lab.train import Trainer, resolve_device
 
     device = resolve_device(cfg.train.device)
-    cfg = replace(cfg, model=replace(cfg.model, vocab_size=257))
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=vocab_size))
     corpus = load_corpus(cfg.data, cfg.model.context)
     import kernels
 
@@ -100,13 +107,13 @@ def compare(cfg: Config, steps: int, rounds: int, compile_plain: bool = False) -
     plain = PlainGPT(cfg.model).to(device)
     net = torch.compile(plain) if compile_plain else plain
     opt = torch.optim.AdamW(plain.parameters(), lr=cfg.optim.lr, fused=device.type == "cuda")
-    x = torch.randint(0, 257, (cfg.train.batch_size, cfg.model.context), device=device)
-    y = torch.randint(0, 257, (cfg.train.batch_size, cfg.model.context), device=device)
+    x = torch.randint(0, vocab_size, (cfg.train.batch_size, cfg.model.context), device=device)
+    y = torch.randint(0, vocab_size, (cfg.train.batch_size, cfg.model.context), device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def plain_step():
         with autocast:
-            loss = F.cross_entropy(net(x).float().view(-1, 257), y.view(-1))
+            loss = F.cross_entropy(net(x).float().view(-1, vocab_size), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.optim.grad_clip)
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"train.backend={args.backend}",
             ]
         )
-    r = compare(cfg, args.steps, args.rounds, compile_plain=args.gpt2)
+    vocab = GPT2_VOCAB if args.gpt2 else 257
+    r = compare(cfg, args.steps, args.rounds, compile_plain=args.gpt2, vocab_size=vocab)
     device = (
         torch.cuda.get_device_name()
         if cfg.train.device == "cuda"
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{time.strftime('%Y-%m-%d')} | {device} | torch {torch.__version__} | model {cfg.model.name} "
-        f"B={cfg.train.batch_size} T={cfg.model.context} | backends {r['backends']}"
+        f"B={cfg.train.batch_size} T={cfg.model.context} vocab {vocab:,} | "
+        f"backends {r['backends']}"
     )
     print(
         f"lab step:   {r['lab_tokens_per_s']:>12,.0f} tokens/s"

@@ -270,3 +270,4 @@ def test_training_step_benchmark_runs(capsys):
     assert bench_main(["--model", "nano", "--steps", "2", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "lab step:" in out and "plain loop:" in out and "ratio lab / plain:" in out
+    assert "vocab 257 " in out  # the byte vocabulary (--gpt2 takes GPT-2's 50,257)

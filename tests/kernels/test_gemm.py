@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 from kernel_testing import (
     ON_GPU,
     assert_close,
@@ -161,3 +162,20 @@ def test_autotune_off_is_honoured_when_set_after_import(monkeypatch):
     before = len(benched)
     gemm.matmul(randn(300, 24), w)  # another bucket of M: tuned over both configs
     assert len(benched) == before + 2
+
+
+@pytest.mark.parametrize("i", range(len(gemm.GPU_TILES)))
+def test_every_tile_the_gpu_autotuner_may_pick(i, monkeypatch):
+    """The interpreter runs one 32×32×32 tile; here the i-th GPU tile instead, on both read
+    paths, with split-K on every other tile, so a tile-dependent bug (the two-half
+    epilogue, the descriptor blocks) cannot hide until a GPU picks it."""
+    m, n, k, _, _ = gemm.GPU_TILES[i]
+    first = gemm._matmul_kernel.configs[0]
+    config = triton.Config(
+        {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, pre_hook=first.pre_hook
+    )
+    monkeypatch.setattr(gemm._matmul_kernel, "configs", [config])
+    monkeypatch.setenv("KERNELS_GEMM_SPLIT_K", "2" if i % 2 else "1")
+    for tma in ("1", "0"):
+        monkeypatch.setenv("KERNELS_GEMM_TMA", tma)
+        _check((150,), 264, 96, torch.float16, "gelu_tanh")

@@ -250,11 +250,18 @@ def fit_health(df: pd.DataFrame, fit: Fit, params: dict, dropped: int, resamples
     """What a researcher should know before trusting the fit's numbers: parameters at a
     bound of what the law can express, intervals of zero width, resamples dropped."""
     notes, p, law = [], fit.params, fit.law.name
-    if "E" in p and p["E"] < 1e-3 * float(df["loss"].min()):
+    floor = 1e-3 * float(df["loss"].min())
+    if "E" in p and p["E"] < floor:
         notes.append(
             f"{law}: E = {p['E']:.3g} collapsed to 0 (its bound): the runs do not pin down an "
             "irreducible loss, so E, and the exponents traded against it, are not results; "
             "add runs at larger N and D, or fit a law without E"
+        )
+    elif "E" in params and np.isfinite(params["E"]["low"]) and params["E"]["low"] < floor:
+        notes.append(
+            f"{law}: E = {p['E']:.3g}, but its interval reaches 0 "
+            f"([{params['E']['low']:.2g}, {params['E']['high']:.3g}]): the runs bound the "
+            "irreducible loss from above, not from below"
         )
     for name, value in p.items():
         if name in ("alpha", "beta", "alpha_N", "alpha_D") and not 1e-3 < value < 5:

@@ -265,9 +265,10 @@ def safe_dirname(name: str) -> str:
 
 
 def register_configs(sweeps_dir: Path | None = None) -> None:
-    """Register with Hydra's ConfigStore the schema (``conf/config.yaml`` builds on it) and,
-    as the group ``sweeps``, every ``sweeps/NAME.yaml`` (so ``+sweeps=NAME`` finds it from
-    any working directory, with no search-path setting)."""
+    """Register with Hydra's ConfigStore the schema (``conf/config.yaml`` builds on it),
+    as the group ``sweeps`` every ``sweeps/NAME.yaml`` (so ``+sweeps=NAME`` finds it from
+    any working directory, with no search-path setting), and as the group GROUP every
+    ``sweeps/GROUP/NAME.yaml`` (a sweep file's bundles)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -277,8 +278,15 @@ def register_configs(sweeps_dir: Path | None = None) -> None:
         OmegaConf.register_new_resolver("lab_safe_dirname", safe_dirname)
     cs = ConfigStore.instance()
     cs.store(name="lab_schema", node=Config)
-    for path in sorted((sweeps_dir or SWEEPS_DIR).glob("*.yaml")):
+    root = sweeps_dir or SWEEPS_DIR
+    for path in sorted(root.glob("*.yaml")):
         cs.store(group="sweeps", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    # sweeps/GROUP/NAME.yaml: bundles of settings that change together (a model size with
+    # its own token budget, say), swept as `+GROUP: a,b,c` where a plain grid would take
+    # every combination; each may override a group default (`defaults: [override /model: x]`)
+    for path in sorted(root.glob("*/*.yaml")):
+        node = OmegaConf.load(path)
+        cs.store(group=path.parent.name, name=path.stem, node=node, package="_global_")
 
 
 def from_dict(d: dict[str, Any]) -> Config:

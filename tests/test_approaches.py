@@ -129,6 +129,20 @@ def test_a_parameter_at_its_bound_is_a_warning_in_fit_json(tmp_path):
     assert any("collapsed to 0" in w for w in fit["warnings"])
 
 
+def test_an_interval_of_e_reaching_zero_is_said_plainly():
+    from types import SimpleNamespace
+
+    from analysis.study import fit_health
+
+    df = pd.DataFrame({"loss": [1.5, 2.0]})
+    fit = SimpleNamespace(params={"E": 0.7}, law=SimpleNamespace(name="chinchilla"))
+    wide = {"E": {"value": 0.7, "low": 1e-18, "high": 0.95}}
+    notes = fit_health(df, fit, wide, 0, 100)
+    assert any("interval reaches 0" in n and "from above, not from below" in n for n in notes)
+    tight = {"E": {"value": 0.7, "low": 0.5, "high": 0.95}}
+    assert not any("reaches 0" in n for n in fit_health(df, fit, tight, 0, 100))
+
+
 def test_empty_and_non_numeric_tables_are_named(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

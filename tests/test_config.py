@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
@@ -48,13 +47,28 @@ def test_every_sweep_composes_and_every_run_validates(name, tmp_path, monkeypatc
         validate(compose_run(list(job)))
 
 
-def test_demo_sweep_is_four_sizes_by_three_budgets():
-    jobs = expand_sweep("demo")
-    runs = {(compose_run(j).model.name, compose_run(j).data.tokens) for j in jobs}
-    models = {m for m, _ in runs}
-    budgets = {d for _, d in runs}
-    assert len(jobs) == 12 and len(models) == 4 and len(budgets) == 3
-    assert runs == set(itertools.product(models, budgets))
+def test_demo_sweep_gives_each_size_its_own_budget_and_cooldowns():
+    """The demo's bundles (sweeps/demo_sizes/): 4 sizes, each one WSD run to its own budget,
+    smaller sizes longer, with cooldown branches below it: 15 results spanning D = 250k to
+    8M tokens, none repeating data (the corpus is read to 12 MB)."""
+    runs = [compose_run(job) for job in expand_sweep("demo")]
+    assert [c.model.name for c in runs] == ["nano", "micro", "tiny", "mini"]
+    tokens = [c.data.tokens for c in runs]
+    assert tokens == sorted(tokens, reverse=True)  # the smaller the model, the longer
+    budgets = {d for c in runs for d in [c.data.tokens, *c.data.branches]}
+    assert min(budgets) == 250_000 and max(budgets) == 8_000_000
+    assert sum(1 + len(c.data.branches) for c in runs) == 15
+    for c in runs:
+        assert c.optim.schedule.value == "wsd" and c.data.branches
+        assert c.data.tokens < 0.9 * c.data.max_bytes * (1 - c.data.val_fraction)
+
+
+def test_a_sweep_bundle_overrides_the_model_group(tmp_path):
+    """sweeps/GROUP/NAME.yaml is the option NAME of group GROUP: `+GROUP=NAME` applies it,
+    its `defaults: [override /model: x]` included."""
+    cfg = compose_run(["+demo_sizes=tiny"])
+    assert cfg.model.name == "tiny" and cfg.data.tokens == 2_000_000
+    assert cfg.data.branches == [250_000, 500_000, 1_000_000]
 
 
 @pytest.mark.parametrize(

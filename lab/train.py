@@ -72,6 +72,7 @@ from lab.schema import (
 )
 
 log = logging.getLogger("lab.train")
+EVAL_TOKENS_PER_CALL = 8192  # tokens per forward call of an evaluation (logits: ×vocab)
 
 _corpus_cache: dict[tuple, Corpus] = {}
 
@@ -277,7 +278,9 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         x_all, y_all = windows
-        batch_size = self.cfg.train.batch_size
+        # forward-only: as many windows per call as fill EVAL_TOKENS_PER_CALL tokens (at
+        # least a training batch), since small models are bound by per-call overhead
+        batch_size = max(self.cfg.train.batch_size, EVAL_TOKENS_PER_CALL // x_all.shape[1])
         nats, nbytes = [], []
         for i in range(0, x_all.shape[0], batch_size):
             x = x_all[i : i + batch_size].to(self.device)

@@ -70,7 +70,7 @@ def _descriptor_blocks(nargs: dict) -> None:
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["A"].block_shape = [bk, bm] if nargs["A_T"] else [bm, bk]
     nargs["B"].block_shape = [bn, bk] if nargs["B_T"] else [bk, bn]
-    sub = [bm, bn // 2 if nargs["EPILOGUE_SPLIT"] else bn]
+    sub = [bm, bn // 2]  # the epilogue stores half a tile at a time
     for name in ("C", "Z"):
         if isinstance(nargs.get(name), TensorDescriptor):
             nargs[name].block_shape = sub
@@ -209,7 +209,6 @@ def _matmul_kernel(
     TMA: tl.constexpr,
     A_T: tl.constexpr,  # with TMA: A's descriptor is over Aᵀ (A stored column-major)
     B_T: tl.constexpr,  # with TMA: B's descriptor is over Bᵀ (e.g. B = Wᵀ, W row-major)
-    EPILOGUE_SPLIT: tl.constexpr,  # the epilogue in two halves of BLOCK_N // 2 columns
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -247,7 +246,7 @@ def _matmul_kernel(
                 acc,
                 mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
             )
-        elif EPILOGUE_SPLIT:  # two halves: half the registers live at the store
+        else:  # the epilogue in two halves of BLOCK_N // 2 columns: half the registers live
             halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
             left, right = tl.split(halves)
             _epilogue(
@@ -285,25 +284,6 @@ def _matmul_kernel(
                 TMA,
                 BLOCK_M,
                 BLOCK_N // 2,
-            )
-        else:
-            _epilogue(
-                acc,
-                C,
-                Bias,
-                Z,
-                m0,
-                n0,
-                M,
-                N,
-                stride_cm,
-                stride_cn,
-                HAS_BIAS,
-                ACTIVATION,
-                STORE_Z,
-                TMA,
-                BLOCK_M,
-                BLOCK_N,
             )
 
 
@@ -450,7 +430,6 @@ def matmul(
             TMA=tma,
             A_T=bool(a_t),
             B_T=bool(b_t),
-            EPILOGUE_SPLIT=True,
         )
 
     tma, a_t, b_t = _use_tma(a, b, (c, z))
@@ -470,8 +449,11 @@ def matmul(
             tma = False
     if not tma:
         launch(False, None, None)
-    if splits > 1:
-        torch.sum(out, dim=0, out=c) if a.dtype == torch.float32 else c.copy_(out.sum(0))
+    if splits > 1:  # the partial sums, added in fp32 and written in c's dtype
+        if a.dtype == torch.float32:
+            torch.sum(out, dim=0, out=c)
+        else:
+            c.copy_(out.sum(0))
     return c, (z if store_z else None)
 
 

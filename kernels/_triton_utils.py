@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import triton
@@ -61,6 +62,34 @@ def tma_capable(t: torch.Tensor) -> bool:
     if TensorDescriptor is None or t.device.type != "cuda":
         return False
     return torch.cuda.get_device_capability(t.device)[0] >= 9
+
+
+def tma_wanted(variable: str, broken: str | None, t: torch.Tensor, capable=tma_capable) -> bool:
+    """Whether the switch in ``variable`` sends a launch on ``t`` through descriptors, the
+    strides aside: never with 0; always with 1 (RuntimeError when this triton has no
+    TensorDescriptor); with auto, on a ``capable`` device unless the path has failed in
+    this process (``broken``: why, else None)."""
+    mode = tma_mode(variable)
+    if mode == "0":
+        return False
+    if mode == "1":
+        if TensorDescriptor is None:
+            raise RuntimeError(f"{variable}=1 but this triton has no TensorDescriptor")
+        return True
+    return broken is None and capable(t)
+
+
+def tma_fallback(op: str, variable: str, error: Exception, stacklevel: int) -> str:
+    """After a TMA launch of ``op`` failed in auto mode: warn that its launches read
+    through pointers from now on, and return why (the caller keeps it as its ``broken``)."""
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    warnings.warn(
+        f"{op}: the TMA (tensor descriptor) path failed ({reason}); using pointer loads "
+        f"from now on. Set {variable}=0 to skip it.",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return reason
 
 
 def tma_aligned(*tensors: torch.Tensor) -> bool:

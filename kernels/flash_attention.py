@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import torch
 import triton
@@ -52,6 +51,8 @@ from kernels._triton_utils import (
     limit_tuning,
     tma_aligned,
     tma_capable,
+    tma_fallback,
+    tma_wanted,
 )
 from kernels._triton_utils import tma_mode as _tma_mode
 
@@ -953,14 +954,8 @@ _tma_capable = tma_capable  # a module attribute, so a test can stand in for a H
 
 def use_tma(*tensors: torch.Tensor) -> bool:
     """Whether a launch on these inputs reads through tensor descriptors."""
-    mode = tma_mode()
-    if mode == "0":
-        return False
-    if mode == "1":
-        if TensorDescriptor is None:
-            raise RuntimeError("KERNELS_ATTENTION_TMA=1 but this triton has no TensorDescriptor")
-        return tma_aligned(*tensors)
-    return _tma_broken is None and _tma_capable(tensors[0]) and tma_aligned(*tensors)
+    wanted = tma_wanted("KERNELS_ATTENTION_TMA", _tma_broken, tensors[0], _tma_capable)
+    return wanted and tma_aligned(*tensors)
 
 
 def _desc(t: torch.Tensor, block_d: int):
@@ -980,13 +975,7 @@ def _launch(kernel, grid, tensors: dict, tma: bool, block_d: int, *args, **kw):
         except Exception as e:  # noqa: BLE001 - any build failure: compiler, PTX, driver
             if tma_mode() == "1":
                 raise
-            _tma_broken = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            warnings.warn(
-                f"attention: the TMA (tensor descriptor) path failed ({_tma_broken}); "
-                "using pointer loads from now on. Set KERNELS_ATTENTION_TMA=0 to skip it.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            _tma_broken = tma_fallback("attention", "KERNELS_ATTENTION_TMA", e, stacklevel=3)
     return kernel[grid](*tensors.values(), *args, BLOCK_D=block_d, TMA=False, **kw)
 
 

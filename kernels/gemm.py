@@ -23,7 +23,6 @@ fp32 inputs use TF32 tensor cores on a GPU when PyTorch allows TF32 for matmuls
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 import triton
@@ -39,7 +38,8 @@ from kernels._triton_utils import (
     interpreting,
     limit_tuning,
     tma_aligned,
-    tma_capable,
+    tma_fallback,
+    tma_wanted,
 )
 from kernels._triton_utils import tma_mode as _tma_mode
 
@@ -357,12 +357,7 @@ def split_k(M: int, N: int, K: int, programs: int) -> int:
 
 def _use_tma(a, b, out) -> tuple[bool, bool | None, bool | None]:
     """Whether to read through descriptors, and each operand's layout for them."""
-    mode = tma_mode()
-    if mode == "0" or (mode == "auto" and (_tma_broken or not tma_capable(a))):
-        return False, None, None
-    if TensorDescriptor is None:
-        if mode == "1":
-            raise RuntimeError("KERNELS_GEMM_TMA=1 but this triton has no TensorDescriptor")
+    if not tma_wanted("KERNELS_GEMM_TMA", _tma_broken, a):
         return False, None, None
     a_t, b_t = _layout(a), _layout(b)
     ok = a_t is not None and b_t is not None and all(tma_aligned(t) for t in out)
@@ -439,13 +434,7 @@ def matmul(
         except Exception as e:  # noqa: BLE001 - any build failure: compiler, PTX, driver
             if tma_mode() == "1":
                 raise
-            _tma_broken = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            warnings.warn(
-                f"gemm: the TMA (tensor descriptor) path failed ({_tma_broken}); using "
-                "pointer loads from now on. Set KERNELS_GEMM_TMA=0 to skip it.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            _tma_broken = tma_fallback("gemm", "KERNELS_GEMM_TMA", e, stacklevel=2)
             tma = False
     if not tma:
         launch(False, None, None)

@@ -90,12 +90,9 @@ def copy_bandwidth_gbs(device: torch.device, ms: Callable, nbytes: int) -> float
     return 2 * src.numel() * 4 / (ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
 
 
-def bench_layernorm(shapes, dtype, device, ms) -> list[dict]:
-    """Forward GB/s = 2·bytes(x)/t, backward GB/s = 3·bytes(x)/t (the convention of the baselines in kernels/BENCHMARKS.md)."""
-    return [row for M, N in shapes for row in _bench_layernorm_shape(M, N, dtype, device, ms)]
-
-
 def _bench_layernorm_shape(M: int, N: int, dtype, device, ms) -> list[dict]:
+    """Forward GB/s = 2·bytes(x)/t, backward GB/s = 3·bytes(x)/t (the convention of the
+    baselines in kernels/BENCHMARKS.md)."""
     import torch.nn.functional as F
 
     from kernels import layernorm
@@ -132,15 +129,11 @@ def _bandwidth_rows(op, shape, impls, dy, leaves, nbytes, ms) -> list[dict]:
     return rows
 
 
-def bench_conv(shapes, dtype, device, ms) -> list[dict]:
+def _bench_conv_shape(B: int, T: int, C: int, K: int, dtype, device, ms) -> list[dict]:
     """The causal convolution with its fused silu against torch's depthwise ``F.conv1d``
     (transposes, padding and the silu as separate ops: the path ``kernels.causal_conv1d``
     takes on the torch backend). Forward GB/s = 2·bytes(x)/t (read x, write y); backward
     GB/s = 3·bytes(x)/t (read x and dy, write dx), the layer norm's convention."""
-    return [row for shape in shapes for row in _bench_conv_shape(*shape, dtype, device, ms)]
-
-
-def _bench_conv_shape(B: int, T: int, C: int, K: int, dtype, device, ms) -> list[dict]:
     import kernels
     from kernels import conv
 
@@ -156,12 +149,6 @@ def _bench_conv_shape(B: int, T: int, C: int, K: int, dtype, device, ms) -> list
 
     impls = {"triton": lambda: conv.causal_conv1d(x, w, b, "silu"), "torch": torch_path}
     return _bandwidth_rows("causal_conv1d", f"{B}x{T}x{C} K={K}", impls, dy, [x, w, b], nbytes, ms)
-
-
-def bench_gemm(shapes, dtype, device, ms) -> list[dict]:
-    """TFLOP/s = 2·M·N·K / t: the plain product against torch.matmul (cuBLAS), and the fused
-    bias + GELU (tanh) epilogue against torch.matmul followed by torch's bias add and GELU."""
-    return [row for M, N, K in shapes for row in _bench_gemm_shape(M, N, K, dtype, device, ms)]
 
 
 def _bench_gemm_dw_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
@@ -185,6 +172,8 @@ def _bench_gemm_dw_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict
 
 
 def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
+    """TFLOP/s = 2·M·N·K / t: the plain product against torch.matmul (cuBLAS), and the fused
+    bias + GELU (tanh) epilogue against torch.matmul followed by torch's bias add and GELU."""
     import torch.nn.functional as F
 
     from kernels import gemm
@@ -217,16 +206,6 @@ def _bench_gemm_shape(M: int, N: int, K: int, dtype, device, ms) -> list[dict]:
     return rows
 
 
-def bench_attention(shapes, dtype, device, ms, tokens=16384, width=2048) -> list[dict]:
-    """TFLOP/s, forward 4·B·H·T²·D (halved when causal) and backward 2.5× that (the baselines'
-    convention), for the Triton kernel and each SDPA backend PyTorch has on this device."""
-    return [
-        row
-        for D, T, causal in shapes
-        for row in _bench_attention_shape(D, T, causal, dtype, device, ms, tokens, width)
-    ]
-
-
 def _sdpa_backends(device) -> dict:
     from torch.nn.attention import SDPBackend
 
@@ -240,6 +219,9 @@ def _sdpa_backends(device) -> dict:
 
 
 def _bench_attention_shape(D, T, causal, dtype, device, ms, tokens, width) -> list[dict]:
+    """TFLOP/s, forward 4·B·H·T²·D (halved when causal) and backward 2.5× that (the baselines'
+    convention), for the Triton kernel and each SDPA backend PyTorch has on this device, at
+    B·T = tokens and H·D = width."""
     import torch.nn.functional as F
     from torch.nn.attention import sdpa_kernel
 
@@ -376,13 +358,13 @@ def _attention_suite(dtype, device, ms, size: str, env: str):
     shapes = {"smoke": SMOKE_ATTENTION_SHAPES, "quick": QUICK_ATTENTION_SHAPES}.get(
         size, ATTENTION_SHAPES
     )
-    dims = {"tokens": 128, "width": 64} if size == "smoke" else {}
+    tokens, width = (128, 64) if size == "smoke" else (16384, 2048)
     metrics = ["fwd_TFLOPs", "bwd_TFLOPs"]
     baselines = ("flash", "cudnn") if device.type == "cuda" else ("torch",)
 
     def groups():
         for shape in shapes:
-            rows = bench_attention([shape], dtype, device, ms, **dims)
+            rows = _bench_attention_shape(*shape, dtype, device, ms, tokens, width)
             for baseline in baselines:
                 rows = with_ratios(rows, metrics, baseline=baseline)
             yield rows
@@ -394,7 +376,7 @@ def _conv_suite(dtype, device, ms, size: str, env: str):
     cuda = device.type == "cuda"
     copy_gbs = copy_bandwidth_gbs(device, ms, (1 << 30) if cuda else (1 << 20))
     shapes = SMOKE_CONV_SHAPES if size == "smoke" else CONV_SHAPES
-    groups = (with_ratios(bench_conv([s], dtype, device, ms), _BW, copy_gbs) for s in shapes)
+    groups = (with_ratios(_bench_conv_shape(*s, dtype, device, ms), _BW, copy_gbs) for s in shapes)
     return f"causal_conv1d (silu) | {env} | copy {copy_gbs:.1f} GB/s", groups
 
 

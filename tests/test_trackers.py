@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import struct
+import time
 from dataclasses import replace
 
 import pandas as pd
@@ -79,6 +80,19 @@ def _wandb_records(path):
             buf = b""
 
 
+def _finished_wandb_records(path, timeout: float = 60.0) -> list:
+    """The records of an offline W&B run file once its writer has closed it (an exit record
+    is there). ``run.finish()`` can return before W&B's service process has written its
+    last 32 KiB block: read too early, under load, the file ended after its first block."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(_wandb_records(path))
+        done = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if done or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_wandb_runs_offline_with_config_history_and_group(tmp_path, monkeypatch, caplog):
     wandb = pytest.importorskip("wandb")
     for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
@@ -102,7 +116,7 @@ def test_wandb_runs_offline_with_config_history_and_group(tmp_path, monkeypatch,
 
     files = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1  # offline: nothing left the machine
-    records = list(_wandb_records(files[0]))
+    records = _finished_wandb_records(files[0])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.run_group == "sweep" and run.display_name == "model=t"
     config = {item.key for item in run.config.update}

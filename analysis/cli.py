@@ -42,7 +42,7 @@ from analysis.load import (
 from analysis.noise import seed_noise, sensitivity
 from analysis.report import write_report
 from analysis.study import Study, analyze, default_budgets
-from lab.schema import LOSS_UNITS
+from lab.config.record import LOSS_UNITS
 
 
 def runs_table(df: pd.DataFrame) -> str:

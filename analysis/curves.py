@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.records import find_records, read_record
-from lab.schema import C_CONVENTIONS, METRICS_NAME, N_CONVENTIONS
+from lab.config.record import C_CONVENTIONS, METRICS_NAME, N_CONVENTIONS
+from lab.runs.records import find_records, read_record
 
 
 def _curve(run_dir: Path, loss: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.records import read_records
-from lab.schema import (  # the record schema, shared with the lab that writes the records
+from lab.config.record import (  # the record schema, shared with the lab that writes the records
     C_CONVENTIONS,
     LOSSES,
     N_CONVENTIONS,
     RECORD_NAME,
     format_si,
 )
+from lab.runs.records import read_records
 
 
 def load_runs(

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.records import read_records
-from lab.schema import N_CONVENTIONS, RECORD_NAME
+from lab.config.record import N_CONVENTIONS, RECORD_NAME
+from lab.runs.records import read_records
 
 MIN_RATES = 3  # a parabola needs three points
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.records import find_records, read_record
-from lab.schema import C_CONVENTIONS, LOSSES, N_CONVENTIONS
+from lab.config.record import C_CONVENTIONS, LOSSES, N_CONVENTIONS
+from lab.runs.records import find_records, read_record
 
 
 def _config_without_seed(record: dict) -> str | None:

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.approaches import chinchilla_optimum  # noqa: E402
 from analysis.load import format_si  # noqa: E402
-from lab.schema import LOSS_UNITS  # noqa: E402
+from lab.config.record import LOSS_UNITS  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
 LABELS = {"tokens": "training tokens D", "compute": "training compute C (FLOPs)"}

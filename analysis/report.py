@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.load import format_si, format_value
-from lab.schema import LOSS_UNITS
+from lab.config.record import LOSS_UNITS
 
 
 def _text(value) -> str:

@@ -104,7 +104,7 @@ for stage in "${stages[@]}"; do
       KERNELS_AUTOTUNE_MAX=2 timeout "$limit" python3 -m kernels.bench attention --quick \
         --csv "$OUT/bench_attention.csv" 2>&1 | tee "$OUT/bench_attention.log" ;;
     gpt2)
-      KERNELS_AUTOTUNE_MAX=2 timeout "$limit" python3 -m lab.bench --gpt2 --backend triton \
+      KERNELS_AUTOTUNE_MAX=2 timeout "$limit" python3 -m lab.cli.bench --gpt2 --backend triton \
         --steps 10 --rounds 3 2>&1 | tee "$OUT/bench_gpt2.log" ;;
     tests)
       timeout "$limit" python3 -m pytest -q -p no:cacheprovider tests/kernels \

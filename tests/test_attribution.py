@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.config import ModelConfig
-from lab.model import GPT
+from lab.config.schema import ModelConfig
+from lab.model.gpt import GPT
 
 pytest.importorskip("captum")
-from lab import attribution  # noqa: E402
+from lab.inspection import attribution  # noqa: E402
 
 MIXERS = ["attention", "conv", "lstm"]
 

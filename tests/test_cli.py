@@ -22,8 +22,8 @@ TINY = [
 
 def cli(entry: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     module, func = {
-        "lab-train": ("lab.cli", "train_main"),
-        "lab-sweep": ("lab.cli", "sweep_main"),
+        "lab-train": ("lab.cli.commands", "train_main"),
+        "lab-sweep": ("lab.cli.commands", "sweep_main"),
         "lab-analyze": ("analysis.cli", "main"),
     }[entry]
     code = (

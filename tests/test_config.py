@@ -8,8 +8,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from lab.config import validate
-from lab.sweeps import CONF_DIR, SWEEPS_DIR, compose_run, expand_sweep
+from lab.cli.sweeps import expand_sweep
+from lab.config.compose import compose
+from lab.config.schema import CONF_DIR, SWEEPS_DIR
+from lab.config.validate import validate
 
 GROUP_OPTIONS = [
     (group.name, f.stem)
@@ -26,7 +28,7 @@ def test_there_is_something_to_compose():
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS)
 def test_every_group_option_composes(group, option):
-    cfg = compose_run([f"{group}={option}"])
+    cfg = compose([f"{group}={option}"])
     validate(cfg)
     if group == "model":
         assert cfg.model.name == option
@@ -44,14 +46,14 @@ def test_every_sweep_composes_and_every_run_validates(name, tmp_path, monkeypatc
     (tmp_path / "runs" / "lr" / "analysis").mkdir(parents=True)
     (tmp_path / "runs" / "lr" / "analysis" / "lr.json").write_text(json.dumps(law))
     for job in jobs:
-        validate(compose_run(list(job)))
+        validate(compose(list(job)))
 
 
 def test_demo_sweep_gives_each_size_its_own_budget_and_cooldowns():
     """The demo's bundles (sweeps/demo_sizes/): 4 sizes, each one WSD run to its own budget,
     smaller sizes longer, with cooldown branches below it: 15 results spanning D = 250k to
     8M tokens, none repeating data (the corpus is read to 12 MB)."""
-    runs = [compose_run(job) for job in expand_sweep("demo")]
+    runs = [compose(job) for job in expand_sweep("demo")]
     assert [c.model.name for c in runs] == ["nano", "micro", "tiny", "mini"]
     tokens = [c.data.tokens for c in runs]
     assert tokens == sorted(tokens, reverse=True)  # the smaller the model, the longer
@@ -66,7 +68,7 @@ def test_demo_sweep_gives_each_size_its_own_budget_and_cooldowns():
 def test_a_sweep_bundle_overrides_the_model_group(tmp_path):
     """sweeps/GROUP/NAME.yaml is the option NAME of group GROUP: `+GROUP=NAME` applies it,
     its `defaults: [override /model: x]` included."""
-    cfg = compose_run(["+demo_sizes=tiny"])
+    cfg = compose(["+demo_sizes=tiny"])
     assert cfg.model.name == "tiny" and cfg.data.tokens == 2_000_000
     assert cfg.data.branches == [250_000, 500_000, 1_000_000]
 
@@ -77,7 +79,7 @@ def test_a_sweep_bundle_overrides_the_model_group(tmp_path):
 )
 def test_typos_and_wrong_types_fail_at_composition(override):
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
-        compose_run([override])
+        compose([override])
 
 
 @pytest.mark.parametrize(
@@ -92,13 +94,12 @@ def test_typos_and_wrong_types_fail_at_composition(override):
 def test_bad_mixer_settings_are_one_clear_line(overrides, match):
     from hydra.errors import ConfigCompositionException
 
-    from lab.config import validate
-    from lab.sweeps import compose_run
+    from lab.config.compose import compose
 
     if match is None:  # a choice outside the Enum fails at composition, naming the values
         with pytest.raises(ConfigCompositionException) as error:
-            compose_run(overrides)
+            compose(overrides)
         assert "attention, conv, lstm" in str(error.value.__cause__)
         return
     with pytest.raises(ValueError, match=match):
-        validate(compose_run(overrides))
+        validate(compose(overrides))

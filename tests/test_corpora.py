@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.data import cache_root, load_corpus
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.data.corpus import cache_root, load_corpus
+from lab.training.run import train
 
 LINES = [
     f"line {i}: the quick brown fox {i % 7} jumps over {i % 11} lazy dogs\n" for i in range(4000)
@@ -125,8 +125,8 @@ def test_bpe_is_trained_once_and_cached_with_the_tokenized_corpus(folder, tmp_pa
 
 
 def test_user_tokenizer_json_and_generation_with_it(folder, tmp_path, capsys):
-    from lab.generate import main as generate_main
-    from lab.tokenizer import train_bpe
+    from lab.data.tokenizer import train_bpe
+    from lab.inspection.generate import main as generate_main
 
     tok = train_bpe(texts(), 280)
     tok.save(str(tmp_path / "tokenizer.json"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab.config import DataConfig
-from lab.data import ByteTokenizer, is_validation, load_corpus, read_documents
+from lab.config.schema import DataConfig
+from lab.data.corpus import ByteTokenizer, is_validation, load_corpus, read_documents
 
 
 def test_stdlib_corpus_is_deterministic_and_capped():

@@ -8,12 +8,13 @@ import dataclasses
 import pytest
 import torch
 
-from lab.checkpoint import save_checkpoint
-from lab.config import ModelConfig
-from lab.export import export, main
-from lab.generate import generate, load_model
-from lab.model import GPT
-from lab.tokenizer import ByteTokenizer
+from lab.config.schema import ModelConfig
+from lab.data.tokenizer import ByteTokenizer
+from lab.inspection.generate import generate
+from lab.model.gpt import GPT
+from lab.runs.artifacts import load_model
+from lab.runs.checkpoint import save_checkpoint
+from lab.runs.export import export, main
 
 transformers = pytest.importorskip("transformers")  # the [hf] extra; CI installs it
 

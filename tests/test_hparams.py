@@ -13,8 +13,9 @@ import torch
 from analysis import lr as lr_analysis
 from analysis.cli import main as analyze_main
 from analysis.load import load_runs
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, validate
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.config.validate import validate
+from lab.training.run import train
 
 
 def test_the_lr_parabola_recovers_a_known_optimum_between_grid_points():
@@ -174,7 +175,7 @@ def test_mup_at_its_base_width_is_sp_exactly(tmp_path):
 
 
 def test_mup_resume_restores_the_per_group_rates(tmp_path, monkeypatch):
-    from lab.train import Trainer
+    from lab.training.trainer import Trainer
 
     def cfg():
         c = _cfg(parametrization="mup", base_d_model=16)
@@ -203,7 +204,7 @@ def test_mup_resume_restores_the_per_group_rates(tmp_path, monkeypatch):
 
 
 def test_coordinate_check_is_flat_under_mup_and_grows_under_sp():
-    from lab import mup
+    from lab.inspection import coord as mup
 
     base = ModelConfig(
         n_layer=2,
@@ -238,7 +239,7 @@ def test_an_optimum_at_the_grid_edge_is_flagged_and_left_out_of_the_law(tmp_path
 
 
 def test_a_refitted_law_is_another_config(tmp_path):
-    from lab.config import config_hash
+    from lab.config.schema import config_hash
 
     law = {
         "parametrization": "sp",

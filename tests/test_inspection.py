@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.inspection import Run, main, position_losses, probe_run, trace
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.inspection.cli import Run, main, position_losses, probe_run, trace
+from lab.training.run import train
 
 
 def _train(path, d_model=32, steps=300, mixer="attention"):

@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.tokenizer import ByteTokenizer, HFTokenizer, train_bpe
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.data.tokenizer import ByteTokenizer, HFTokenizer, train_bpe
+from lab.training.run import train
 
 
 def small(**data_kw) -> Config:

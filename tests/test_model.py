@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.config import ModelConfig
-from lab.counting import flops_per_token, param_counts, training_flops
-from lab.model import GPT
+from lab.config.counting import flops_per_token, param_counts, training_flops
+from lab.config.schema import ModelConfig
+from lab.model.gpt import GPT
 
 NANO = ModelConfig(name="nano", n_layer=2, n_head=2, d_model=32, context=128, vocab_size=257)
 

@@ -11,10 +11,11 @@ import torch
 import kernels
 from kernels import activations, bench, reference
 from kernels.registry import OPS, kernel_groups, triton_entry
-from lab.config import ActivationName, ModelConfig, validate
-from lab.counting import param_counts
-from lab.model import GPT
-from lab.sweeps import compose_run
+from lab.config.compose import compose
+from lab.config.counting import param_counts
+from lab.config.schema import ActivationName, ModelConfig
+from lab.config.validate import validate
+from lab.model.gpt import GPT
 
 NAMES = list(activations.ACTIVATIONS)  # None (identity) included
 
@@ -48,7 +49,7 @@ def test_config_choices_are_exactly_the_registered_activations():
 @pytest.mark.parametrize("name", activations.names())
 @pytest.mark.parametrize("mlp", ["plain", "gated"])
 def test_every_activation_builds_a_model_and_counts_it(name, mlp):
-    cfg = compose_run([f"model.activation={name}", f"model.mlp={mlp}", "model=nano"])
+    cfg = compose([f"model.activation={name}", f"model.mlp={mlp}", "model=nano"])
     validate(cfg)
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "vocab_size": 11})
     model = GPT(model_cfg)
@@ -67,7 +68,7 @@ def test_unknown_activation_is_an_error_everywhere():
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
-        compose_run(["model.activation=swish"])
+        compose(["model.activation=swish"])
 
 
 def test_legacy_swiglu_config_reads_as_gated_silu():
@@ -98,7 +99,7 @@ def test_kernel_groups_cover_every_triton_op():
 
 
 def test_unknown_op_in_config_is_an_error():
-    cfg = compose_run(["+train.backend_ops.matmul=torch"])
+    cfg = compose(["+train.backend_ops.matmul=torch"])
     with pytest.raises(ValueError, match="unknown op"):
         validate(cfg)
 
@@ -108,8 +109,8 @@ def test_checkpoint_written_before_the_mlp_field_loads(tmp_path):
     ``activation: swiglu``, no ``mlp`` key) loads into the same model."""
     import dataclasses
 
-    from lab.checkpoint import save_checkpoint
-    from lab.generate import load_model
+    from lab.runs.artifacts import load_model
+    from lab.runs.checkpoint import save_checkpoint
 
     model = GPT(ModelConfig(activation="silu", mlp="gated", vocab_size=11, d_model=32))
     old = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(model.cfg)}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from lab.checkpoint import save_checkpoint
-from lab.records import write_json_atomic
+from lab.runs.checkpoint import save_checkpoint
+from lab.runs.records import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,9 +44,10 @@ from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 
-from lab.claim import claim  # noqa: E402
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, validate  # noqa: E402
-from lab.train import train  # noqa: E402
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from lab.config.validate import validate  # noqa: E402
+from lab.runs.claim import claim  # noqa: E402
+from lab.training.run import train  # noqa: E402
 
 TINY = [
     "model=nano",
@@ -99,7 +100,7 @@ def test_two_identical_sweeps_at_once_train_every_run_exactly_once(tmp_path):
 
 
 def test_a_claim_held_by_a_killed_process_is_released(tmp_path):
-    code = "import sys, time; from pathlib import Path; from lab.claim import claim\n"
+    code = "import sys, time; from pathlib import Path; from lab.runs.claim import claim\n"
     code += "with claim(Path(sys.argv[1])) as mine:\n    print(mine, flush=True); time.sleep(60)\n"
     holder = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -186,17 +187,20 @@ def _fail_once(monkeypatch, module, name):
 def test_a_full_disk_is_one_line_and_a_failed_record_in_a_sweep(
     tmp_path, monkeypatch, caplog, site
 ):
-    import lab.loggers
-    import lab.train
-    from lab.cli import run_job
+    import lab.runs.trackers
+    import lab.training.record
+    import lab.training.trainer
+    from lab.cli.commands import run_job
 
     out = tmp_path / "run"
     if site == "record":
-        _fail_once(monkeypatch, lab.train, "write_json_atomic")
+        _fail_once(monkeypatch, lab.training.record, "write_json_atomic")
     elif site == "checkpoint":
-        _fail_once(monkeypatch, lab.train, "save_checkpoint")
+        _fail_once(monkeypatch, lab.training.trainer, "save_checkpoint")
     else:
-        _fail_once(monkeypatch, lab.loggers, "json_safe")  # the metrics line about to be written
+        _fail_once(
+            monkeypatch, lab.runs.trackers, "json_safe"
+        )  # the metrics line about to be written
     with caplog.at_level(logging.INFO):
         record = run_job(small(), out, multirun=True)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -207,10 +211,10 @@ def test_a_full_disk_is_one_line_and_a_failed_record_in_a_sweep(
 
 
 def test_a_full_disk_in_a_single_run_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
-    import lab.train
-    from lab.cli import run_job
+    import lab.training.trainer
+    from lab.cli.commands import run_job
 
-    _fail_once(monkeypatch, lab.train, "save_checkpoint")
+    _fail_once(monkeypatch, lab.training.trainer, "save_checkpoint")
     with pytest.raises(SystemExit) as stop:
         run_job(small(), tmp_path, multirun=False)
     assert stop.value.code == 1
@@ -219,11 +223,11 @@ def test_a_full_disk_in_a_single_run_is_one_line_and_exit_1(tmp_path, monkeypatc
 
 
 def test_a_full_disk_at_the_sweep_table_still_prints_the_summary(tmp_path, monkeypatch, caplog):
-    import lab.cli
-    from lab.records import write_json_atomic
+    import lab.cli.commands
+    from lab.runs.records import write_json_atomic
 
     write_json_atomic(tmp_path / "a" / "result.json", {"status": "ok", "tokens": 1})
-    _fail_once(monkeypatch, lab.cli, "write_csv_atomic")
+    _fail_once(monkeypatch, lab.cli.commands, "write_csv_atomic")
 
     class Hydra:
         class hydra:  # noqa: N801 - the shape of Hydra's config
@@ -231,13 +235,13 @@ def test_a_full_disk_at_the_sweep_table_still_prints_the_summary(tmp_path, monke
                 dir = str(tmp_path)
 
     with caplog.at_level(logging.ERROR):
-        lab.cli.SweepTable().on_multirun_end(Hydra)
+        lab.cli.commands.SweepTable().on_multirun_end(Hydra)
     assert "No space left on device" in caplog.text
 
 
 # -- 7. smaller ones ------------------------------------------------------------------------
 def test_odd_records_and_tables_are_skipped_or_named(tmp_path):
-    from lab.records import read_records
+    from lab.runs.records import read_records
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "result.json").write_text("[1, 2]")
@@ -261,7 +265,7 @@ def test_a_bin_file_of_odd_length_names_the_file_and_dtype(tmp_path):
 
 
 def test_generate_names_a_missing_checkpoint_and_refuses_bad_counts(tmp_path, capsys):
-    from lab.generate import main
+    from lab.inspection.generate import main
 
     assert main([str(tmp_path)]) == 2
     assert f"{tmp_path} has no checkpoint.pt" in capsys.readouterr().err
@@ -274,7 +278,7 @@ def test_generate_names_a_missing_checkpoint_and_refuses_bad_counts(tmp_path, ca
 
 
 def test_deleting_metrics_mid_run_warns_and_keeps_the_rows_after(tmp_path, caplog):
-    from lab.loggers import JsonlSink
+    from lab.runs.trackers import JsonlSink
 
     real, seen = JsonlSink.log, {"n": 0}
 
@@ -296,7 +300,7 @@ def test_deleting_metrics_mid_run_warns_and_keeps_the_rows_after(tmp_path, caplo
 
 # -- 8. import names ------------------------------------------------------------------------
 def test_a_package_shadowing_an_import_name_stops_a_command_with_one_line(tmp_path):
-    from lab.packages import foreign_packages
+    from lab.cli.packages import foreign_packages
 
     assert foreign_packages() == {}
     (tmp_path / "kernels").mkdir()
@@ -305,7 +309,7 @@ def test_a_package_shadowing_an_import_name_stops_a_command_with_one_line(tmp_pa
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kernels\nVersion: 0.9\n")
     (info / "top_level.txt").write_text("kernels\n")
-    code = "from lab.packages import check_packages; check_packages('lab-train')"
+    code = "from lab.cli.packages import check_packages; check_packages('lab-train')"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 2
@@ -315,11 +319,11 @@ def test_a_package_shadowing_an_import_name_stops_a_command_with_one_line(tmp_pa
 
 # -- 10. half-finished runs continue --------------------------------------------------------
 def test_a_rerun_continues_a_half_finished_run_from_its_checkpoint(tmp_path, monkeypatch):
-    import lab.train
+    import lab.training.trainer
 
     cfg = small(tokens=4 * 32 * 24, eval_every=4)
     whole = train(cfg, tmp_path / "whole")
-    real, calls = lab.train.Trainer.train_step, {"n": 0}
+    real, calls = lab.training.trainer.Trainer.train_step, {"n": 0}
 
     def dies_at_step_14(self, n, lr):
         calls["n"] += 1
@@ -327,10 +331,10 @@ def test_a_rerun_continues_a_half_finished_run_from_its_checkpoint(tmp_path, mon
             raise RuntimeError("killed")  # as a preempted job: the checkpoint of step 12 stays
         return real(self, n, lr)
 
-    monkeypatch.setattr(lab.train.Trainer, "train_step", dies_at_step_14)
+    monkeypatch.setattr(lab.training.trainer.Trainer, "train_step", dies_at_step_14)
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg, tmp_path / "half")
-    monkeypatch.setattr(lab.train.Trainer, "train_step", real)
+    monkeypatch.setattr(lab.training.trainer.Trainer, "train_step", real)
     again = train(cfg, tmp_path / "half")  # the default, train.resume=auto
     assert again["resumed_from_step"] == 12 and again["steps"] == whole["steps"]
     assert again["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
@@ -361,7 +365,7 @@ def test_a_sweep_killed_and_restarted_while_another_runs_loses_nothing(tmp_path)
 
 
 def test_inspection_ignores_a_cache_folder_named_by_a_record(tmp_path):
-    from lab.inspection import Run
+    from lab.inspection.cli import Run
 
     cfg = small()
     train(cfg, tmp_path / "run")

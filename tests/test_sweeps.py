@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab.counting import budget_tokens
-from lab.sweeps import compose_run, expand_sweep
-from lab.train import resolve_budget
+from lab.cli.sweeps import expand_sweep
+from lab.config.compose import compose
+from lab.config.counting import budget_tokens
+from lab.training.setup import resolve_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -34,7 +35,7 @@ TINY = [
 
 def lab(entry: str, *args: str, cwd: Path, wait: bool = True):
     func = {"lab-train": "train_main", "lab-sweep": "sweep_main"}[entry]
-    code = f"import sys; sys.argv[0] = {entry!r}; from lab.cli import {func}; {func}()"
+    code = f"import sys; sys.argv[0] = {entry!r}; from lab.cli.commands import {func}; {func}()"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", code, *args]
     if not wait:
@@ -49,7 +50,7 @@ def runs(sweep: Path) -> dict[str, dict]:
 
 
 def configs(name):
-    return [compose_run(job) for job in expand_sweep(name)]
+    return [compose(job) for job in expand_sweep(name)]
 
 
 def _values(jobs, key: str) -> list[str]:
@@ -62,9 +63,9 @@ def test_each_sweep_expands_to_the_runs_it_promises():
     # here one run per sweep is composed, for what its file sets for all of them)
     ladder = ["nano", "micro", "tiny", "mini", "small"]
     ms = expand_sweep("model_size")
-    assert _values(ms, "model") == ladder and compose_run(ms[0]).data.tokens == 4_000_000
+    assert _values(ms, "model") == ladder and compose(ms[0]).data.tokens == 4_000_000
     ds = expand_sweep("data_size")
-    assert compose_run(ds[0]).model.name == "tiny"
+    assert compose(ds[0]).model.name == "tiny"
     assert sorted(int(v) for v in _values(ds, "data.tokens")) == [125_000 * 2**i for i in range(6)]
     grid = expand_sweep("grid")
     assert len(set(zip(_values(grid, "model"), _values(grid, "data.tokens")))) == 20 == len(grid)
@@ -75,7 +76,7 @@ def test_each_sweep_expands_to_the_runs_it_promises():
     assert len(set(zip(_values(lr, "model"), _values(lr, "optim.lr")))) == 20
     wsd = expand_sweep("wsd")
     assert _values(wsd, "model") == ["nano", "micro", "tiny", "mini"]
-    w = compose_run(wsd[0])
+    w = compose(wsd[0])
     assert w.optim.schedule == "wsd" and len(w.data.branches) == 3
     assert max(w.data.branches) < w.data.tokens
     arch = set(
@@ -93,16 +94,16 @@ def test_each_sweep_expands_to_the_runs_it_promises():
     assert len(widths) >= 4 and widths[-1] / widths[0] >= 8
     assert set(_values(mt, "model.parametrization")) == {"sp", "mup"}
     assert len(set(_values(mt, "optim.lr"))) >= 5
-    assert compose_run(mt[0]).model.base_d_model == widths[0]
-    assert compose_run(expand_sweep("demo_tuned")[0]).optim.lr_law.endswith("lr.json")
+    assert compose(mt[0]).model.base_d_model == widths[0]
+    assert compose(expand_sweep("demo_tuned")[0]).optim.lr_law.endswith("lr.json")
 
 
 def test_ladder_spans_two_decades_and_each_file_states_its_n():
-    from lab.counting import param_counts
+    from lab.config.counting import param_counts
 
     sizes = {}
     for f in sorted((ROOT / "conf" / "model").glob("*.yaml")):
-        cfg = compose_run([f"model={f.stem}"]).model
+        cfg = compose([f"model={f.stem}"]).model
         n = param_counts(cfg)["non_embedding"]
         assert f"N (non-embedding) = {n:,}" in f.read_text(), f.name
         sizes[f.stem] = n
@@ -110,7 +111,7 @@ def test_ladder_spans_two_decades_and_each_file_states_its_n():
 
 
 def test_budget_sets_tokens_per_size():
-    cfg = compose_run(["+sweeps=isoflop", "model=tiny", "data.budget=1e12"])
+    cfg = compose(["+sweeps=isoflop", "model=tiny", "data.budget=1e12"])
     resolved = resolve_budget(cfg)
     assert resolved.data.tokens == round(1e12 / (6 * 335_712)) == budget_tokens(cfg.model, 1e12)
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.training.run import train
 
 
 def small(**train_kw) -> Config:
@@ -151,7 +151,7 @@ def test_a_tracker_that_is_missing_or_fails_warns_once_and_the_run_finishes(
 ):
     import sys
 
-    import lab.loggers
+    import lab.runs.trackers
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if the package were not installed
     calls = {"n": 0}
@@ -161,7 +161,7 @@ def test_a_tracker_that_is_missing_or_fails_warns_once_and_the_run_finishes(
         if calls["n"] == 3:
             raise ConnectionError("server down")
 
-    monkeypatch.setattr(lab.loggers.TensorBoardSink, "log", flaky)
+    monkeypatch.setattr(lab.runs.trackers.TensorBoardSink, "log", flaky)
     with caplog.at_level(logging.WARNING, logger="lab.train"):
         record = train(small(loggers=["jsonl", "wandb", "tensorboard"]), tmp_path)
     warnings = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
@@ -179,8 +179,8 @@ def test_an_unknown_logger_is_a_config_error():
 
 
 def test_sweep_table_is_written_as_parquet_with_typed_columns(tmp_path):
-    import lab.cli
-    from lab.records import write_json_atomic
+    import lab.cli.commands
+    from lab.runs.records import write_json_atomic
 
     write_json_atomic(
         tmp_path / "a" / "result.json", {"status": "ok", "tokens": 1000, "val_loss": 2.5}
@@ -192,7 +192,7 @@ def test_sweep_table_is_written_as_parquet_with_typed_columns(tmp_path):
             class sweep:  # noqa: N801
                 dir = str(tmp_path)
 
-    lab.cli.SweepTable().on_multirun_end(Hydra)
+    lab.cli.commands.SweepTable().on_multirun_end(Hydra)
     table = pd.read_parquet(tmp_path / "runs.parquet")
     assert table["tokens"].dtype == "float64" and table["val_loss"].dtype == "float64"
     assert str(table["status"].dtype) == "string" and set(table["status"]) == {"ok", "failed"}

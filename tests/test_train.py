@@ -7,8 +7,8 @@ import json
 import pytest
 
 import kernels
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.train import train
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.training.run import train
 
 RECORD_FIELDS = {
     "run_id",

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab.checkpoint import load_checkpoint
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, validate
-from lab.counting import param_counts
-from lab.model import GPT
-from lab.schedule import lr_at
-from lab.train import train
+from lab.config.counting import param_counts
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.config.validate import validate
+from lab.model.gpt import GPT
+from lab.runs.checkpoint import load_checkpoint
+from lab.training.run import train
+from lab.training.schedule import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,7 +243,7 @@ def test_bad_model_config_is_named(change, message):
 
 
 def test_generate_samples_text_from_a_checkpoint(tmp_path, capsys):
-    from lab.generate import main as generate_main
+    from lab.inspection.generate import main as generate_main
 
     train(small(tokens=8 * 32 * 40), tmp_path)
     args = [str(tmp_path), "--prompt", "import ", "--tokens", "40", "--seed", "3"]
@@ -255,7 +256,7 @@ def test_generate_samples_text_from_a_checkpoint(tmp_path, capsys):
 
 
 def test_generate_refuses_a_missing_or_foreign_checkpoint(tmp_path, capsys):
-    from lab.generate import main as generate_main
+    from lab.inspection.generate import main as generate_main
 
     assert generate_main([str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
@@ -265,7 +266,7 @@ def test_generate_refuses_a_missing_or_foreign_checkpoint(tmp_path, capsys):
 
 
 def test_training_step_benchmark_runs(capsys):
-    from lab.bench import main as bench_main
+    from lab.cli.bench import main as bench_main
 
     assert bench_main(["--model", "nano", "--steps", "2", "--rounds", "1"]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"  # on the CPU, kernels run under TRITON_INTERPRET=1
@@ -65,7 +65,7 @@ def assert_trains_like_torch(tmp_path, steps: int = 4, **backend_ops: str) -> No
     """Train the demo-shaped model for a few steps on the torch backend and with
     ``backend_ops`` (e.g. linear="triton"): the loss curves agree to fp32 tolerance on the
     CPU (bf16 autocast on a GPU)."""
-    from lab.train import train
+    from lab.training.run import train
 
     ref = train(demo_config(tokens=64 * steps), tmp_path / "torch")
     run = train(demo_config(tokens=64 * steps, **backend_ops), tmp_path / "triton")

@@ -17,7 +17,7 @@ from kernel_testing import (
 
 import kernels
 from kernels import flash_attention, reference
-from lab.train import train
+from lab.training.run import train
 
 TUNERS = [flash_attention._attn_fwd, flash_attention._attn_bwd_dkdv, flash_attention._attn_bwd_dq]
 TUNINGS = [flash_attention.FWD_TUNING, flash_attention.DKDV_TUNING, flash_attention.DQ_TUNING]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from lab.records import write_atomic
+from lab.runs.records import write_atomic
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save, written atomically (``lab.records.write_atomic``)."""
+    """torch.save, written atomically (``lab.runs.records.write_atomic``)."""
     write_atomic(path, lambda f: torch.save(payload, f))
 
 

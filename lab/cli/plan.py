@@ -14,13 +14,15 @@ from dataclasses import replace
 import torch
 
 import kernels
-from lab.bench import timed
-from lab.config import Config
-from lab.counting import below_one_context, budget_tokens, param_counts, training_flops
-from lab.model import GPT
-from lab.schema import format_si
-from lab.sweeps import compose_run, expand_sweep
-from lab.train import param_groups, resolve_device
+from lab.cli.bench import timed
+from lab.cli.sweeps import expand_sweep
+from lab.config.compose import compose
+from lab.config.counting import below_one_context, budget_tokens, param_counts, training_flops
+from lab.config.record import format_si
+from lab.config.schema import Config
+from lab.model.gpt import GPT
+from lab.model.parametrization import param_groups
+from lab.training.device import resolve_device
 
 PROBE_STEPS = 3
 
@@ -55,7 +57,7 @@ def plan(name: str, overrides: list[str] | None = None, probe: bool = True) -> l
     """One row per run of sweeps/NAME.yaml: overrides, model, N, D, C, estimated seconds."""
     rows, speeds = [], {}
     for job in expand_sweep(name, overrides):
-        cfg = compose_run(job)
+        cfg = compose(job)
         swept = [o for o in job if not o.startswith("+sweeps=")]
         n = param_counts(replace(cfg.model, vocab_size=257))["non_embedding"]
         skip = below_one_context(cfg)

@@ -11,37 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from lab.checkpoint import load_checkpoint
-from lab.config import ModelConfig
-from lab.model import GPT
-from lab.schema import CHECKPOINT_NAME
-from lab.tokenizer import ByteTokenizer, from_payload
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
-    """The model in a run folder's checkpoint (or a checkpoint file, or a folder written by
-    ``lab-export``), in eval mode, and its tokenizer. Raises FileNotFoundError for a missing checkpoint and ValueError for a
-    foreign file."""
-    path = Path(path)
-    if path.is_dir() and not (path / CHECKPOINT_NAME).exists():
-        from lab.export import is_export, load_export
-
-        if is_export(path):  # a folder written by lab-export
-            model, tok = load_export(path)
-            return model.to(device).eval(), tok
-    file = path / CHECKPOINT_NAME if path.is_dir() else path
-    if not file.exists():
-        where = f"{path} has no {CHECKPOINT_NAME}" if path.is_dir() else f"{path} does not exist"
-        raise FileNotFoundError(f"no checkpoint to load: {where}")
-    payload = load_checkpoint(file, map_location=device)
-    model = GPT(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["model"])
-    tok = payload.get("tokenizer")
-    return model.to(device).eval(), from_payload(tok) if isinstance(tok, dict) else ByteTokenizer()
+from lab.model.gpt import GPT
+from lab.runs.artifacts import load_model
 
 
 @torch.no_grad()

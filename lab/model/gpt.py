@@ -7,7 +7,7 @@ attention and convolution goes through ``kernels.linear``, ``kernels.layer_norm`
 ``kernels.rms_norm``, ``kernels.attention`` and ``kernels.causal_conv1d``, so switching the
 kernel backend swaps the whole model's compute (the LSTM is PyTorch's own).
 
-Knobs (``lab.config.ModelConfig``): the MLP's activation (any name in
+Knobs (``lab.config.schema.ModelConfig``): the MLP's activation (any name in
 ``kernels.activations``), a plain or gated MLP (GLU variants, Shazeer 2020: gated + silu is
 SwiGLU), norm layernorm | rmsnorm, positions learned | rope (Su et al. 2021, rotating half
 the head dim's pairs as GPT-NeoX does), dropout on embeddings, residual branches and
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels import activations
-from lab.config import Mixer, Mlp, ModelConfig
+from lab.config.schema import Mixer, Mlp, ModelConfig
 
 
 def dropout(p: float) -> nn.Module:

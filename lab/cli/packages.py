@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 NAMES = ("kernels", "lab", "analysis")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 OWN_DISTRIBUTION = "scaling-lab"

@@ -48,7 +48,7 @@ class Loop:
 
     def __init__(self, trainer, budget: int, lr_fn: Callable[[int], float], parts: list[Part]):
         self.trainer, self.budget, self.lr_fn, self.parts = trainer, budget, lr_fn, parts
-        self.steps = math.ceil(budget / trainer.tokens_per_step)
+        self.steps = math.ceil(budget / trainer.plan.tokens_per_step)
         self.lr = self.loss = float("nan")
         self.stop: str | None = None  # set by a part to end the run early, with the reason
         self.status, self.error = "ok", None
@@ -60,8 +60,8 @@ class Loop:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
-        s, tokens_per_step = self.trainer.state, self.trainer.tokens_per_step
-        self.trainer.data_seconds = self.trainer.eval_seconds = 0.0
+        s, tokens_per_step = self.trainer.state, self.trainer.plan.tokens_per_step
+        self.trainer.data_seconds = self.trainer.evaluator.seconds = 0.0
         self._call("start")
         try:
             while s.step < self.steps and not self.stop:
@@ -94,7 +94,7 @@ class Loop:
     def evaluate(self) -> None:
         """Validation loss now, into the state; then every part's ``after_eval``."""
         s = self.trainer.state
-        self.last_eval = self.trainer.evaluate_stats(self.trainer.val_windows)
+        self.last_eval = self.trainer.evaluate("val")
         s.val_loss = self.last_eval["loss"]
         self.evaluated_at = s.step
         self._call("after_eval")
@@ -116,7 +116,7 @@ class Loop:
         s = self.trainer.state
         self.status = "diverged"
         self.error = f"loss became {self.loss} at step {s.step} (lr {self.lr:.3g}); stopped"
-        kept = self.trainer.checkpoint_step()
+        kept = self.trainer.saved_step
         if kept is None:
             log.error("run diverged: %s; no checkpoint had been written", self.error)
         else:
@@ -127,9 +127,9 @@ class Loop:
         t, s = self.trainer, self.trainer.state
         train_loss, final, on_train = float("nan"), {}, {}
         if self.status == "ok":  # the final evaluation, on data.eval_tokens held-out tokens
-            final = t.evaluate_stats(t.final_val_windows)
+            final = t.evaluate("final")
             s.val_loss = final["loss"]
-            on_train = t.evaluate_stats(t.train_windows)
+            on_train = t.evaluate("train")
             train_loss = on_train["loss"]
         tps = s.tokens / s.elapsed if s.elapsed > 0 else None
         run_seconds = time.perf_counter() - self.session_start
@@ -146,7 +146,7 @@ class Loop:
             "stopped_early": self.stop is not None,
             "mfu": t.mfu(tps),
             "data_wait_fraction": t.data_seconds / max(1e-9, run_seconds),
-            "eval_fraction": t.eval_seconds / max(1e-9, run_seconds),
+            "eval_fraction": t.evaluator.seconds / max(1e-9, run_seconds),
         }
         if final:
             result.update(
@@ -155,7 +155,7 @@ class Loop:
                 val_bpb_se=final["bpb_se"],
                 train_bpb=on_train["bpb"],
                 eval_tokens=final["tokens"],
-                eval_se_over=f"{final['tokens'] // t.final_val_windows[1].shape[1]} windows "
+                eval_se_over=f"{final['tokens'] // self.trainer.cfg.model.context} windows "
                 "of one context",
             )
         if self.error:
@@ -213,7 +213,7 @@ class Checkpoints(Part):
 
 
 class Metrics(Part):
-    """Metrics rows to the run's loggers (``lab.loggers``): every ``every`` steps the training
+    """Metrics rows to the run's loggers (``lab.runs.trackers``): every ``every`` steps the training
     loss (smoothed, and the last batch's), learning rate, gradient norm, tokens/s and elapsed
     time; at each evaluation the validation loss too, in the same row when both fall on one
     step (steps in the file stay strictly increasing). A log line per evaluation when stderr

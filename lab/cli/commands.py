@@ -4,8 +4,8 @@
     lab-train -m model=nano,micro data.tokens=1e5,2e5  a multirun over the grid
     lab-sweep demo [overrides]                         = lab-train -m +sweeps=demo [overrides]
 
-The Hydra layer stops here: the composed config becomes ``lab.config.Config`` and goes to
-``lab.train.train``. In a multirun each run is kept apart: a run that fails is recorded
+The Hydra layer stops here: the composed config becomes ``lab.config.schema.Config`` and goes to
+``lab.training.run.train``. In a multirun each run is kept apart: a run that fails is recorded
 as failed and the others go on; a run whose record says ok for the same config is kept,
 not retrained. When a multirun ends, the sweep's table (``runs.csv``) is written and
 printed.
@@ -25,8 +25,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.claim import claim
-from lab.config import (
+from lab.config.record import RECORD_NAME, SWEEP_TABLE, format_si
+from lab.config.schema import (
     CONF_DIR,
     SWEEPS_DIR,
     Config,
@@ -35,8 +35,8 @@ from lab.config import (
     register_configs,
     to_dict,
 )
-from lab.records import read_record, write_csv_atomic, write_json_atomic
-from lab.schema import RECORD_NAME, SWEEP_TABLE, format_si
+from lab.runs.claim import claim
+from lab.runs.records import read_record, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("lab")
 
@@ -75,8 +75,8 @@ def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
 
 
 def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
-    from lab.counting import below_one_context
-    from lab.train import train  # torch loads here, not for --help
+    from lab.config.counting import below_one_context
+    from lab.training.run import train  # torch loads here, not for --help
 
     too_small = below_one_context(cfg)
     if multirun and too_small:
@@ -185,7 +185,7 @@ def sweep_main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     if "--plan" in args:
-        from lab.plan import format_plan, plan
+        from lab.cli.plan import format_plan, plan
 
         try:
             print(format_plan(name, plan(name, overrides)))
@@ -201,7 +201,7 @@ class SweepTable(Callback):
     """At the end of a multirun: write the sweep-level table and print a summary."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from lab.records import read_records
+        from lab.runs.records import read_records
 
         sweep_dir = Path(config.hydra.sweep.dir)
         table = read_records(sweep_dir)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def warmup_steps(cfg, total_steps: int) -> int:
@@ -52,3 +53,31 @@ def lr_at(
 def cooldown_start(total_steps: int, cfg) -> int:
     """First step of a WSD cooldown that ends at ``total_steps``."""
     return total_steps - round(cfg.cooldown_fraction * total_steps)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """A run's step counts: tokens per step, steps to D tokens, warmup, and how often it
+    evaluates and checkpoints (``train.eval_every``: about 4 evaluations by default;
+    ``train.checkpoint_every``: at every evaluation by default)."""
+
+    tokens_per_step: int
+    total_steps: int
+    warmup: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, cfg) -> StepPlan:
+        """The plan of a Config (``cfg.data.tokens`` already resolved from a budget)."""
+        t = cfg.train
+        tokens_per_step = t.batch_size * cfg.model.context
+        total = math.ceil(cfg.data.tokens / tokens_per_step)
+        eval_every = t.eval_every or max(1, math.ceil(total / 4))
+        return cls(
+            tokens_per_step=tokens_per_step,
+            total_steps=total,
+            warmup=warmup_steps(cfg.optim, total),
+            eval_every=eval_every,
+            checkpoint_every=t.checkpoint_every or eval_every,
+        )

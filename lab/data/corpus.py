@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.config import DataConfig
-from lab.sources import BinSource, TextSource, open_source
-from lab.tokenizer import ByteTokenizer, cached_bpe, load_tokenizer_file
+from lab.config.schema import DataConfig
+from lab.data.sources import BinSource, TextSource, open_source
+from lab.data.tokenizer import ByteTokenizer, cached_bpe, load_tokenizer_file
 
 log = logging.getLogger("lab.data")
 

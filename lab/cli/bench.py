@@ -5,7 +5,7 @@
     python -m lab.bench --gpt2           GPU: GPT-2 small (12 × 768, T = 1024, B = 32, bf16,
                                          the 50,257-token vocabulary)
 
-The lab's step is ``lab.train.Trainer.train_step`` (batch sampling, the kernels' dispatch
+The lab's step is ``lab.training.run.Trainer.train_step`` (batch sampling, the kernels' dispatch
 and checks, loss, clipping, AdamW). The plain loop is the same architecture written with
 ``nn.Linear``, ``nn.LayerNorm`` and ``F.scaled_dot_product_attention`` on a fixed batch:
 what a researcher would write in an afternoon. Both are timed in alternating rounds in one
@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lab.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.counting import flops_per_token, peak_flops
-from lab.distributed import Dist
-from lab.sweeps import compose_run
+from lab.config.compose import compose
+from lab.config.counting import flops_per_token
+from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lab.training.distributed import Dist
 
 GPT2_VOCAB = 50257  # GPT-2's BPE vocabulary: --gpt2 tokens/s compare with GPT-2's
 
@@ -88,8 +88,9 @@ def compare(
     """Seconds per step of the lab's trainer and of the plain loop, medians over rounds.
     Both models get ``vocab_size`` rows of embedding and output layer (the byte corpus's
     tokens index the first 257; GPT-2's 50,257 make the output layer the cost it is)."""
-    from lab.data import load_corpus
-    from lab.train import Trainer, resolve_device
+    from lab.data.corpus import load_corpus
+    from lab.training.device import peak_flops, resolve_device
+    from lab.training.trainer import Trainer
 
     device = resolve_device(cfg.train.device)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=vocab_size))
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             train=TrainConfig(batch_size=32, device="cuda", backend=args.backend),
         )
     else:
-        cfg = compose_run(
+        cfg = compose(
             [
                 f"model={args.model}",
                 f"model.context={args.context}",

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from lab.schema import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS, canonical_config
+from lab.config.record import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS, canonical_config
 
 
 def atomic_temp(path: Path) -> tuple[int, str]:
@@ -103,7 +103,7 @@ def read_record(run_dir: Path) -> dict | None:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The lab's git commit (with '+dirty' when the tree has changes), None outside git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -148,7 +148,7 @@ def find_records(root: str | Path) -> list[Path]:
 def config_value(config: dict | None, key: str):
     """The value of a dotted config key ("model.mixer") in a record's config; for a field
     added after the record was written, the value that kept the old behaviour
-    (``lab.schema.ADDED_FIELDS``); None for a key the record does not have."""
+    (``lab.config.record.ADDED_FIELDS``); None for a key the record does not have."""
     node = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:

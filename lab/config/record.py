@@ -24,10 +24,10 @@ STATUS_RUNNING, STATUS_OK, STATUS_FAILED, STATUS_DIVERGED, STATUS_SKIPPED = (
     "skipped",
 )
 
-# Parameter counts (lab.counting.param_counts): convention → record key.
+# Parameter counts (lab.config.counting.param_counts): convention → record key.
 N_CONVENTIONS = {"non_embedding": "n_params_non_embedding", "total": "n_params_total"}
 N_EMBEDDING_KEY = "n_params_embedding"
-# Training FLOPs (lab.counting.flops_per_token × D): convention → record key.
+# Training FLOPs (lab.config.counting.flops_per_token × D): convention → record key.
 C_CONVENTIONS = {f: f"flops_{f}" for f in ("6N", "6N_attn", "6N_attn_head")}
 FLOP_CONVENTIONS = tuple(C_CONVENTIONS)
 # What a fit can take as "the loss": nats per token of the run's tokenizer, or bits per UTF-8
@@ -42,7 +42,7 @@ LOSS_UNITS = {
 
 # The flat columns of the sweep-level table, in order.
 # Config fields added after records existed, each with the value that keeps the old
-# behaviour: a record without the field reads as that value (lab.records.config_value),
+# behaviour: a record without the field reads as that value (lab.runs.records.config_value),
 # and the config hash leaves the field out at that value, so a config that keeps the old
 # behaviour keeps its old hash (and its finished runs).
 ADDED_FIELDS = {

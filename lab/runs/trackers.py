@@ -29,7 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger("lab.train")
 
-LOGGERS = ("jsonl", "tensorboard", "wandb", "mlflow")
+from lab.config.schema import LOGGERS  # noqa: F401 - one sink per name
 
 
 @dataclass

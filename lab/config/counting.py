@@ -24,12 +24,12 @@ C for a run is flops_per_token × D.
 
 from __future__ import annotations
 
-from lab.config import Mixer, Mlp, ModelConfig
-from lab.schema import FLOP_CONVENTIONS  # noqa: F401 - the conventions flops_per_token gives
+from lab.config.record import FLOP_CONVENTIONS  # noqa: F401 - the conventions flops_per_token gives
+from lab.config.schema import Mixer, Mlp, ModelConfig
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Exact parameter counts of ``lab.model.GPT(cfg)``: total, non_embedding, embedding."""
+    """Exact parameter counts of ``lab.model.gpt.GPT(cfg)``: total, non_embedding, embedding."""
     d, L, V, ff = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.ff_dim
     b = 1 if cfg.bias else 0
     norm = d * (1 + (b if cfg.norm == "layernorm" else 0))  # weight (+ bias; RMSNorm has none)
@@ -47,7 +47,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
 
 
 def mixer_params(cfg: ModelConfig) -> int:
-    """Parameters of one block's token mixer (``lab.model.MIXERS``)."""
+    """Parameters of one block's token mixer (``lab.model.gpt.MIXERS``)."""
     d, b = cfg.d_model, 1 if cfg.bias else 0
     if cfg.mixer == Mixer.conv:  # in d → 2d, 2d filters of K taps (+ bias), out d → d
         return (2 * d * d + 2 * d * b) + (2 * d * cfg.conv_kernel + 2 * d * b) + (d * d + d * b)
@@ -88,17 +88,3 @@ def below_one_context(cfg) -> str | None:
         f"budget C={cfg.data.budget:.3g} is too small for model {cfg.model.name!r}: "
         f"D = C/(6N) = {tokens} tokens, below one context of {cfg.model.context}"
     )
-
-
-# Dense bf16 peak FLOP/s by GPU name (MFU is measured against these).
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
-
-
-def peak_flops(device) -> float | None:
-    """The device's dense bf16 peak (FLOP/s) when known; None on the CPU or an unknown GPU."""
-    import torch
-
-    if torch.device(device).type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)

@@ -34,13 +34,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from kernels import reference  # noqa: E402
-from lab.config import DataConfig  # noqa: E402
-from lab.data import load_corpus  # noqa: E402
-from lab.generate import load_model  # noqa: E402
-from lab.model import GPT  # noqa: E402
-from lab.probes import PROBES, labels, probe_layers  # noqa: E402
-from lab.records import read_record  # noqa: E402
-from lab.schema import CHECKPOINT_NAME, RECORD_NAME  # noqa: E402
+from lab.config.record import CHECKPOINT_NAME, RECORD_NAME  # noqa: E402
+from lab.config.schema import DataConfig  # noqa: E402
+from lab.data.corpus import load_corpus  # noqa: E402
+from lab.inspection.probes import PROBES, labels, probe_layers  # noqa: E402
+from lab.model.gpt import GPT  # noqa: E402
+from lab.runs.artifacts import load_model  # noqa: E402
+from lab.runs.records import read_record  # noqa: E402
 
 
 class Run:
@@ -286,7 +286,7 @@ def attribution_run(
     ``target`` spells (it must be one token), else the text's own next token, else the
     model's most likely one. Raises ValueError for text longer than the context, a
     position outside the text or a target that is not one token."""
-    from lab import attribution
+    from lab.inspection import attribution
 
     x = run.encode(text, truncate=False)
     ids = x[0].numpy()
@@ -424,8 +424,8 @@ def _save(fig, path: Path) -> Path:
 
 def _coord(args) -> int:
     """lab-inspect coord: the check on windows of the default corpus (byte tokens)."""
-    from lab import mup
-    from lab.config import ModelConfig
+    from lab.config.schema import ModelConfig
+    from lab.inspection import coord as mup
 
     corpus = load_corpus(DataConfig())
     starts = np.linspace(0, corpus.train.size - args.context - 2, args.batch).astype(np.int64)

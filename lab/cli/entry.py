@@ -4,19 +4,19 @@ line, not met as an ImportError deep inside an import."""
 
 from __future__ import annotations
 
-from lab.packages import check_packages
+from lab.cli.packages import check_packages
 
 
 def lab_train() -> None:
     check_packages("lab-train")
-    from lab.cli import train_main
+    from lab.cli.commands import train_main
 
     train_main()
 
 
 def lab_sweep() -> None:
     check_packages("lab-sweep")
-    from lab.cli import sweep_main
+    from lab.cli.commands import sweep_main
 
     sweep_main()
 
@@ -30,20 +30,20 @@ def lab_analyze() -> int:
 
 def lab_generate() -> int:
     check_packages("lab-generate")
-    from lab.generate import main
+    from lab.inspection.generate import main
 
     return main()
 
 
 def lab_inspect() -> int:
     check_packages("lab-inspect")
-    from lab.inspection import main
+    from lab.inspection.cli import main
 
     return main()
 
 
 def lab_export() -> int:
     check_packages("lab-export")
-    from lab.export import main
+    from lab.runs.export import main
 
     return main()

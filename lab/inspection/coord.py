@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.config import ModelConfig
-from lab.model import GPT
+from lab.config.schema import ModelConfig
+from lab.model.gpt import GPT
 
 EPS = 1e-12
 
@@ -84,7 +84,7 @@ def coord_check(
     μP's base width = the smallest) under each parametrization, on one fixed batch (ids
     (B, T + 1)). Returns {parametrization: {"sizes": {layer: [[size per width] per
     step]]}, "slopes": {layer: [slope per step]}}} and the widths."""
-    from lab.train import param_groups
+    from lab.model.parametrization import param_groups
 
     if len(widths) < 2:
         raise ValueError("a coordinate check needs at least 2 widths")

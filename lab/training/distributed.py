@@ -51,3 +51,11 @@ def teardown(info: Dist) -> None:
     if info.world > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, info: Dist, device: torch.device) -> torch.nn.Module:
+    """The module a step calls: the model itself, or DDP around it with several processes."""
+    if info.world == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -1,0 +1,113 @@
+"""``lab-export``: hand a trained model to the Hugging Face ecosystem, and read it back.
+
+    lab-export RUN --to hf OUT            safetensors + config.json + tokenizer, for transformers
+    lab-export RUN --to safetensors OUT   the lab's own weights as safetensors, and its config
+
+``--to hf`` writes the architecture ``transformers`` already has for the model:
+
+- learned positions + layer norm + plain MLP → ``GPT2LMHeadModel`` (GPT-2's Conv1D weights
+  are the transpose of ``nn.Linear``'s; a model without biases gets zero biases, the same
+  function);
+- RoPE + RMSNorm + gated MLP → ``LlamaForCausalLM`` (q, k, v split out of the fused
+  projection; the gate and up halves of the first MLP matrix; biases through
+  ``attention_bias`` / ``mlp_bias``).
+
+Any other combination has no faithful equivalent there and is refused with the reason. The
+tokenizer goes with the weights: the run's BPE ``tokenizer.json``, or for bytes a
+byte-level BPE without merges whose ids are the byte values (256 is end of document). The
+folder also holds ``lab_model.json`` (the lab's model config), so ``lab-generate`` and
+``lab-inspect`` read an export as they read a run (``lab.runs.artifacts.load_model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lab.config.schema import ModelConfig
+from lab.runs.artifacts import load_model
+from lab.runs.hf_format import LAB_MODEL, WEIGHTS, architecture, byte_tokenizer_json, to_gpt2, to_llama
+
+
+def _save_tokenizer(tokenizer, model_cfg: ModelConfig, out: Path) -> None:
+    from lab.data.tokenizer import ByteTokenizer
+
+    if isinstance(tokenizer, ByteTokenizer):
+        spec = byte_tokenizer_json(model_cfg.vocab_size)
+    elif hasattr(tokenizer, "tok"):  # a Hugging Face tokenizers model (data.tokenizer=bpe)
+        spec = json.loads(tokenizer.tok.to_str())
+    else:
+        raise ValueError(
+            "this model was trained on pre-tokenized ids: there is no tokenizer to export"
+        )
+    (out / "tokenizer.json").write_text(json.dumps(spec))
+    eos = "<|endoftext|>"
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": eos,
+                "bos_token": eos,
+                "model_max_length": model_cfg.n_positions,
+            }
+        )
+    )
+
+
+def export(run: str | Path, out: str | Path, to: str = "hf") -> Path:
+    """Write the model of ``run`` (a run folder or checkpoint) to ``out``. Raises ValueError
+    for a model transformers cannot hold faithfully (``to="hf"``)."""
+    from safetensors.torch import save_file
+
+    model, tokenizer = load_model(run)
+    cfg = model.cfg
+    out = Path(out)
+    if to == "hf":
+        weights, config = to_gpt2(model) if architecture(cfg) == "gpt2" else to_llama(model)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        _save_tokenizer(tokenizer, cfg, out)
+    elif to == "safetensors":
+        weights = dict(model.state_dict())
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        raise ValueError(f"--to must be 'hf' or 'safetensors', got {to!r}")
+    save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(out / WEIGHTS))
+    lab_model = {
+        "format": to,
+        "model_config": json.loads(json.dumps(cfg.__dict__, default=str)),
+        "tokenizer": tokenizer.to_payload() if hasattr(tokenizer, "to_payload") else None,
+    }
+    (out / LAB_MODEL).write_text(json.dumps(lab_model, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lab-export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", help="a run folder (with checkpoint.pt) or a checkpoint file")
+    parser.add_argument("--to", choices=["hf", "safetensors"], default="hf")
+    parser.add_argument("out", help="the folder to write")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.run, args.out, args.to)
+    except ImportError as e:
+        print(
+            f"lab-export: error: {e.name or e} is not installed: pip install -e '.[hf]'",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lab-export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported ({args.to}): {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

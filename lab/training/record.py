@@ -1,0 +1,101 @@
+"""The run's record (``result.json``): what it is (config, N and C under each convention,
+D, corpus, device, versions), written when it starts with status "running" and again when
+it ends ("ok", "failed" or "diverged"), and what the trackers are told of it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import kernels
+from lab.config.counting import param_counts, training_flops
+from lab.config.record import (
+    C_CONVENTIONS,
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    N_CONVENTIONS,
+    N_EMBEDDING_KEY,
+    RECORD_NAME,
+)
+from lab.config.schema import Config, to_dict
+from lab.runs.records import git_commit, versions, write_json_atomic
+from lab.runs.trackers import RunInfo
+
+log = logging.getLogger("lab.train")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def start_record(setup) -> dict:
+    """The record of a run about to start (a ``lab.training.setup.RunSetup``)."""
+    cfg, out, corpus = setup.cfg, setup.out, setup.corpus
+    counts = param_counts(cfg.model)
+    record = {
+        "run_id": f"{out.name}-{setup.key}",
+        "status": "running",
+        "config": to_dict(cfg),
+        "config_hash": setup.key,
+        **{N_CONVENTIONS[c]: counts[c] for c in N_CONVENTIONS},
+        N_EMBEDDING_KEY: counts["embedding"],
+        "tokens": cfg.data.tokens,
+        "budget": cfg.data.budget,
+        "corpus": corpus.summary(),
+        "unique_tokens": int(corpus.train.size),
+        "epochs": cfg.data.tokens / corpus.train.size,
+        "device": str(setup.device),
+        "backends": {op: kernels.backend_for(op, setup.device) for op in kernels.OPS},
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "metrics_path": METRICS_NAME,
+        "checkpoint_path": CHECKPOINT_NAME,
+        "started_at": now(),
+    }
+    record.update(flops(cfg, cfg.data.tokens))
+    if record["epochs"] > 1:
+        log.warning(
+            "data.tokens=%d exceeds the %d unique training tokens: %.2f epochs (repeated data)",
+            cfg.data.tokens,
+            corpus.train.size,
+            record["epochs"],
+        )
+    if setup.lr_law is not None:
+        record["lr_law"] = setup.lr_law
+    return record
+
+
+def flops(cfg: Config, tokens: int) -> dict:
+    """The record's compute columns, one per convention (lab.config.record.C_CONVENTIONS)."""
+    return {C_CONVENTIONS[c]: v for c, v in training_flops(cfg.model, tokens).items()}
+
+
+def run_info(cfg: Config, out: Path, record: dict, group: str | None) -> RunInfo:
+    """What the trackers are told when the run starts: its config, N, D and C."""
+    summary = {k: record[k] for k in (*N_CONVENTIONS.values(), "tokens", "budget") if k in record}
+    summary.update({k: v for k, v in record.items() if k.startswith("flops_")})
+    return RunInfo(
+        name=out.name,
+        group=group,
+        project=cfg.train.tracker_project,
+        out=out,
+        config=record["config"],
+        summary=summary,
+    )
+
+
+def write(record: dict, out: Path, main: bool) -> None:
+    """Write the record (rank 0 only)."""
+    if main:
+        write_json_atomic(out / RECORD_NAME, record)
+
+
+def record_failure(record: dict, error: Exception, out: Path, main: bool) -> None:
+    """Mark the record failed with ``error`` and write it; if even that fails (a full
+    disk), log it: the original error is the news."""
+    record.update(status="failed", error=f"{type(error).__name__}: {error}", finished_at=now())
+    try:
+        write(record, out, main)
+    except OSError as write_error:
+        log.error("could not record the failure in %s: %s", out, write_error)

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.inspection.cli import Run, main, position_losses, probe_run, trace
+from lab.inspection.cli import main
+from lab.inspection.losses import position_losses
+from lab.inspection.probes import probe_run
+from lab.inspection.trained import Run, trace
 from lab.training.run import train
 
 

@@ -365,7 +365,7 @@ def test_a_sweep_killed_and_restarted_while_another_runs_loses_nothing(tmp_path)
 
 
 def test_inspection_ignores_a_cache_folder_named_by_a_record(tmp_path):
-    from lab.inspection.cli import Run
+    from lab.inspection.trained import Run
 
     cfg = small()
     train(cfg, tmp_path / "run")

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lab.inspection.trained import Run
+
 METHODS = ("shap", "ig")
 
 
@@ -158,3 +160,55 @@ def write_figures(tokens: list[str], result: dict, out: Path) -> list[Path]:
     fig.savefig(out / "attribution.png", dpi=110)
     plt.close(fig)
     return [out / "attribution.png", out / "attribution.html", out / "attribution.json"]
+
+
+# -- on a trained model ---------------------------------------------------------------
+def attribution_run(
+    run: Run,
+    text: str,
+    out: Path,
+    position: int | None = None,
+    target: str | None = None,
+    methods=("shap", "ig"),
+    n_samples: int = 32,
+    n_steps: int = 64,
+) -> tuple[list[Path], dict]:
+    """Attributions of the model's next-token prediction after ``position`` (default: the
+    text's last token) to the text's tokens (``lab.attribution``). The target is the token
+    ``target`` spells (it must be one token), else the text's own next token, else the
+    model's most likely one. Raises ValueError for text longer than the context, a
+    position outside the text or a target that is not one token."""
+    x = run.encode(text, truncate=False)
+    ids = x[0].numpy()
+    position = ids.size - 1 if position is None else position
+    if not 0 <= position < ids.size:
+        raise ValueError(f"--position must be in [0, {ids.size - 1}] for this text, got {position}")
+    if target is not None:
+        spelled = run.tokenizer.encode(target.encode("utf-8"))
+        if len(spelled) != 1:
+            raise ValueError(f"--target {target!r} is {len(spelled)} tokens; give one token")
+        target_id = int(spelled[0])
+    elif position + 1 < ids.size:
+        target_id = int(ids[position + 1])
+    else:
+        with torch.no_grad():
+            target_id = int(run.model.eval()(x)[0][0, position].argmax())
+    result = attribute(
+        run.model,
+        x,
+        position,
+        target_id,
+        baseline_token(run.tokenizer),
+        methods,
+        n_samples,
+        n_steps,
+    )
+    result.update(
+        {
+            "position": position,
+            "target": target_id,
+            "target_text": run.tokenizer.decode([target_id]),
+        }
+    )
+    tokens = [run.tokenizer.decode([i]) for i in ids.tolist()]
+    return write_figures(tokens, result, out), result

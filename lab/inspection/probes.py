@@ -17,8 +17,12 @@ from the label distribution alone). Selectivity = accuracy − control accuracy.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from lab.inspection.trained import Run, save_figure, trace
 
 PROBES = ("newline_next", "indent", "in_string", "bracket_depth")
 
@@ -150,3 +154,46 @@ def probe_layers(hidden: list[torch.Tensor], y: np.ndarray, seed: int = 0) -> li
             }
         )
     return rows
+
+
+# -- on a trained model ---------------------------------------------------------------
+def probe_run(run: Run, probes: list[str], windows: int = 24) -> dict[str, list[dict]]:
+    """Every probe on every layer, on windows of the run's validation text."""
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r}; probes are {PROBES}")
+    if getattr(run.tokenizer, "name", "") != "bytes":
+        raise ValueError(
+            "probes need a byte-level model (data.tokenizer=bytes): labels are per byte"
+        )
+    length = run.model.cfg.n_positions
+    ids = torch.as_tensor(run.val_windows(windows, length))
+    hidden = [h.reshape(-1, h.shape[-1]) for h in trace(run.model, ids)["hidden"]]
+    texts = [
+        "".join("\n" if i == 256 else chr(i) for i in row) for row in ids.tolist()
+    ]  # one char a byte
+    results = {}
+    for prop in probes:
+        y = np.concatenate([labels(t, prop) for t in texts])
+        results[prop] = probe_layers(hidden, y)
+    return results
+
+
+def probe_figure(results: dict, out: Path) -> Path:
+    """Each probe's accuracy by layer, beside its shuffled-label control."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.4), squeeze=False)
+    for ax, (prop, rows) in zip(axes[0], results.items()):
+        layers = [r["layer"] for r in rows]
+        ax.plot(layers, [r["accuracy"] for r in rows], "o-", label="probe")
+        ax.plot(layers, [r["control"] for r in rows], "s--", label="control (shuffled labels)")
+        ax.axhline(rows[0]["majority"], color="gray", ls=":", label="majority class")
+        ax.set_title(prop, fontsize=10)
+        ax.set_xlabel("layer (0: embeddings)")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out / "probes.png")

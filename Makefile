@@ -35,9 +35,11 @@ test-slow: install
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
 
+## lint: ruff, and import-linter's layering contracts (pyproject.toml, [tool.importlinter])
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs outputs multirun .pytest_cache .ruff_cache

@@ -8,11 +8,16 @@ refitted values (default 95%: 2.5th to 97.5th).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from analysis.laws import HUBER_DELTA, Fit, design, objective
+from analysis.laws import HUBER_DELTA, design, objective
 from analysis.optim import lbfgs_batched
+
+if TYPE_CHECKING:
+    from analysis.fitting import Fit
 
 
 def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:

@@ -37,12 +37,12 @@ from analysis.load import (
     format_si,
     format_value,
     load_runs,
-    read_records,
+    read_runs_table,
 )
 from analysis.noise import seed_noise, sensitivity
 from analysis.report import write_report
 from analysis.study import Study, analyze, default_budgets
-from lab.config.record import LOSS_UNITS
+from lab.config.record import DEFAULT_C_CONVENTION, DEFAULT_LOSS, DEFAULT_N_CONVENTION, LOSS_UNITS
 
 
 def runs_table(df: pd.DataFrame) -> str:
@@ -167,13 +167,9 @@ def _run(args: argparse.Namespace, figures: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fit_path = out / "fit.json"
     fit_path.write_text(json.dumps(study.result, indent=2, default=_json_default) + "\n")
-    if figures == "main":
-        name = (
-            "loss_vs_n_and_d"
-            if len(study.fit.law.variables) == 2
-            else "loss_vs_" + plot.SYMBOL[study.fit.law.variables[0]]
-        )
-        written = plot.loss_vs_variables(study, out / name, formats=(".png",))  # plot: SVG too
+    if figures == "main":  # plot and report: every figure, SVG too
+        fig = plot.loss_vs_variables(study)
+        written = plot.save_figure(fig, out / plot.figure_name(study), formats=(".png",))
     else:
         written = plot.all_figures(study, out)
     print(runs_table(df))
@@ -198,9 +194,8 @@ def _json_default(o):
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    df = read_records(args.path)
-    if df.empty:
-        raise ValueError(f"no result.json records under {args.path}")
+    """``lab-analyze table PATH``: every run of a sweep folder or its table, any status."""
+    df = read_runs_table(args.path)
     cols = [
         "run",
         "status",
@@ -238,9 +233,10 @@ def cmd_lr(args: argparse.Namespace) -> int:
     """``lab-analyze lr PATH``: each size's best rate and the fitted lr*(N); lr.json."""
     from analysis import lr
 
-    out = Path(args.out) if args.out else Path(args.path) / "analysis"
-    table = read_records(args.path) if Path(args.path).is_dir() else pd.DataFrame()
-    found = sorted(set(table["parametrization"].dropna())) if not table.empty else []
+    src = Path(args.path)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    table = read_runs_table(args.path)
+    found = sorted(set(table["parametrization"].dropna()))
     if len(found) > 1:  # e.g. the mup_transfer sweep: one analysis per parametrization
         for p in found:
             result = lr.analyze_lr(
@@ -303,6 +299,7 @@ def _print_lr(result: dict, loss: str, json_path: Path, png: Path) -> None:
 def cmd_noise(args: argparse.Namespace) -> int:
     """``lab-analyze noise PATH``: the seed standard deviation per config; noise.json."""
     result = seed_noise(args.path, args.loss)
+    src = Path(args.path)
     print(f"seed noise of {args.loss} ({LOSS_UNITS[args.loss]}), per config:")
     print(
         f"{'model':>8} {'N':>8} {'D':>8} {'seeds':>5} {'mean':>8} {'sd':>8} {'sd %':>6} {'eval se':>8}"
@@ -316,7 +313,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
             f"{(f'{se:.4f}' if isinstance(se, float) else '-'):>8}"
         )
     print(f"pooled sd of log loss: {result['pooled_sd_log']:.4g}")
-    out = Path(args.path) / "analysis"
+    out = (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     (out / "noise.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"noise:  {out / 'noise.json'}")
@@ -329,16 +326,16 @@ def _common_options(p: argparse.ArgumentParser, compute: bool = True) -> None:
     p.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-convention", default="non_embedding", choices=list(N_CONVENTIONS))
+    p.add_argument("--n-convention", default=DEFAULT_N_CONVENTION, choices=list(N_CONVENTIONS))
     if compute:
         p.add_argument(
             "--compute",
-            default="6N_attn",
+            default=DEFAULT_C_CONVENTION,
             choices=list(C_CONVENTIONS),
             help="compute convention: 6N_attn (default: 6N plus the attention FLOPs), 6N, or "
             "6N_attn_head (plus the output layer)",
         )
-    p.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    p.add_argument("--loss", default=DEFAULT_LOSS, choices=list(LOSSES))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=lambda a, figures=figures: _run(a, figures))
     n = sub.add_parser("noise", help="run-to-run (seed) noise of the final loss, per config")
     n.add_argument("path", help="a sweep whose configs ran with several train.seed values")
-    n.add_argument("--loss", default="val_loss", choices=list(LOSSES))
+    n.add_argument("--loss", default=DEFAULT_LOSS, choices=list(LOSSES))
     n.set_defaults(func=cmd_noise)
     c = sub.add_parser("compare", help="fit one law per value of a config key, side by side")
     c.add_argument("path", help="sweep directory, or a table file with the --by column")

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import bootstrap_fit, summarize
-from analysis.laws import LAWS, fit_law
+from analysis.fitting import fit_law
+from analysis.laws import LAWS
 from analysis.load import keep_best_setting
 
 # L(N) with its offset needs a few more sizes than parameters to be more than a curve
@@ -194,7 +195,7 @@ def table(result: dict) -> str:
 
 def figure(result: dict, path: Path) -> Path:
     """Every group's runs, fitted L(N) and its band on one log-log figure."""
-    from analysis.plot import _log_axes, _save, plt
+    from analysis.plot import _log_axes, plt, save_figure
 
     law = LAWS[result["law"]]
     d = result["tokens_for_curves"]
@@ -228,7 +229,7 @@ def figure(result: dict, path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, formats=(".png",))[0]
+    return save_figure(fig, path, formats=(".png",))[0]
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.config.record import C_CONVENTIONS, METRICS_NAME, N_CONVENTIONS
+from lab.config.record import (
+    C_CONVENTIONS,
+    DEFAULT_C_CONVENTION,
+    DEFAULT_LOSS,
+    DEFAULT_N_CONVENTION,
+    METRICS_NAME,
+    N_CONVENTIONS,
+)
 from lab.runs.records import find_records, read_record
 
 
@@ -47,9 +54,9 @@ def _curve(run_dir: Path, loss: str) -> tuple[np.ndarray, np.ndarray] | None:
 def curve_points(
     path: str | Path,
     budgets: int = 12,
-    n_convention: str = "non_embedding",
-    compute_convention: str = "6N",
-    loss: str = "val_loss",
+    n_convention: str = DEFAULT_N_CONVENTION,
+    compute_convention: str = DEFAULT_C_CONVENTION,
+    loss: str = DEFAULT_LOSS,
 ) -> pd.DataFrame:
     """Points (n_params, tokens, compute, loss, budget, run) read off every finished run's
     curve under ``path`` at ``budgets`` log-spaced compute budgets (from the earliest compute

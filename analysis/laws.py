@@ -24,12 +24,10 @@ resamples in one batch (a resample is a vector of counts over the runs).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from analysis.optim import lbfgs_batched
 
 HUBER_DELTA = 1e-3
 E_GRID = np.arange(-1.0, 1.01, 0.5)
@@ -303,27 +301,6 @@ LAWS: dict[str, Law] = {
 LAWS["data_constrained"] = DataConstrained()
 
 
-@dataclass
-class Fit:
-    """A fitted law: parameters by name, θ, the objective reached, what it was fitted on."""
-
-    law: Law
-    params: dict[str, float]
-    theta: np.ndarray
-    objective: float
-    n_points: int
-    converged: bool
-    extra: dict = field(default_factory=dict)
-
-    def predict(self, **variables) -> np.ndarray:
-        """Predicted loss; pass the law's variables by column name, e.g.
-        ``fit.predict(n_params=1e6, tokens=1e8)``."""
-        return self.law.predict(self.params, **variables)
-
-    def describe(self) -> str:
-        return self.law.describe(self.params)
-
-
 def objective(
     law: Law,
     log_x: np.ndarray,
@@ -363,61 +340,3 @@ def design(df: pd.DataFrame, law: Law) -> tuple[np.ndarray, np.ndarray]:
         )
     log_x = np.log(df[list(law.variables)].to_numpy(dtype=float))
     return log_x, np.log(df["loss"].to_numpy(dtype=float))
-
-
-# Screening, for fits where running every start to convergence is slow (starts × runs
-# above SCREEN_ABOVE; a batch runs until its slowest member stops): every start takes
-# SCREEN_ITERATIONS L-BFGS steps, then the best POLISH_STARTS of them run to convergence.
-# On the 240 Chinchilla runs this finds the optimum of running all 4,500 starts to the end
-# (objective equal to 10 digits) with 5 to 40 screening steps; 10 is twice the fewest.
-SCREEN_ITERATIONS = 10
-POLISH_STARTS = 64
-SCREEN_ABOVE = 100_000
-
-
-def fit_law(
-    df: pd.DataFrame,
-    law: str | Law = "chinchilla",
-    delta: float = HUBER_DELTA,
-    starts: np.ndarray | None = None,
-    screen: bool = True,
-) -> Fit:
-    """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
-    ``loss``) from its grid of starts (or ``starts``), keeping the best. With ``screen``,
-    every start takes a few L-BFGS steps and only the most promising are run to
-    convergence (see ``SCREEN_ITERATIONS``).
-
-    Raises ValueError for an unknown law, missing columns, or fewer runs than the law
-    has parameters."""
-    law = resolve_law(law)
-    log_x, log_loss = design(df, law)
-    starts = law.starts() if starts is None else np.atleast_2d(starts)
-    n_starts = starts.shape[0]
-
-    def run(x0: np.ndarray, max_iter: int):
-        weights = np.ones((x0.shape[0], log_loss.size))
-        fg = objective(law, log_x, log_loss, weights, delta)
-        return lbfgs_batched(fg, x0, max_iter=max_iter)
-
-    screened = screen and n_starts > POLISH_STARTS and n_starts * log_loss.size > SCREEN_ABOVE
-    if screened:
-        res = run(starts, SCREEN_ITERATIONS)
-        order = np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:POLISH_STARTS]
-        starts = res.x[order]
-    res = run(starts, 1000)
-    best = int(np.nanargmin(res.fun))
-    return Fit(
-        law=law,
-        params=law.params(res.x[best]),
-        theta=res.x[best],
-        objective=float(res.fun[best]),
-        n_points=int(log_loss.size),
-        converged=bool(res.converged[best]),
-        extra={
-            "starts": int(n_starts),
-            "delta": delta,
-            **({"polished": res.x} if screened else {}),
-            # the best converged solutions, for warm refits of subsets (rolling backtest)
-            "best": res.x[np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:16]],
-        },
-    )

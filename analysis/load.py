@@ -1,7 +1,9 @@
 """Read training runs into a DataFrame with the counting convention chosen explicitly.
 
-Sources: a sweep directory (every ``result.json`` below it), or a CSV / JSONL file with
-at least the columns ``n_params, tokens, loss`` (``compute`` optional; 6·N·D when absent).
+Sources: a sweep directory (every ``result.json`` below it), the table a sweep writes
+(``runs.csv`` or ``runs.parquet``: read as its records are), or any CSV / JSONL / Parquet
+file with at least the columns ``n_params, tokens, loss`` under their usual names
+(``compute`` optional; 6·N·D when absent).
 The returned frame always has ``n_params``, ``tokens``, ``compute`` and ``loss``; which
 N, which C and which loss they hold is in ``df.attrs["conventions"]``.
 """
@@ -16,9 +18,13 @@ import pandas as pd
 
 from lab.config.record import (  # the record schema, shared with the lab that writes the records
     C_CONVENTIONS,
+    DEFAULT_C_CONVENTION,
+    DEFAULT_LOSS,
+    DEFAULT_N_CONVENTION,
     LOSSES,
     N_CONVENTIONS,
     RECORD_NAME,
+    SWEEP_TABLE,
     format_si,
 )
 from lab.runs.records import read_records
@@ -26,9 +32,9 @@ from lab.runs.records import read_records
 
 def load_runs(
     path: str | Path,
-    n_convention: str = "non_embedding",
-    compute_convention: str = "6N",
-    loss: str = "val_loss",
+    n_convention: str = DEFAULT_N_CONVENTION,
+    compute_convention: str = DEFAULT_C_CONVENTION,
+    loss: str = DEFAULT_LOSS,
     config_keys: tuple[str, ...] = (),
     all_runs: bool = False,
 ) -> pd.DataFrame:
@@ -52,73 +58,15 @@ def load_runs(
         )
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    path = Path(path)
+    path, chosen = Path(path), (n_convention, compute_convention, loss)
     if not path.exists():
         raise FileNotFoundError(f"no such sweep directory or file: {path}")
-    if path.is_dir():
-        raw = read_records(path, tuple(config_keys))
-        if raw.empty:
-            raise ValueError(f"no {RECORD_NAME} records under {path}")
-        raw = raw[raw["status"] == "ok"]
-        for option, column in (("--compute", C_CONVENTIONS[compute_convention]),):
-            if len(raw) and raw[column].isna().all():
-                raise ValueError(
-                    f"{option} {compute_convention}: no finished run under {path} records "
-                    f"{column} (records written before it existed); choose another convention"
-                )
-        if len(raw) and raw[loss].isna().all():
-            raise ValueError(
-                f"--loss {loss}: no finished run under {path} has it (records written before "
-                "bits per byte existed, or runs on pre-tokenized data, have no *_bpb)"
-            )
-        df = pd.DataFrame(
-            {
-                "run": raw["run"],
-                "model": raw["model"],
-                "n_params": raw[N_CONVENTIONS[n_convention]],
-                "tokens": raw["tokens"],
-                "compute": raw[C_CONVENTIONS[compute_convention]],
-                "loss": raw[loss],
-            }
-        )
-        df["hparams"] = raw["hparams"]
-        for key in config_keys:
-            df[key] = raw[key]
-        if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
-            df["budget"] = raw["budget"]
-        se = raw.get(f"{loss}_se")  # the final evaluation's standard error, when recorded
-        if se is not None and se.notna().all():
-            df["loss_se"] = se.astype(float)
-        for column in ("unique_tokens", "epochs"):  # repeated data (epochs > 1)
-            if raw[column].notna().all():
-                df[column] = raw[column].astype(float)
-        conventions = {"n_params": n_convention, "compute": compute_convention, "loss": loss}
+    table = None if path.is_dir() else _read_table(path)
+    if table is None or is_lab_table(table):  # a sweep folder, or the table it writes
+        raw = read_runs_table(path, config_keys, table)
+        df, conventions = _from_records(raw, path, chosen, config_keys)
     else:
-        df = _standard_columns(_read_table(path))
-        if "tokens" not in df.columns and {"n_params", "compute"} <= set(df.columns):
-            n, c = (pd.to_numeric(df[k], errors="coerce") for k in ("n_params", "compute"))
-            df["tokens"] = c / (6.0 * n)  # C = 6ND, the convention published tables use
-        missing = {"n_params", "tokens", "loss"} - set(df.columns)
-        if missing:
-            raise ValueError(
-                f"{path} lacks the columns {sorted(missing)} (needs n_params, tokens or "
-                f"compute, and loss; it has {', '.join(map(str, df.columns))})"
-            )
-        if "compute" not in df.columns:
-            n, d = (pd.to_numeric(df[c], errors="coerce") for c in ("n_params", "tokens"))
-            df["compute"] = 6.0 * n * d  # a row whose N or D is not a number is dropped below
-        if "run" not in df.columns:
-            df["run"] = [f"row{i}" for i in range(len(df))]
-        absent = [k for k in config_keys if k not in df.columns]
-        if absent:
-            raise ValueError(
-                f"{path} has no column {absent[0]!r} (it has {', '.join(map(str, df.columns))})"
-            )
-        if "unique_tokens" in df.columns and "epochs" not in df.columns:
-            df["epochs"] = pd.to_numeric(df["tokens"], errors="coerce") / pd.to_numeric(
-                df["unique_tokens"], errors="coerce"
-            )
-        conventions = {"n_params": "as given", "compute": "as given or 6ND", "loss": "loss"}
+        df, conventions = _from_table(table, path, config_keys), TABLE_CONVENTIONS
     df = drop_bad_rows(df.reset_index(drop=True), ["n_params", "tokens", "compute", "loss"])
     if df.empty:
         raise ValueError(f"no usable runs in {path}")
@@ -129,6 +77,136 @@ def load_runs(
     df.attrs["selection"] = selection
     df.attrs["conventions"] = conventions
     df.attrs["source"] = str(path)
+    return df
+
+
+TABLE_CONVENTIONS = {"n_params": "as given", "compute": "as given or 6ND", "loss": "loss"}
+# the lab's table names these config keys' columns without their section
+TABLE_CONFIG_COLUMNS = {
+    "model.name": "model",
+    "model.mixer": "mixer",
+    "model.parametrization": "parametrization",
+    "optim.lr": "lr",
+    "train.seed": "seed",
+}
+
+
+def is_lab_table(table: pd.DataFrame) -> bool:
+    """Whether a table is the lab's own (``runs.csv`` / ``runs.parquet``, one row a record)."""
+    return {"status", "tokens", *N_CONVENTIONS.values(), *C_CONVENTIONS.values()} <= set(
+        table.columns
+    )
+
+
+def read_runs_table(
+    path: str | Path, config_keys: tuple[str, ...] = (), table: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every run (any status) of a sweep folder, or of the table a sweep writes
+    (``runs.csv``, ``runs.parquet``), one row a run as ``read_records`` gives them, with a
+    column per dotted key of ``config_keys``. ``table``: the file, already read. Raises
+    FileNotFoundError for a missing path, ValueError for a folder without records or a
+    file that is not the lab's table."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such sweep directory or file: {path}")
+    if path.is_dir():
+        raw = read_records(path, tuple(config_keys))
+        if raw.empty:
+            raise ValueError(f"no {RECORD_NAME} records under {path}")
+        return raw
+    table = _read_table(path) if table is None else table
+    if not is_lab_table(table):
+        raise ValueError(
+            f"{path} is not a table of the lab's runs ({SWEEP_TABLE} or its .parquet: one "
+            "row a record); give its sweep folder, or a table for lab-analyze fit"
+        )
+    return _with_config_keys(table, path, config_keys)
+
+
+def _with_config_keys(table: pd.DataFrame, path: Path, config_keys) -> pd.DataFrame:
+    """The lab's table with a column per dotted config key (from the column of the same
+    name, or the table's short column for it: ``model.mixer`` is ``mixer``)."""
+    table = table.copy()
+    for key in config_keys:
+        if key in table.columns:
+            continue
+        if TABLE_CONFIG_COLUMNS.get(key) in table.columns:
+            table[key] = table[TABLE_CONFIG_COLUMNS[key]]
+        else:
+            raise ValueError(
+                f"{path} has no column for {key!r}; give the sweep folder instead (its "
+                "records hold every config key)"
+            )
+    return table
+
+
+def _from_records(raw: pd.DataFrame, path: Path, conventions: tuple, config_keys) -> tuple:
+    """Finished runs of a records table (``read_records``, or the sweep's table) under the
+    chosen conventions (N, C, loss), and the conventions."""
+    n_convention, compute_convention, loss = conventions
+    raw = raw[raw["status"] == "ok"]
+    for option, column in (("--compute", C_CONVENTIONS[compute_convention]),):
+        if len(raw) and raw[column].isna().all():
+            raise ValueError(
+                f"{option} {compute_convention}: no finished run under {path} records "
+                f"{column} (records written before it existed); choose another convention"
+            )
+    if len(raw) and raw[loss].isna().all():
+        raise ValueError(
+            f"--loss {loss}: no finished run under {path} has it (records written before "
+            "bits per byte existed, or runs on pre-tokenized data, have no *_bpb)"
+        )
+    df = pd.DataFrame(
+        {
+            "run": raw["run"],
+            "model": raw["model"],
+            "n_params": raw[N_CONVENTIONS[n_convention]],
+            "tokens": raw["tokens"],
+            "compute": raw[C_CONVENTIONS[compute_convention]],
+            "loss": raw[loss],
+        }
+    )
+    df["hparams"] = raw["hparams"]
+    for key in config_keys:
+        df[key] = raw[key]
+    if raw["budget"].notna().any():  # an IsoFLOP sweep: runs grouped by their budget
+        df["budget"] = raw["budget"]
+    se = raw.get(f"{loss}_se")  # the final evaluation's standard error, when recorded
+    if se is not None and se.notna().all():
+        df["loss_se"] = se.astype(float)
+    for column in ("unique_tokens", "epochs"):  # repeated data (epochs > 1)
+        if raw[column].notna().all():
+            df[column] = raw[column].astype(float)
+    return df, {"n_params": n_convention, "compute": compute_convention, "loss": loss}
+
+
+def _from_table(table: pd.DataFrame, path: Path, config_keys) -> pd.DataFrame:
+    """Runs of a published or hand-made table: ``n_params``, ``tokens`` (or ``compute``)
+    and ``loss`` under any of their usual names."""
+    df = _standard_columns(table)
+    if "tokens" not in df.columns and {"n_params", "compute"} <= set(df.columns):
+        n, c = (pd.to_numeric(df[k], errors="coerce") for k in ("n_params", "compute"))
+        df["tokens"] = c / (6.0 * n)  # C = 6ND, the convention published tables use
+    missing = {"n_params", "tokens", "loss"} - set(df.columns)
+    if missing:
+        raise ValueError(
+            f"{path} lacks the columns {sorted(missing)} (needs n_params, tokens or "
+            f"compute, and loss; it has {', '.join(map(str, df.columns))})"
+        )
+    if "compute" not in df.columns:
+        n, d = (pd.to_numeric(df[c], errors="coerce") for c in ("n_params", "tokens"))
+        df["compute"] = 6.0 * n * d  # a row whose N or D is not a number is dropped below
+    if "run" not in df.columns:
+        df["run"] = [f"row{i}" for i in range(len(df))]
+    absent = [k for k in config_keys if k not in df.columns]
+    if absent:
+        raise ValueError(
+            f"{path} has no column {absent[0]!r} (it has {', '.join(map(str, df.columns))})"
+        )
+    if "unique_tokens" in df.columns and "epochs" not in df.columns:
+        df["epochs"] = pd.to_numeric(df["tokens"], errors="coerce") / pd.to_numeric(
+            df["unique_tokens"], errors="coerce"
+        )
     return df
 
 

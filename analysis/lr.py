@@ -25,8 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.config.record import N_CONVENTIONS, RECORD_NAME
-from lab.runs.records import read_records
+from analysis.load import read_runs_table
+from lab.config.record import (
+    DEFAULT_LOSS,
+    DEFAULT_N_CONVENTION,
+    N_CONVENTIONS,
+)
 
 MIN_RATES = 3  # a parabola needs three points
 
@@ -120,24 +124,20 @@ def fit_lr_law(groups: list[dict], resamples: int = 1000, seed: int = 0, level: 
 
 def analyze_lr(
     path: str | Path,
-    n_convention: str = "non_embedding",
-    loss: str = "val_loss",
+    n_convention: str = DEFAULT_N_CONVENTION,
+    loss: str = DEFAULT_LOSS,
     resamples: int = 1000,
     seed: int = 0,
     parametrization: str | None = None,
     records: pd.DataFrame | None = None,
 ) -> dict:
-    """The lr sweeps under ``path`` (a sweep folder), their optima and the fitted law, for
+    """The lr sweeps under ``path`` (a sweep folder or its table), their optima and the fitted law, for
     the runs of one parametrization (``parametrization``; None: the runs must all share
     one). ``records``: the folder's runs table when the caller has read it already. Raises
     ValueError when nothing can be fitted: no records, no sweep with 3+ rates, or runs of
     more than one parametrization and none chosen."""
     path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"lab-analyze lr reads a sweep folder of runs; {path} is not one")
-    raw = read_records(path) if records is None else records
-    if raw.empty:
-        raise ValueError(f"no {RECORD_NAME} records under {path}")
+    raw = read_runs_table(path) if records is None else records
     raw = raw[(raw["status"] == "ok") & raw[loss].notna()]
     if parametrization is not None:
         raw = raw[raw["parametrization"] == parametrization]
@@ -217,7 +217,7 @@ def movement(fitted: list[dict], law: dict | None) -> dict | None:
 def figure(result: dict, path: Path) -> Path:
     """Loss against lr, one curve per sweep with its optimum marked; beside it lr*(N) with
     the fitted law and its band."""
-    from analysis.plot import _save, plt
+    from analysis.plot import plt, save_figure
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = result["sweeps"]
@@ -263,7 +263,7 @@ def figure(result: dict, path: Path) -> Path:
     right.set_ylabel("best learning rate")
     right.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return _save(fig, path, formats=(".png",))[0]
+    return save_figure(fig, path, formats=(".png",))[0]
 
 
 def write(result: dict, out: Path, suffix: str = "") -> tuple[Path, Path]:

@@ -11,57 +11,51 @@ the fitted exponents to how N and C are counted.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from lab.config.record import C_CONVENTIONS, LOSSES, N_CONVENTIONS
-from lab.runs.records import find_records, read_record
-
-
-def _config_without_seed(record: dict) -> str | None:
-    config = record.get("config")
-    if not isinstance(config, dict):
-        return None
-    config = json.loads(json.dumps(config))
-    for section, key in (("train", "seed"), ("train", "threads"), ("train", "skip_done")):
-        (config.get(section) or {}).pop(key, None)
-    (config.get("train") or {}).pop("resume", None)
-    return json.dumps(config, sort_keys=True)
+from analysis.load import read_runs_table
+from lab.config.record import (
+    C_CONVENTIONS,
+    DEFAULT_LOSS,
+    LOSSES,
+    N_CONVENTIONS,
+)
 
 
-def seed_noise(path: str | Path, loss: str = "val_loss") -> dict:
+def _number(value) -> float | None:
+    """A table cell as a float, None where it is missing."""
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def seed_noise(path: str | Path, loss: str = DEFAULT_LOSS) -> dict:
     """Per config (everything but the seed), the final loss over its seeds; pooled SD.
+    ``path``: a sweep folder or its table.
 
     Raises ValueError when no config has at least 2 finished seeds."""
     if loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {loss!r}")
-    groups: dict[str, list] = {}
-    for record_path in find_records(path):
-        rec = read_record(record_path.parent)
-        if not rec or rec.get("status") != "ok" or not isinstance(rec.get(loss), int | float):
-            continue
-        key = _config_without_seed(rec)
-        if key is not None:
-            seed = rec["config"].get("train", {}).get("seed")
-            groups.setdefault(key, []).append((seed, float(rec[loss]), rec))
+    table = read_runs_table(path)
+    table = table[(table["status"] == "ok") & pd.to_numeric(table[loss], errors="coerce").notna()]
+    # a config is its record's config without the seed (the table's hparams digest)
+    groups = {key: g for key, g in table.groupby("hparams") if len(g) >= 2}
     rows = []
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        values = np.array([v for _, v, _ in members])
-        rec = members[0][2]
+    for g in groups.values():
+        values = g[loss].to_numpy(dtype=float)
+        first = g.iloc[0]
+        se = first.get(f"{loss}_se")
         rows.append(
             {
-                "model": rec["config"].get("model", {}).get("name"),
-                "n_params": rec.get(N_CONVENTIONS["non_embedding"]),
-                "tokens": rec.get("tokens"),
+                "model": first["model"],
+                "n_params": _number(first[N_CONVENTIONS["non_embedding"]]),
+                "tokens": _number(first["tokens"]),
                 "seeds": len(values),
                 "mean": float(values.mean()),
                 "sd": float(values.std(ddof=1)),
                 "sd_log": float(np.log(values).std(ddof=1)),
-                "eval_se": rec.get(f"{loss}_se"),
+                "eval_se": _number(se),
             }
         )
     if not rows:
@@ -74,11 +68,11 @@ def seed_noise(path: str | Path, loss: str = "val_loss") -> dict:
     return {"loss": loss, "configs": rows, "pooled_sd_log": pooled}
 
 
-def sensitivity(path, law: str, budgets, loss: str = "val_loss") -> list[dict]:
+def sensitivity(path, law: str, budgets, loss: str = DEFAULT_LOSS) -> list[dict]:
     """The law refitted under every N × C convention: its exponents and N*, D* at
     ``budgets`` (a point fit each). Raises ValueError when PATH is not a sweep folder."""
     from analysis.approaches import chinchilla_optimum
-    from analysis.laws import fit_law
+    from analysis.fitting import fit_law
     from analysis.load import load_runs
     from analysis.study import flops_per_param_token
 

@@ -1,12 +1,15 @@
 """Figures of runs and fitted laws (matplotlib, Agg backend: no display needed).
 
-Every figure is written as PNG and SVG. Log axes are labelled in plain numbers (100k, 1M;
+Each figure function takes a study (``analysis.analyze``), returns the matplotlib Figure,
+draws on the axes given as ``ax=`` (a notebook's) or on a figure of its own, and writes
+itself when given ``path=`` (PNG and SVG). ``all_figures`` writes every one that applies. Log axes are labelled in plain numbers (100k, 1M;
 1.80, 2.00); fitted curves are solid within the runs' range and dashed beyond it, with the
 bootstrap's percentile band shaded around them.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.approaches import chinchilla_optimum  # noqa: E402
 from analysis.load import format_si  # noqa: E402
@@ -23,6 +27,7 @@ from lab.config.record import LOSS_UNITS  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
 LABELS = {"tokens": "training tokens D", "compute": "training compute C (FLOPs)"}
+FORMATS = (".png", ".svg")
 SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C", "unique_tokens": "U"}
 
 
@@ -75,18 +80,17 @@ def _band(study, **variables) -> tuple[np.ndarray, np.ndarray] | None:
         return np.nanpercentile(preds, 2.5, axis=0), np.nanpercentile(preds, 97.5, axis=0)
 
 
-def loss_vs_variables(study, path, formats=(".png", ".svg")) -> list[Path]:
+def loss_vs_variables(study, path=None, formats=FORMATS, ax=None) -> Figure:
     """Loss against each of the law's variables: for L(N, D), against N with one colour per
-    token budget and against D with one colour per model size. Written in ``formats``."""
+    token budget and against D with one colour per model size (``ax``: two axes to draw
+    on; one for a law of one variable)."""
     df, law = study.df, study.fit.law
     if len(law.variables) >= 2:
         panels = [("n_params", "tokens"), ("tokens", "n_params")]
     else:
         panels = [(law.variables[0], None)]
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(6.2 * len(panels), 4.8), constrained_layout=True
-    )
-    for ax, (x, group) in zip(np.atleast_1d(axes), panels):
+    fig, axes, owned = _axes(ax, len(panels), (6.2 * len(panels), 4.8))
+    for ax, (x, group) in zip(axes, panels):
         xs = _span(df[x])
         inside = (xs >= df[x].min()) & (xs <= df[x].max())
         if group is None:
@@ -110,12 +114,11 @@ def loss_vs_variables(study, path, formats=(".png", ".svg")) -> list[Path]:
         ax.set_xlabel(_label(df, x))
         ax.set_ylabel(_loss_label(df))
         ax.legend(fontsize=8)
-    fig.suptitle(
+    title = (
         f"Loss against {' and '.join(SYMBOL.get(v, v) for v in law.variables)}\nfit: "
-        f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)",
-        fontsize=10,
+        f"{study.fit.describe()}  (dashed: extrapolated; band: 95% bootstrap)"
     )
-    return _save(fig, path, formats)
+    return _finish(fig, title, owned, path, formats)
 
 
 MAX_LEGEND_GROUPS = 6
@@ -162,11 +165,11 @@ def _grouped(ax, study, x, group, xs, inside) -> None:
             ax.plot([], [], "-", color=color, label=label)
 
 
-def loss_vs_compute(study, path) -> list[Path]:
+def loss_vs_compute(study, path=None, formats=FORMATS, ax=None) -> Figure:
     """Loss against compute, one colour per model size, the runs on the envelope ringed, and
     (for L(N, D)) the loss of the compute-optimal model at each budget."""
     df = study.df
-    fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+    fig, (ax,), owned = _axes(ax, 1, (7, 4.8))
     sizes = sorted(df["n_params"].unique())
     if len(sizes) > MAX_LEGEND_GROUPS:
         sc = ax.scatter(
@@ -218,17 +221,17 @@ def loss_vs_compute(study, path) -> list[Path]:
     ax.set_ylabel(_loss_label(df))
     ax.legend(fontsize=8)
     ax.set_title("Loss against training compute", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, None, owned, path, formats)
 
 
-def isoflop_curves(study, path) -> list[Path] | None:
+def isoflop_curves(study, path=None, formats=FORMATS, ax=None) -> Figure | None:
     """Approach 2: loss against N at each compute budget, its local parabola and optimum;
-    the runs of dropped budgets in grey."""
+    the runs of dropped budgets in grey. None when approach 2 did not run."""
     a2 = study.result.get("approach_2")
     if not a2:
         return None
     df = study.df if study.isoflop_points is None else study.isoflop_points
-    fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+    fig, (ax,), owned = _axes(ax, 1, (7, 4.8))
     colors = plt.cm.plasma(np.linspace(0.05, 0.85, len(a2["minima"])))
     from analysis.approaches import budget_groups
 
@@ -254,17 +257,18 @@ def isoflop_curves(study, path) -> list[Path] | None:
         "IsoFLOP curves (approach 2): local parabola in log N per budget, ★ its optimum",
         fontsize=10,
     )
-    return _save(fig, path)
+    return _finish(fig, None, owned, path, formats)
 
 
-def optimal_allocation(study, path) -> list[Path] | None:
-    """N*(C) and D*(C) by every approach that applies, with approach 3's bootstrap band."""
+def optimal_allocation(study, path=None, formats=FORMATS, ax=None) -> Figure | None:
+    """N*(C) and D*(C) by every approach that applies, with approach 3's bootstrap band
+    (``ax``: two axes). None when no approach applies."""
     df, r = study.df, study.result
     have3 = study.fit.law.name == "chinchilla"
     if not (have3 or r.get("approach_1") or r.get("approach_2")):
         return None
     cs = _span(df["compute"], extend=30)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    fig, axes, owned = _axes(ax, 2, (12, 4.8))
     for ax, key, sym, col in (
         (axes[0], "N_opt", "N", "n_params"),
         (axes[1], "D_opt", "D", "tokens"),
@@ -303,19 +307,18 @@ def optimal_allocation(study, path) -> list[Path] | None:
         ax.set_xlabel(_label(df, "compute"))
         ax.set_ylabel(f"compute-optimal {'parameters N*' if sym == 'N' else 'tokens D*'}")
         ax.legend(fontsize=8)
-    fig.suptitle("Compute-optimal allocation (band: 95% bootstrap of approach 3)", fontsize=10)
-    return _save(fig, path)
+    title = "Compute-optimal allocation (band: 95% bootstrap of approach 3)"
+    return _finish(fig, title, owned, path, formats)
 
 
-def residuals(study, path) -> list[Path]:
-    """log(observed / predicted) against each of the law's variables."""
+def residuals(study, path=None, formats=FORMATS, ax=None) -> Figure:
+    """log(observed / predicted) against each of the law's variables (``ax``: one axes a
+    variable)."""
     df, law = study.df, study.fit.law
     pred = study.fit.predict(**{v: df[v].to_numpy() for v in law.variables})
     res = np.log(df["loss"].to_numpy() / pred)
-    fig, axes = plt.subplots(
-        1, len(law.variables), figsize=(6 * len(law.variables), 4), constrained_layout=True
-    )
-    for ax, var in zip(np.atleast_1d(axes), law.variables):
+    fig, axes, owned = _axes(ax, len(law.variables), (6 * len(law.variables), 4))
+    for ax, var in zip(axes, law.variables):
         ax.axhline(0, color="black", lw=0.8)
         ax.plot(df[var], res, "o", color="C0")
         ax.set_xscale("log")
@@ -323,37 +326,63 @@ def residuals(study, path) -> list[Path]:
         ax.set_xlabel(_label(df, var))
         ax.set_ylabel("log(observed / fitted loss)")
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"Residuals of {study.fit.describe()}", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, f"Residuals of {study.fit.describe()}", owned, path, formats)
 
 
-def all_figures(study, out: Path) -> list[Path]:
-    """Every figure that applies to this study, written under ``out``."""
+def all_figures(study, out: Path, formats=FORMATS) -> list[Path]:
+    """Every figure that applies to this study, written under ``out`` (and closed)."""
     written = []
     for fn, name in (
-        (
-            loss_vs_variables,
-            "loss_vs_n_and_d"
-            if len(study.fit.law.variables) == 2
-            else f"loss_vs_{SYMBOL[study.fit.law.variables[0]]}",
-        ),
+        (loss_vs_variables, figure_name(study)),
         (loss_vs_compute, "loss_vs_compute"),
         (isoflop_curves, "isoflop"),
         (optimal_allocation, "optimal_allocation"),
         (residuals, "residuals"),
     ):
-        paths = fn(study, out / name)
-        written += paths or []
+        fig = fn(study)
+        if fig is not None:
+            written += save_figure(fig, out / name, formats)
     return written
 
 
-def _save(fig, path: str | Path, formats=(".png", ".svg")) -> list[Path]:
+def figure_name(study) -> str:
+    """The file name (no suffix) of the loss-against-variables figure of this law."""
+    variables = study.fit.law.variables
+    return "loss_vs_n_and_d" if len(variables) == 2 else f"loss_vs_{SYMBOL[variables[0]]}"
+
+
+def _axes(ax, n: int, figsize) -> tuple[Figure, list, bool]:
+    """The figure and ``n`` axes to draw on: new ones (owned), or the axes given."""
+    if ax is None:
+        fig, axes = plt.subplots(1, n, figsize=figsize, constrained_layout=True, squeeze=False)
+        return fig, list(axes[0]), True
+    axes = list(np.atleast_1d(ax))
+    if len(axes) != n:
+        raise ValueError(f"this figure draws {n} panel(s): give ax= {n} matplotlib axes")
+    return axes[0].figure, axes, False
+
+
+def _finish(fig: Figure, title: str | None, owned: bool, path, formats) -> Figure:
+    """Title a figure the function made (never one it was handed), save it if asked."""
+    if owned and title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save_figure(fig, path, formats, close=False)
+    return fig
+
+
+def save_figure(fig, path: str | Path, formats=FORMATS, close: bool = True) -> list[Path]:
+    """Write ``fig`` as ``path`` in each of ``formats`` (atomically: a temporary file, then
+    a rename) and close it unless ``close`` is False; returns the files written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in formats:
         out = path.with_suffix(suffix)
-        fig.savefig(out, dpi=130)
+        tmp = out.with_name(f".{out.name}.tmp")
+        fig.savefig(tmp, dpi=130, format=suffix[1:])
+        os.replace(tmp, out)
         written.append(out)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return written

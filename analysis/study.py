@@ -14,16 +14,8 @@ import pandas as pd
 
 from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
-from analysis.laws import LAWS, Fit, fit_law
-from analysis.validity import backtest, design_warnings, prediction_interval, rolling_backtest
-
-
-def choose_law(df: pd.DataFrame) -> str:
-    """L(N, D) when the runs vary both N and D and are enough for it, else L(N) or L(D)."""
-    varies_n, varies_d = df["n_params"].nunique() > 1, df["tokens"].nunique() > 1
-    if varies_n and varies_d and len(df) >= LAWS["chinchilla"].n_params:
-        return "chinchilla"
-    return "d" if varies_d and not varies_n else "n"
+from analysis.fitting import Fit, choose_law, fit_law, prediction_interval
+from analysis.validity import backtest, design_warnings, rolling_backtest
 
 
 @dataclass
@@ -72,6 +64,7 @@ def analyze(
     k = flops_per_param_token(df)
     fit = fit_law(df, law_name)
     samples = bootstrap_fit(df, fit, resamples, seed) if resamples > 0 else []
+    fit.samples, fit.data = samples, df  # the Fit predicts with intervals
     dropped_resamples = resamples - len(samples) if resamples > 0 else 0
     notes = design_warnings(df, fit.law)
     selection = df.attrs.get("selection")
@@ -215,7 +208,7 @@ def noise_comparison(df: pd.DataFrame, fit: Fit, seed_sd_log: float | None) -> d
     """The fit's residual scatter (RMS of log residuals, corrected for the parameters fitted)
     beside the run-to-run noise: ``seed_sd_log`` (from ``lab-analyze noise``), else the
     spread of runs repeated at the same (N, D) among these. None when neither is known."""
-    from analysis.validity import residuals
+    from analysis.fitting import residuals
 
     source = "seeds sweep"
     if seed_sd_log is None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.laws import Law, fit_law
+from analysis.fitting import fit_law, prediction_interval
+from analysis.laws import Law
 
 WARM_STARTS = 8  # refits of a subset start from the full fit and its best few starts
 
@@ -60,35 +61,6 @@ def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
     elif df[law.variables[0]].nunique() < law.n_params:
         notes.append(f"only {df[law.variables[0]].nunique()} distinct values of {law.variables[0]}")
     return notes
-
-
-def residuals(df: pd.DataFrame, fit) -> np.ndarray:
-    """log observed − log predicted loss of the runs the law was fitted on."""
-    pred = fit.predict(**{v: df[v].to_numpy() for v in fit.law.variables})
-    return np.log(df["loss"].to_numpy(dtype=float)) - np.log(pred)
-
-
-def prediction_interval(
-    fit, samples: list[dict], df: pd.DataFrame, points: dict, level: float = 0.95, seed: int = 0
-) -> dict:
-    """Where a new run's loss at ``points`` (the law's variables as arrays) should fall:
-    parameter uncertainty (the bootstrap refits' predictions) and the runs' own scatter
-    about the law (the fit's log residuals, scaled by sqrt(n / (n − p)) for the parameters
-    fitted) combined by simulation. Returns predicted, low and high (arrays)."""
-    rng = np.random.default_rng(seed)
-    law = fit.law
-    r = residuals(df, fit)
-    n, p = r.size, law.n_params
-    r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
-    point = np.log(fit.predict(**points))
-    params = samples or [fit.params]
-    log_boot = np.log(np.array([law.predict(s, **points) for s in params]))  # (B, m)
-    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
-    draws = max(4000, 2 * len(log_boot))
-    sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(sim, [tail, 100 - tail], axis=0)
-    return {"predicted": np.exp(point), "low": np.exp(lo), "high": np.exp(hi)}
 
 
 def rolling_backtest(

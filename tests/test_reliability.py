@@ -44,8 +44,8 @@ from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 
+from lab.config.rules import validate  # noqa: E402
 from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
-from lab.config.validate import validate  # noqa: E402
 from lab.runs.claim import claim  # noqa: E402
 from lab.training.run import train  # noqa: E402
 

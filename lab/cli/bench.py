@@ -1,8 +1,8 @@
 """Training-step throughput of the lab against a minimal plain-PyTorch loop, side by side.
 
-    python -m lab.bench                  CPU: the demo's `mini` model, torch backend
-    python -m lab.bench --model tiny --batch-size 16 --context 64 --steps 30
-    python -m lab.bench --gpt2           GPU: GPT-2 small (12 × 768, T = 1024, B = 32, bf16,
+    python -m lab.cli.bench                  CPU: the demo's `mini` model, torch backend
+    python -m lab.cli.bench --model tiny --batch-size 16 --context 64 --steps 30
+    python -m lab.cli.bench --gpt2           GPU: GPT-2 small (12 × 768, T = 1024, B = 32, bf16,
                                          the 50,257-token vocabulary)
 
 The lab's step is ``lab.training.run.Trainer.train_step`` (batch sampling, the kernels' dispatch
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lab.config.compose import compose
+from lab.config.composition import compose
 from lab.config.counting import flops_per_token
 from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from lab.training.distributed import Dist
@@ -145,7 +145,7 @@ def compare(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lab.bench",
+        prog="python -m lab.cli.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gpt2:
         if not torch.cuda.is_available():
-            print("lab.bench: --gpt2 needs a CUDA GPU", file=sys.stderr)
+            print("lab.cli.bench: --gpt2 needs a CUDA GPU", file=sys.stderr)
             return 2
         model = ModelConfig(name="gpt2-small", n_layer=12, n_head=12, d_model=768, context=1024)
         cfg = Config(

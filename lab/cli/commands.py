@@ -47,7 +47,7 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
-    """Train one configured run in ``out_dir``, holding the folder's claim (``lab.claim``);
+    """Train one configured run in ``out_dir``, holding the folder's claim (``lab.runs.claim``);
     in a multirun, never raise: a run another process holds is left to it, a run that fails
     is recorded as failed, and the sweep goes on."""
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 claims for the job
@@ -201,19 +201,28 @@ class SweepTable(Callback):
     """At the end of a multirun: write the sweep-level table and print a summary."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from lab.runs.records import read_records
-
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = read_records(sweep_dir)
-        if table.empty:
-            return
-        table = table.sort_values(["n_params_non_embedding", "tokens", "run"], na_position="last")
-        for path in (sweep_dir / SWEEP_TABLE, (sweep_dir / SWEEP_TABLE).with_suffix(".parquet")):
-            try:
-                write_csv_atomic(path, table)
-            except OSError as e:
-                log.error("could not write %s: %s", path, e.strerror or e)
-        print(summarize(table, sweep_dir))
+        table = write_sweep_table(sweep_dir)
+        if table is not None:
+            print(summarize(table, sweep_dir))
+
+
+def write_sweep_table(sweep_dir: Path):
+    """Write ``runs.csv`` and ``runs.parquet`` (every record under ``sweep_dir``, one row a
+    run, by N and D) and return the table; None when there is no record. A table that
+    cannot be written is logged, and the sweep's records stay the source."""
+    from lab.runs.records import read_records
+
+    table = read_records(sweep_dir)
+    if table.empty:
+        return None
+    table = table.sort_values(["n_params_non_embedding", "tokens", "run"], na_position="last")
+    for path in (sweep_dir / SWEEP_TABLE, (sweep_dir / SWEEP_TABLE).with_suffix(".parquet")):
+        try:
+            write_csv_atomic(path, table)
+        except OSError as e:
+            log.error("could not write %s: %s", path, e.strerror or e)
+    return table
 
 
 def summarize(table, sweep_dir: Path) -> str:

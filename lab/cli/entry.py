@@ -1,5 +1,5 @@
 """The console commands. Each first checks that the lab's import names are the lab's
-(``lab.packages``), then imports the command's module: a shadowing package is named in one
+(``lab.cli.packages``), then imports the command's module: a shadowing package is named in one
 line, not met as an ImportError deep inside an import."""
 
 from __future__ import annotations

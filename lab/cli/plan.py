@@ -16,7 +16,7 @@ import torch
 import kernels
 from lab.cli.bench import timed
 from lab.cli.sweeps import expand_sweep
-from lab.config.compose import compose
+from lab.config.composition import compose
 from lab.config.counting import below_one_context, budget_tokens, param_counts, training_flops
 from lab.config.record import format_si
 from lab.config.schema import Config

@@ -2,7 +2,7 @@
 
 ``expand_sweep("demo")`` returns the override list of every run the sweep launches, in
 the order of Hydra's basic sweeper (the cartesian product of the swept values, the last
-key varying fastest), and ``lab.config.compose.compose`` turns one such list into the
+key varying fastest), and ``lab.config.composition.compose`` turns one such list into the
 ``Config`` that run would train. Tests use these to check that every
 sweep file composes and promises the runs it says; a planner can print them.
 """
@@ -15,7 +15,7 @@ import math
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
-from lab.config.compose import compose_hydra
+from lab.config.composition import compose_hydra
 from lab.config.schema import SWEEPS_DIR
 
 

@@ -2,7 +2,7 @@
 and ``analysis`` (which reads them) import: file names, statuses, the N and C conventions
 and the record keys that hold them, the flat table's columns, and how numbers print.
 
-A record (``result.json``) is one JSON object per run; ``lab.train`` writes it, atomically,
+A record (``result.json``) is one JSON object per run; ``lab.training`` writes it, atomically,
 when the run starts (status "running") and when it ends.
 """
 
@@ -39,6 +39,13 @@ LOSS_UNITS = {
     "val_bpb": "bits/byte",
     "train_bpb": "bits/byte",
 }
+# The conventions a fit takes unless told otherwise, read by lab-analyze's options and by
+# analysis.load_runs alike: N without embeddings (Kaplan et al. 2020; the N whose 6N FLOPs
+# a token C counts), C = 6ND plus the attention FLOPs (PaLM's appendix B: at the lab's sizes
+# attention is a large share of the compute), and the final validation loss.
+DEFAULT_N_CONVENTION = "non_embedding"
+DEFAULT_C_CONVENTION = "6N_attn"
+DEFAULT_LOSS = "val_loss"
 
 # The flat columns of the sweep-level table, in order.
 # Config fields added after records existed, each with the value that keeps the old

@@ -6,7 +6,7 @@ differs (the model ladder, a sweep's grid). Hydra composes ``conf/config.yaml`` 
 structured configs (registered in the ConfigStore by ``register_configs``), so an unknown
 key, a wrong type or a value outside a choice's Enum fails at composition, with the allowed
 values in the message. ``validate`` holds the rules between fields. Nothing under ``lab/``
-besides ``lab.cli`` sees a DictConfig.
+besides ``lab.cli.commands`` sees a DictConfig.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ModelConfig:
     conv_kernel: int = 4  # mixer=conv: taps of the causal convolution (positions seen)
     # mup: hidden init std / sqrt(m), attention logits · sqrt(base head dim) / head dim
     # (1/d_head scaling, equal to SP's at the base width), output logits / m, Adam lr / m
-    # on hidden matrices, for the width multiplier m = d_model / base_d_model (lab/model.py)
+    # on hidden matrices, for the width multiplier m = d_model / base_d_model (lab/model/gpt.py)
     parametrization: Parametrization = Parametrization.sp
     base_d_model: int = 0  # mup: the base width (m = 1 there); required with mup
     # an untied output layer starts at zero (μP's recommended readout init, Yang et al.
@@ -182,7 +182,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and its learning-rate schedule (see lab/schedule.py)."""
+    """AdamW and its learning-rate schedule (see lab/training/schedule.py)."""
 
     lr: float = 3e-3
     # a fitted lr*(N) (`lab-analyze lr` writes PATH/lr.json): the run's lr comes from it and
@@ -222,7 +222,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
     log_every: int = 0  # steps between metrics rows; 0: about 50 rows per run
-    # where metrics go (lab/loggers.py): jsonl | tensorboard | wandb | mlflow, each tracker
+    # where metrics go (lab/runs/trackers.py): jsonl | tensorboard | wandb | mlflow, each tracker
     # an optional extra (pip install -e '.[wandb]')
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
     tracker_project: str = "scaling-lab"  # the project (W&B) or experiment (MLflow) name

@@ -1,6 +1,6 @@
 """Corpora as token streams on disk: split, hashed, tokenized once, memory-mapped.
 
-``load_corpus(cfg)`` reads the documents of ``data.path`` (``lab.sources``) in two
+``load_corpus(cfg)`` reads the documents of ``data.path`` (``lab.data.sources``) in two
 streaming passes and never holds the corpus in Python objects:
 
 1. hash: a SHA-256 of every document's name and bytes in order (the record's corpus hash,

@@ -8,7 +8,7 @@ files, never loaded whole.
 - ``.jsonl`` / ``.ndjson`` or ``.parquet`` files (or folders or globs of them): one document
   per record, its text in ``data.text_field``;
 - pre-tokenized ``.bin`` token files in nanoGPT's layout (a folder with ``train.bin`` and
-  ``val.bin``, or one ``.bin`` file), read through a memory map (see ``lab.data``).
+  ``val.bin``, or one ``.bin`` file), read through a memory map (see ``lab.data.corpus``).
 
 Binary and non-UTF-8 files, and JSONL lines that are not JSON objects with a text field, are
 skipped and counted. ``data.max_bytes`` caps the text read (0: no cap).

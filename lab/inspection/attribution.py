@@ -174,7 +174,7 @@ def attribution_run(
     n_steps: int = 64,
 ) -> tuple[list[Path], dict]:
     """Attributions of the model's next-token prediction after ``position`` (default: the
-    text's last token) to the text's tokens (``lab.attribution``). The target is the token
+    text's last token) to the text's tokens (``attribute`` above). The target is the token
     ``target`` spells (it must be one token), else the text's own next token, else the
     model's most likely one. Raises ValueError for text longer than the context, a
     position outside the text or a target that is not one token."""

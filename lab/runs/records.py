@@ -100,46 +100,6 @@ def read_record(run_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The lab's git commit (with '+dirty' when the tree has changes), None outside git."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha + ("+dirty" if dirty else "")
-
-
-@lru_cache(maxsize=1)
-def versions() -> dict[str, str | None]:
-    import numpy
-    import torch
-
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "numpy": numpy.__version__,
-        "cuda": torch.version.cuda,
-    }
-
-
 def find_records(root: str | Path) -> list[Path]:
     """Every record file under ``root``, in path order."""
     return sorted(Path(root).rglob(RECORD_NAME))

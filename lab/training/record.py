@@ -5,7 +5,10 @@ it ends ("ok", "failed" or "diverged"), and what the trackers are told of it."""
 from __future__ import annotations
 
 import logging
+import platform
+import subprocess
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import kernels
@@ -19,10 +22,50 @@ from lab.config.record import (
     RECORD_NAME,
 )
 from lab.config.schema import Config, to_dict
-from lab.runs.records import git_commit, versions, write_json_atomic
+from lab.runs.records import write_json_atomic
 from lab.runs.trackers import RunInfo
 
 log = logging.getLogger("lab.train")
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The lab's git commit (with '+dirty' when the tree has changes), None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str | None]:
+    import numpy
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def now() -> str:

@@ -14,8 +14,8 @@ import torch
 import kernels
 from lab.config.counting import budget_tokens, param_counts
 from lab.config.lr_law import load_lr_law, rate
+from lab.config.rules import validate
 from lab.config.schema import Config, DataConfig, config_hash
-from lab.config.validate import validate
 from lab.data.corpus import Corpus, load_corpus, require_context
 from lab.training import distributed
 from lab.training.device import resolve_device

@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from lab.config.counting import param_counts
+from lab.config.rules import validate
 from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.config.validate import validate
 from lab.model.gpt import GPT
 from lab.runs.checkpoint import load_checkpoint
 from lab.training.run import train
 from lab.training.schedule import lr_at
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def small(tokens=8 * 32 * 24, **train_kw) -> Config:

@@ -11,10 +11,10 @@ import torch
 import kernels
 from kernels import activations, bench, reference
 from kernels.registry import OPS, kernel_groups, triton_entry
-from lab.config.compose import compose
+from lab.config.composition import compose
 from lab.config.counting import param_counts
+from lab.config.rules import validate
 from lab.config.schema import ActivationName, ModelConfig
-from lab.config.validate import validate
 from lab.model.gpt import GPT
 
 NAMES = list(activations.ACTIVATIONS)  # None (identity) included

@@ -12,7 +12,8 @@ import pytest
 
 from analysis import approaches
 from analysis.cli import main as analyze_main
-from analysis.laws import LAWS, fit_law
+from analysis.fitting import fit_law
+from analysis.laws import LAWS
 from analysis.load import load_runs
 from analysis.study import analyze
 from analysis.validity import backtest, design_warnings
@@ -194,7 +195,7 @@ def test_analysis_never_imports_torch():
     )
     assert (
         subprocess.run(
-            [sys.executable, "-c", code], cwd=str(__import__("pathlib").Path(__file__).parents[1])
+            [sys.executable, "-c", code], cwd=str(__import__("pathlib").Path(__file__).parents[2])
         ).returncode
         == 0
     )

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from lab.cli.sweeps import expand_sweep
-from lab.config.compose import compose
+from lab.config.composition import compose
 from lab.config.counting import budget_tokens
 from lab.training.setup import resolve_budget
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = [
     "model=nano",
     "model.context=32",

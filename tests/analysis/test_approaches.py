@@ -210,7 +210,7 @@ def test_approach_2_from_loss_curves_gets_many_budgets_from_few_runs(tmp_path):
     assert abs(a2["a"] - A_TRUE) < 0.03
     for m in a2["minima"]:
         assert abs(m["N_opt"] / n_opt(m["compute"]) - 1) < 0.15
-    points = curve_points(tmp_path, 10)
+    points = curve_points(tmp_path, 10, compute_convention="6N")  # as the records count
     assert points["budget"].nunique() == 10 and points["run"].str.contains("@").all()
 
 
@@ -219,4 +219,4 @@ def test_loss_curves_of_cosine_runs_are_flagged(tmp_path):
 
     _sweep_with_curves(tmp_path, [1e7, 1e8, 1e9], schedule="cosine")
     with pytest.warns(UserWarning, match="cosine schedule"):
-        curve_points(tmp_path, 5)
+        curve_points(tmp_path, 5, compute_convention="6N")  # as the records count

@@ -13,8 +13,8 @@ import torch
 from analysis import lr as lr_analysis
 from analysis.cli import main as analyze_main
 from analysis.load import load_runs
+from lab.config.rules import validate
 from lab.config.schema import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from lab.config.validate import validate
 from lab.training.run import train
 
 

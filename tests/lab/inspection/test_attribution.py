@@ -1,4 +1,4 @@
-"""Attributions (lab/attribution.py, Captum): Integrated Gradients' completeness, Shapley
+"""Attributions (lab/inspection/attribution.py, Captum): Integrated Gradients' completeness, Shapley
 values of tokens the prediction cannot see, and a planted dependency found."""
 
 from __future__ import annotations

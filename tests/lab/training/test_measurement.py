@@ -74,8 +74,8 @@ def test_95_percent_prediction_intervals_cover_95_percent_of_new_runs():
     import pandas as pd
 
     from analysis.bootstrap import bootstrap_fit
-    from analysis.laws import LAWS, fit_law
-    from analysis.validity import prediction_interval
+    from analysis.fitting import fit_law, prediction_interval
+    from analysis.laws import LAWS
 
     law = LAWS["chinchilla"]
     truth = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.37}
@@ -179,7 +179,8 @@ def test_data_constrained_law_recovers_the_worth_of_repeated_tokens(tmp_path):
     import pandas as pd
 
     from analysis.cli import main
-    from analysis.laws import LAWS, fit_law
+    from analysis.fitting import fit_law
+    from analysis.laws import LAWS
 
     law = LAWS["data_constrained"]
     truth = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 1500.0, "beta": 0.32, "R_star": 15.0}

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from analysis.bootstrap import bootstrap_fit, interval
-from analysis.laws import fit_law
+from analysis.fitting import fit_law
 from analysis.load import load_runs
 from analysis.optim import lbfgs_batched
 
-CHINCHILLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla"
+CHINCHILLA = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla"
 TRUE = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.37}
 
 

@@ -9,9 +9,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from lab.cli.sweeps import expand_sweep
-from lab.config.compose import compose
+from lab.config.composition import compose
+from lab.config.rules import validate
 from lab.config.schema import CONF_DIR, SWEEPS_DIR
-from lab.config.validate import validate
 
 GROUP_OPTIONS = [
     (group.name, f.stem)
@@ -94,7 +94,7 @@ def test_typos_and_wrong_types_fail_at_composition(override):
 def test_bad_mixer_settings_are_one_clear_line(overrides, match):
     from hydra.errors import ConfigCompositionException
 
-    from lab.config.compose import compose
+    from lab.config.composition import compose
 
     if match is None:  # a choice outside the Enum fails at composition, naming the values
         with pytest.raises(ConfigCompositionException) as error:

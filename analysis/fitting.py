@@ -49,11 +49,11 @@ class Fit:
         if len(values) > len(names):
             raise TypeError(f"{self.law.name} takes {len(names)} variables {names}")
         given = {**dict(zip(names, values)), **variables}
-        missing = [n for n in names if n not in given]
+        missing = [n for n in names if n not in given and n not in self.law.optional]
         if missing or set(given) - set(names):
             raise TypeError(f"{self.law.name} takes the variables {names}; got {sorted(given)}")
-        scalar = all(np.ndim(given[n]) == 0 for n in names)
-        points = {n: np.atleast_1d(np.asarray(given[n], dtype=float)) for n in names}
+        scalar = all(np.ndim(v) == 0 for v in given.values())
+        points = {n: np.atleast_1d(np.asarray(v, dtype=float)) for n, v in given.items()}
         return points, scalar
 
     def predict(self, *values, **variables):

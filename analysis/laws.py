@@ -52,6 +52,9 @@ class Law:
     formula: str
     param_names: tuple[str, ...]
 
+    # variables a prediction may leave out (the law's predict has their default)
+    optional = ()
+
     @property
     def n_params(self) -> int:
         return len(self.param_names)
@@ -208,6 +211,7 @@ class DataConstrained(Law):
     variables: tuple[str, ...] = ("n_params", "tokens", "unique_tokens")
     formula: str = "L(N, D, U) = E + A/N^alpha + B/D'^beta, D' = U + U R*(1 - exp(-(D/U - 1)/R*))"
     param_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_star")
+    optional = ("unique_tokens",)  # left out: fresh data (U = D, so D' = D)
 
     @staticmethod
     def _effective(log_x, log_r_star):

@@ -36,36 +36,37 @@ def study(sweep):
 SOURCES = (".", "runs.csv", "runs.parquet")  # the folder, and the two tables it writes
 
 
-def test_a_sweep_folder_its_csv_and_its_parquet_load_alike(sweep):
+def test_a_sweep_folder_its_csv_and_its_parquet_load_and_fit_alike(sweep):
     frames = [analysis.load_runs(sweep / source) for source in SOURCES]
     for df in frames[1:]:
         pd.testing.assert_frame_equal(df, frames[0], check_dtype=False)
         assert df.attrs["conventions"] == frames[0].attrs["conventions"]
+    fits = [analysis.fit(df, "chinchilla", resamples=0).params for df in frames]
+    assert fits[1] == pytest.approx(fits[0], rel=1e-12) and fits[2] == pytest.approx(fits[0])
 
 
-def test_the_command_line_on_each_source_and_the_api_give_the_same_fit(sweep, study, tmp_path):
-    fits = []
-    for i, source in enumerate(SOURCES):
-        out = tmp_path / str(i)
-        assert (
-            analyze_main(["fit", str(sweep / source), "--bootstrap", "50", "--out", str(out)]) == 0
-        )
-        fits.append(json.loads((out / "fit.json").read_text()))
+def test_the_command_line_and_the_api_share_every_default_and_give_the_same_fit(
+    sweep, study, tmp_path
+):
+    out = tmp_path / "cli"
+    assert (
+        analyze_main(["fit", str(sweep / "runs.csv"), "--bootstrap", "50", "--out", str(out)]) == 0
+    )
+    cli = json.loads((out / "fit.json").read_text())
     # the API's defaults are the command line's: every convention, the law, the bootstrap seed
     assert study.df.attrs["conventions"] == {
         "n_params": DEFAULT_N_CONVENTION,
         "compute": DEFAULT_C_CONVENTION,
         "loss": DEFAULT_LOSS,
     }
-    for cli in fits:
-        assert cli["n_points"] == 16 and cli["conventions"] == study.df.attrs["conventions"]
-        for name, p in cli["params"].items():
-            ours = study.result["params"][name]
-            assert (ours["value"], ours["low"], ours["high"]) == pytest.approx(
-                (p["value"], p["low"], p["high"]), rel=1e-9
-            )
-        n_opt = study.result["compute_optimal"][0]["N_opt"]
-        assert cli["compute_optimal"][0]["N_opt"] == pytest.approx(n_opt, rel=1e-9)
+    assert cli["n_points"] == 16 and cli["conventions"] == study.df.attrs["conventions"]
+    for name, p in cli["params"].items():
+        ours = study.result["params"][name]
+        assert (ours["value"], ours["low"], ours["high"]) == pytest.approx(
+            (p["value"], p["low"], p["high"]), rel=1e-9
+        )
+    n_opt = study.result["compute_optimal"][0]["N_opt"]
+    assert cli["compute_optimal"][0]["N_opt"] == pytest.approx(n_opt, rel=1e-9)
 
 
 @pytest.mark.parametrize("source", SOURCES[1:])

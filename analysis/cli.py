@@ -43,6 +43,7 @@ from analysis.noise import seed_noise, sensitivity
 from analysis.report import write_report
 from analysis.study import Study, analyze, default_budgets
 from lab.config.record import DEFAULT_C_CONVENTION, DEFAULT_LOSS, DEFAULT_N_CONVENTION, LOSS_UNITS
+from lab.runs.files import write_text_atomic
 
 
 def runs_table(df: pd.DataFrame) -> str:
@@ -136,7 +137,14 @@ def sensitivity_table(rows: list[dict]) -> str:
 
 
 def _run(args: argparse.Namespace, figures: str) -> int:
-    df = load_runs(args.path, args.n_convention, args.compute, args.loss, all_runs=args.all_runs)
+    df = load_runs(
+        args.path,
+        args.n_convention,
+        args.compute,
+        args.loss,
+        all_runs=args.all_runs,
+        keep_duplicates=args.keep_duplicates,
+    )
     points = None
     if args.isoflop_curves:
         if not Path(args.path).is_dir():
@@ -166,7 +174,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     fit_path = out / "fit.json"
-    fit_path.write_text(json.dumps(study.result, indent=2, default=_json_default) + "\n")
+    write_text_atomic(fit_path, json.dumps(study.result, indent=2, default=_json_default) + "\n")
     if figures == "main":  # plot and report: every figure, SVG too
         fig = plot.loss_vs_variables(study)
         written = plot.save_figure(fig, out / plot.figure_name(study), formats=(".png",))
@@ -216,7 +224,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``lab-analyze compare PATH --by KEY``: a law per group; compare.json and .png."""
     from analysis import compare
 
-    df = load_runs(args.path, args.n_convention, args.compute, args.loss, (args.by,), all_runs=True)
+    df = load_runs(
+        *(args.path, args.n_convention, args.compute, args.loss, (args.by,)),
+        all_runs=True,
+        keep_duplicates=args.keep_duplicates,
+    )
     result = compare.compare(
         df, args.by, args.law, args.bootstrap, args.seed, all_runs=args.all_runs
     )
@@ -315,7 +327,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
     print(f"pooled sd of log loss: {result['pooled_sd_log']:.4g}")
     out = (src if src.is_dir() else src.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "noise.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "noise.json", json.dumps(result, indent=2) + "\n")
     print(f"noise:  {out / 'noise.json'}")
     return 0
 
@@ -336,6 +348,11 @@ def _common_options(p: argparse.ArgumentParser, compute: bool = True) -> None:
             "6N_attn_head (plus the output layer)",
         )
     p.add_argument("--loss", default=DEFAULT_LOSS, choices=list(LOSSES))
+    p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="fit rows that repeat another row exactly (default: dropped, with a warning)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

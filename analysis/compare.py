@@ -24,6 +24,7 @@ from analysis.bootstrap import bootstrap_fit, summarize
 from analysis.fitting import fit_law
 from analysis.laws import LAWS
 from analysis.load import keep_best_setting
+from lab.runs.files import write_text_atomic
 
 # L(N) with its offset needs a few more sizes than parameters to be more than a curve
 # through points; below this many sizes per group, compare fits the pure power law
@@ -236,5 +237,5 @@ def write(result: dict, out: Path) -> tuple[Path, Path]:
     """compare.json (the result without its in-memory parts) and compare.png."""
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
-    (out / "compare.json").write_text(json.dumps(public, indent=2) + "\n")
+    write_text_atomic(out / "compare.json", json.dumps(public, indent=2) + "\n")
     return out / "compare.json", figure(result, out / "compare.png")

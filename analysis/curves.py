@@ -13,7 +13,6 @@ with a cosine schedule are flagged.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from lab.config.record import (
     METRICS_NAME,
     N_CONVENTIONS,
 )
+from lab.runs.files import read_jsonl
 from lab.runs.records import find_records, read_record
 
 
@@ -37,12 +37,11 @@ def _curve(run_dir: Path, loss: str) -> tuple[np.ndarray, np.ndarray] | None:
     if not path.exists():
         return None
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        value = row.get(loss) if isinstance(row, dict) else None
+    lines, torn = read_jsonl(path)
+    if torn:
+        warnings.warn(f"{path}: line(s) {torn} are not whole JSON rows; skipped", stacklevel=3)
+    for row in lines:
+        value = row.get(loss)
         if isinstance(value, int | float) and np.isfinite(value) and row.get("tokens"):
             rows.append((float(row["tokens"]), float(value)))
     if len(rows) < 2:

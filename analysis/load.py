@@ -27,6 +27,7 @@ from lab.config.record import (  # the record schema, shared with the lab that w
     SWEEP_TABLE,
     format_si,
 )
+from lab.runs.files import read_jsonl
 from lab.runs.records import read_records
 
 
@@ -37,6 +38,7 @@ def load_runs(
     loss: str = DEFAULT_LOSS,
     config_keys: tuple[str, ...] = (),
     all_runs: bool = False,
+    keep_duplicates: bool = False,
 ) -> pd.DataFrame:
     """Finished runs as a frame with ``n_params, tokens, compute, loss`` under the chosen
     conventions (see module doc), plus a column per dotted config key of ``config_keys``
@@ -44,7 +46,9 @@ def load_runs(
     infinite, zero or negative value are dropped with a warning naming them. Where runs at
     one (N, D) differ in a hyperparameter (optim.lr, or any other; seeds are repeats, not
     settings), only the best setting's runs are kept (``keep_best_setting``) unless
-    ``all_runs``; ``df.attrs["selection"]`` says what was dropped.
+    ``all_runs``; ``df.attrs["selection"]`` says what was dropped. A row that repeats
+    another exactly (the same N, D, C, loss and settings: a copied folder, a table pasted
+    twice) is dropped with a warning unless ``keep_duplicates``: it is not a second run.
 
     Raises FileNotFoundError for a missing path and ValueError for an unknown convention,
     a file without the required columns, or no usable runs."""
@@ -70,6 +74,9 @@ def load_runs(
     df = drop_bad_rows(df.reset_index(drop=True), ["n_params", "tokens", "compute", "loss"])
     if df.empty:
         raise ValueError(f"no usable runs in {path}")
+    refuse_implausible(df, path)
+    if not keep_duplicates:
+        df = drop_duplicates(df)
     df = df.sort_values(["n_params", "tokens"]).reset_index(drop=True)
     selection = None
     if "hparams" in df and not all_runs:
@@ -275,8 +282,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     readers = {
         ".csv": pd.read_csv,
-        ".jsonl": lambda p: pd.read_json(p, lines=True),
-        ".ndjson": lambda p: pd.read_json(p, lines=True),
+        ".jsonl": _read_jsonl_table,
+        ".ndjson": _read_jsonl_table,
         ".parquet": pd.read_parquet,
     }
     if suffix not in readers:
@@ -292,6 +299,52 @@ def _read_table(path: Path) -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"{path} has no rows")
     return df
+
+
+def _read_jsonl_table(path: Path) -> pd.DataFrame:
+    """A JSON-lines table, one object a line; a line that is not one (a torn write) is
+    skipped with a warning giving its number."""
+    rows, torn = read_jsonl(path)
+    if torn:
+        warnings.warn(
+            f"{path}: line(s) {', '.join(map(str, torn))} are not JSON objects; skipped",
+            stacklevel=3,
+        )
+    return pd.DataFrame(rows)
+
+
+# Larger than any training run (N, D, C) or any loss in nats or bits (loss): a unit or
+# column mix-up, not a run; it would overflow the fits.
+PLAUSIBLE_BELOW = {"n_params": 1e16, "tokens": 1e18, "compute": 1e32, "loss": 1e4}
+
+
+def refuse_implausible(df: pd.DataFrame, path) -> None:
+    """ValueError naming the first column with a value no run has (``PLAUSIBLE_BELOW``)."""
+    for column, limit in PLAUSIBLE_BELOW.items():
+        bad = df[df[column] >= limit]
+        if len(bad):
+            row = bad.iloc[0]
+            raise ValueError(
+                f"{path}: {column} = {row[column]:.3g} in row {row.get('run', bad.index[0])} "
+                f"is not a plausible value (at least {limit:.0e}); fix the table or drop the row"
+            )
+
+
+def drop_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs without rows that repeat an earlier one in every column but its name,
+    with a warning naming them."""
+    columns = [c for c in df.columns if c not in ("run", "run_dir")]
+    repeated = df.duplicated(subset=columns, keep="first")
+    if not repeated.any():
+        return df
+    names = df.loc[repeated, "run"].astype(str).tolist() if "run" in df else []
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    warnings.warn(
+        f"dropped {int(repeated.sum())} row(s) repeating another row exactly ({shown}): a "
+        "repeat is not a second run (--keep-duplicates keeps them)",
+        stacklevel=3,
+    )
+    return df[~repeated].reset_index(drop=True)
 
 
 def drop_bad_rows(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

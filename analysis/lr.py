@@ -31,6 +31,7 @@ from lab.config.record import (
     DEFAULT_N_CONVENTION,
     N_CONVENTIONS,
 )
+from lab.runs.files import write_text_atomic
 
 MIN_RATES = 3  # a parabola needs three points
 
@@ -270,5 +271,5 @@ def write(result: dict, out: Path, suffix: str = "") -> tuple[Path, Path]:
     """lr{suffix}.json and lr{suffix}.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"lr{suffix}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
     return path, figure(result, out / f"lr{suffix}.png")

@@ -10,6 +10,7 @@ import numpy as np
 
 from analysis.load import format_si, format_value
 from lab.config.record import LOSS_UNITS
+from lab.runs.files import write_text_atomic
 
 
 def _text(value) -> str:
@@ -129,5 +130,5 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
             f"| {format_si(row['compute'])} | {row['loss']:.4f} |"
         )
     path = out / "report.md"
-    path.write_text("\n".join(md) + "\n")
+    write_text_atomic(path, "\n".join(md) + "\n")
     return path

@@ -49,7 +49,7 @@ def synthetic_sweep(root: Path, seed: int = 0) -> Path:
     """A sweep folder of 16 finished runs (4 sizes × 4 budgets) whose losses follow a
     Chinchilla law with 1% noise, as the lab writes them: records, then the sweep's table."""
     from lab.cli.commands import write_sweep_table
-    from lab.runs.records import write_json_atomic
+    from lab.runs.files import write_json_atomic
 
     rng = np.random.default_rng(seed)
     for i, n in enumerate((30e3, 100e3, 300e3, 1e6)):

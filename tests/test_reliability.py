@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lab.runs.checkpoint import save_checkpoint
-from lab.runs.records import write_json_atomic
+from lab.runs.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_a_full_disk_in_a_single_run_is_one_line_and_exit_1(tmp_path, monkeypatc
 
 def test_a_full_disk_at_the_sweep_table_still_prints_the_summary(tmp_path, monkeypatch, caplog):
     import lab.cli.commands
-    from lab.runs.records import write_json_atomic
+    from lab.runs.files import write_json_atomic
 
     write_json_atomic(tmp_path / "a" / "result.json", {"status": "ok", "tokens": 1})
     _fail_once(monkeypatch, lab.cli.commands, "write_csv_atomic")

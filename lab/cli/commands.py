@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lab.config.composition import normalize_overrides
 from lab.config.record import RECORD_NAME, SWEEP_TABLE, format_si
 from lab.config.schema import (
     CONF_DIR,
@@ -36,7 +37,8 @@ from lab.config.schema import (
     to_dict,
 )
 from lab.runs.claim import claim
-from lab.runs.records import read_record, write_csv_atomic, write_json_atomic
+from lab.runs.files import write_csv_atomic, write_json_atomic
+from lab.runs.records import read_record
 
 log = logging.getLogger("lab")
 
@@ -77,6 +79,7 @@ def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
 def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
     from lab.config.counting import below_one_context
     from lab.training.run import train  # torch loads here, not for --help
+    from lab.training.signals import Interrupted
 
     too_small = below_one_context(cfg)
     if multirun and too_small:
@@ -97,6 +100,13 @@ def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
             return done
     try:
         record = train(cfg, out_dir, tracker_group=out_dir.parent.name if multirun else None)
+    except Interrupted as e:  # checkpointed and recorded: the sweep stops with this run
+        print(f"lab-train: {e}", file=sys.stderr)
+        if multirun:
+            table = write_sweep_table(out_dir.parent)
+            if table is not None:
+                print(summarize(table, out_dir.parent))
+        sys.exit(e.exit_code)
     except (ValueError, FileNotFoundError) as e:
         if not multirun:
             print(f"lab-train: error: {e}", file=sys.stderr)
@@ -162,6 +172,7 @@ def _hydra_app(dcfg: DictConfig) -> float:
 
 def train_main() -> None:
     """``lab-train``: the Hydra app (single run or ``-m`` multirun)."""
+    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
     _hydra_app()
 
 
@@ -193,7 +204,7 @@ def sweep_main(argv: list[str] | None = None) -> None:
             print(f"lab-sweep: error: {e}", file=sys.stderr)
             sys.exit(2)
         return
-    sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *overrides]
+    sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *normalize_overrides(overrides)]
     _hydra_app()
 
 

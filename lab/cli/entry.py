@@ -4,21 +4,38 @@ line, not met as an ImportError deep inside an import."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from lab.cli.packages import check_packages
 
 
 def lab_train() -> None:
     check_packages("lab-train")
-    from lab.cli.commands import train_main
+    with _interruptible("lab-train"):
+        from lab.cli.commands import train_main
 
-    train_main()
+        train_main()
 
 
 def lab_sweep() -> None:
     check_packages("lab-sweep")
-    from lab.cli.commands import sweep_main
+    with _interruptible("lab-sweep"):
+        from lab.cli.commands import sweep_main
 
-    sweep_main()
+        sweep_main()
+
+
+@contextlib.contextmanager
+def _interruptible(command: str):
+    """Ctrl-C outside training (while starting, composing, reading the corpus; a run in
+    training checkpoints first, ``lab.training.signals``) is one line and exit 130, not a
+    traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def lab_analyze() -> int:

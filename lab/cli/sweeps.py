@@ -15,7 +15,7 @@ import math
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
-from lab.config.composition import compose_hydra
+from lab.config.composition import compose_hydra, normalize_overrides
 from lab.config.schema import SWEEPS_DIR
 
 
@@ -23,8 +23,10 @@ def expand_sweep(name: str, overrides: list[str] | None = None) -> list[list[str
     """The overrides of every run in sweeps/NAME.yaml (with extra ``overrides``)."""
     if not (SWEEPS_DIR / f"{name}.yaml").exists():
         raise ValueError(f"unknown sweep {name!r}")
-    overrides = [f"+sweeps={name}", *(overrides or [])]
-    cfg = compose_hydra(overrides, hydra_config=True)
+    overrides = [f"+sweeps={name}", *normalize_overrides(overrides or [])]
+    given = OverridesParser.create().parse_overrides(overrides)
+    # composed without the command line's own sweeps (a, b, c lists), which expand below
+    cfg = compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
     params = cfg.hydra.sweeper.params or {}
     swept = [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(overrides + swept)

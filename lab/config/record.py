@@ -72,6 +72,7 @@ HASH_EXCLUDED = (
     "train.log_every",
     "train.loggers",
     "train.tracker_project",
+    "train.overwrite",
 )
 
 

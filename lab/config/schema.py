@@ -210,7 +210,10 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations; 0: about 4 per run
     eval_batches: int = 8  # batches of held-out windows per evaluation
     early_stop_patience: int = 0  # stop after this many evaluations without a better val loss
-    checkpoint_every: int = 0  # steps between checkpoints; 0: at every evaluation
+    # steps between checkpoints; 0: at every evaluation. On a preemptible cluster a
+    # SIGTERM or SIGUSR2 checkpoints at the next step anyway; this bounds what a SIGKILL
+    # (a node lost, KillWait passed) costs
+    checkpoint_every: int = 0
     # continue from the run folder's checkpoint: auto (when it is there and of this config,
     # so a rerun sweep or a requeued job picks up where it stopped) | true (it must be) | false
     resume: str = "auto"
@@ -221,6 +224,9 @@ class TrainConfig:
     backend_ops: dict[str, Backend] = field(default_factory=dict)  # per op: {linear: triton}
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
+    # train in a folder that holds a finished run of another config, replacing it (else
+    # that is an error naming both configs' hashes)
+    overwrite: bool = False
     log_every: int = 0  # steps between metrics rows; 0: about 50 rows per run
     # where metrics go (lab/runs/trackers.py): jsonl | tensorboard | wandb | mlflow, each tracker
     # an optional extra (pip install -e '.[wandb]')

@@ -150,9 +150,7 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
         val = {names[-1]}
     tokenizer = _tokenizer(cfg, src, content_hash, val)
     folder = cache_root(cfg) / "corpora" / f"{content_hash}-{tokenizer.ident}-{cfg.val_fraction}"
-    if not (folder / "meta.json").exists():  # pass 2: tokenize into the cache
-        _build(src, tokenizer, val, folder)
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = _open_cache(folder, lambda: _build(src, tokenizer, val, folder))
     train_tokens = _map(folder / "train.bin", meta["dtype"], meta["tokens_train"])
     val_tokens = _map(folder / "val.bin", meta["dtype"], meta["tokens_val"])
     if val_tokens.size == 0 and train_tokens.size > 0:
@@ -229,12 +227,73 @@ def _build(src: TextSource, tokenizer, val: set[str], folder: Path) -> None:
         "tokens_train": counts["train"],
         "tokens_val": counts["val"],
         "tokenizer": tokenizer.name,
+        "files": {name: _fingerprint(tmp / name) for name in CACHE_FILES},
     }
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+CACHE_FILES = ("train.bin", "val.bin")
+
+
+def _fingerprint(path: Path) -> dict:
+    """Size and CRC-32 of a cache file (zlib's, streamed: about a second a GB)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return {"bytes": path.stat().st_size, "crc32": crc}
+
+
+def _cache_fault(folder: Path) -> tuple[dict | None, str | None]:
+    """The cache's metadata, or why it cannot be trusted: a missing or torn meta.json, a
+    missing token file, or one whose size or checksum is not the one recorded."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        files = meta["files"]
+        width = np.dtype(meta["dtype"]).itemsize
+        sizes = {"train.bin": meta["tokens_train"] * width, "val.bin": meta["tokens_val"] * width}
+    except FileNotFoundError:
+        return None, "meta.json is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"meta.json is unreadable ({type(e).__name__}: {e}) or has no checksums"
+    for name in CACHE_FILES:
+        path = folder / name
+        if not path.is_file():
+            return None, f"{name} is missing"
+        want = files.get(name) or {}
+        if path.stat().st_size != sizes[name] or want.get("bytes") != sizes[name]:
+            return None, f"{name} is {path.stat().st_size} bytes, not the {sizes[name]} recorded"
+        if _fingerprint(path)["crc32"] != want.get("crc32"):
+            return None, f"{name} does not match its recorded checksum"
+    return meta, None
+
+
+def _open_cache(folder: Path, build) -> dict:
+    """The metadata of the token cache in ``folder``, verified (sizes and checksums); a
+    missing cache is built, a corrupt one rebuilt with a warning naming it. Raises
+    ValueError, naming the folder, when it cannot be rebuilt."""
+    if not folder.exists():
+        build()
+    meta, fault = _cache_fault(folder)
+    if fault is None:
+        return meta
+    log.warning("token cache %s is corrupt (%s); rebuilding it", folder, fault)
+    try:
+        shutil.rmtree(folder)
+    except OSError as e:
+        raise ValueError(
+            f"token cache {folder} is corrupt ({fault}) and cannot be removed: "
+            f"{e.strerror or e}; delete it, or set data.cache_dir elsewhere"
+        ) from None
+    build()
+    meta, fault = _cache_fault(folder)
+    if fault is not None:
+        raise ValueError(f"token cache {folder}: rebuilt, and still {fault}")
+    return meta
 
 
 def _file_hash(paths: list[Path]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import os
+import stat
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,14 +43,23 @@ def stdlib_files() -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _is_text(data: bytes) -> bool:
+def _is_text(data: bytes, cut: bool = False) -> bool:
+    """UTF-8 without NUL bytes; ``cut``: ``data`` is a file's first bytes, so a character
+    the cut split at the end does not count against it."""
     if b"\x00" in data:
         return False
     try:
         data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
+    except UnicodeDecodeError as e:
+        return cut and e.reason == "unexpected end of data" and e.start >= len(data) - 3
     return True
+
+
+def _read(path: Path, limit: int | None) -> bytes:
+    """A file's bytes, at most ``limit`` of them: data.max_bytes bounds what is read, not
+    only what is kept (a 400 MB file under a 4 MB cap reads 4 MB)."""
+    with open(path, "rb") as f:
+        return f.read() if limit is None else f.read(limit)
 
 
 class TextSource:
@@ -68,6 +78,7 @@ class TextSource:
         self.files, self.root, self.description = files, root, description
         self.max_bytes, self.text_field, self.split_single = max_bytes, text_field, split_single
         self.skipped: list[str] = []
+        self._left: int | None = None  # bytes still to read under max_bytes
 
     def _name(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() if path != self.root else path.name
@@ -77,6 +88,7 @@ class TextSource:
         self.skipped = []
         total = 0
         for path in self.files:
+            self._left = self.max_bytes - total if self.max_bytes else None
             for name, data in self._file_documents(path):
                 if self.max_bytes and total >= self.max_bytes:
                     return
@@ -93,8 +105,8 @@ class TextSource:
         elif suffix == ".parquet":
             yield from self._parquet(path, name)
         else:
-            data = path.read_bytes()
-            if not _is_text(data):
+            data = _read(path, self._left)
+            if not _is_text(data, cut=self._left is not None and len(data) == self._left):
                 self.skipped.append(name)
             elif data.strip():
                 yield from (_cut(name, data) if self.split_single else [(name, data)])
@@ -174,6 +186,9 @@ def open_source(path: str | None, max_bytes: int, text_field: str = "text"):
     p = Path(expanded)
     if not p.exists():
         raise FileNotFoundError(f"data.path does not exist: {path}")
+    if not (p.is_dir() or p.is_file()):  # a FIFO blocks, a device never ends
+        kind = "FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "device or socket"
+        raise ValueError(f"data.path: {path} is a {kind}, not a file or folder of text")
     if p.is_dir():
         if (p / "train.bin").exists():
             return BinSource(

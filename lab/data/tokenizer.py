@@ -10,12 +10,14 @@ documents.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger("lab.data")
 EOT_TEXT = "<|endoftext|>"
 
 
@@ -145,7 +147,14 @@ def cached_bpe(
 
     path = cache_dir / "tokenizers" / f"bpe-{corpus_hash}-{vocab_size}.json"
     if path.exists():
-        return HFTokenizer(Tokenizer.from_file(str(path)), f"bpe{vocab_size}")
+        try:
+            tok = Tokenizer.from_file(str(path))
+            if tok.get_vocab_size() == vocab_size:
+                return HFTokenizer(tok, f"bpe{vocab_size}")
+            reason = f"{tok.get_vocab_size()} tokens, not {vocab_size}"
+        except Exception as e:  # tokenizers raises its own kinds for a torn file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        log.warning("cached BPE tokenizer %s is corrupt (%s); training it again", path, reason)
     tok = train_bpe(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import reference  # noqa: E402
-from lab.config.record import CHECKPOINT_NAME  # noqa: E402
 from lab.config.schema import DataConfig  # noqa: E402
 from lab.data.corpus import load_corpus  # noqa: E402
 from lab.model.gpt import GPT  # noqa: E402
@@ -29,7 +28,7 @@ class Run:
     def __init__(self, path: str | Path):
         path = Path(path)
         self.dir = path if path.is_dir() else path.parent
-        self.model, self.tokenizer = load_model(path if path.is_file() else path / CHECKPOINT_NAME)
+        self.model, self.tokenizer = load_model(path)  # a checkpoint, a run folder, an export
         self.record = read_record(self.dir)
         config = (self.record or {}).get("config")
         data = config.get("data") if isinstance(config, dict) else None

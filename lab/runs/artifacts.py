@@ -40,15 +40,24 @@ def is_export(path: Path) -> bool:
 
 
 def load_export(path: str | Path) -> tuple[GPT, object]:
-    """The lab model in an exported folder (either format) and its tokenizer."""
+    """The lab model in an exported folder (either format) and its tokenizer. Raises
+    ValueError naming the file when lab_model.json or the weights do not make a model."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    meta = json.loads((path / LAB_MODEL).read_text())
-    model = GPT(ModelConfig(**meta["model_config"]))
-    weights = load_file(str(path / WEIGHTS))
-    if meta["format"] == "hf":
-        weights = from_hf(model, weights)
-    model.load_state_dict(weights)
-    tok = meta.get("tokenizer")
+    try:
+        meta = json.loads((path / LAB_MODEL).read_text())
+        model = GPT(ModelConfig(**meta["model_config"]))
+        fmt = meta["format"]
+        tok = meta.get("tokenizer")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / LAB_MODEL} does not describe a lab model: {e}") from None
+    try:
+        weights = load_file(str(path / WEIGHTS))
+        if fmt == "hf":
+            weights = from_hf(model, weights)
+        model.load_state_dict(weights)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path / WEIGHTS} does not fit {path / LAB_MODEL}: {first}") from None
     return model.eval(), from_payload(tok) if isinstance(tok, dict) else ByteTokenizer()

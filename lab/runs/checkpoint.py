@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lab.runs.records import write_atomic
+from lab.runs.files import write_atomic
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

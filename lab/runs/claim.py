@@ -29,7 +29,9 @@ class claim:  # noqa: N801 - used like a function: `with claim(run_dir) as mine:
 
     def acquire(self) -> bool:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        # never through a link planted at the name (O_NOFOLLOW: ELOOP, an OSError)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+        self.fd = os.open(self.run_dir / LOCK_NAME, flags, 0o666)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.held = True

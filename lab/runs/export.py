@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from lab.config.schema import ModelConfig
 from lab.runs.artifacts import load_model
+from lab.runs.files import write_atomic, write_text_atomic
+from lab.runs.records import read_record
 from lab.runs.hf_format import LAB_MODEL, WEIGHTS, architecture, byte_tokenizer_json, to_gpt2, to_llama
 
 
@@ -42,9 +45,10 @@ def _save_tokenizer(tokenizer, model_cfg: ModelConfig, out: Path) -> None:
         raise ValueError(
             "this model was trained on pre-tokenized ids: there is no tokenizer to export"
         )
-    (out / "tokenizer.json").write_text(json.dumps(spec))
+    write_text_atomic(out / "tokenizer.json", json.dumps(spec))
     eos = "<|endoftext|>"
-    (out / "tokenizer_config.json").write_text(
+    write_text_atomic(
+        out / "tokenizer_config.json",
         json.dumps(
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
@@ -56,32 +60,63 @@ def _save_tokenizer(tokenizer, model_cfg: ModelConfig, out: Path) -> None:
     )
 
 
-def export(run: str | Path, out: str | Path, to: str = "hf") -> Path:
-    """Write the model of ``run`` (a run folder or checkpoint) to ``out``. Raises ValueError
-    for a model transformers cannot hold faithfully (``to="hf"``)."""
-    from safetensors.torch import save_file
+def export(run: str | Path, out: str | Path, to: str = "hf", force: bool = False) -> Path:
+    """Write the model of ``run`` (a run folder or checkpoint) to ``out``, every file with
+    the umask's mode. Raises ValueError for a model transformers cannot hold faithfully
+    (``to="hf"``), and for an ``out`` that is a file or a folder holding anything (another
+    export's config.json would mislead transformers) unless ``force``, which clears it."""
+    from safetensors.torch import save
 
+    if to not in ("hf", "safetensors"):
+        raise ValueError(f"--to must be 'hf' or 'safetensors', got {to!r}")
     model, tokenizer = load_model(run)
-    cfg = model.cfg
-    out = Path(out)
+    _warn_if_unfinished(Path(run))
+    cfg, out = model.cfg, Path(out)
+    _clear(out, force)
     if to == "hf":
         weights, config = to_gpt2(model) if architecture(cfg) == "gpt2" else to_llama(model)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+        write_text_atomic(out / "config.json", json.dumps(config, indent=2))
         _save_tokenizer(tokenizer, cfg, out)
-    elif to == "safetensors":
+    else:
         weights = dict(model.state_dict())
         out.mkdir(parents=True, exist_ok=True)
-    else:
-        raise ValueError(f"--to must be 'hf' or 'safetensors', got {to!r}")
-    save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(out / WEIGHTS))
+    blob = save({k: v.detach().contiguous() for k, v in weights.items()})
+    write_atomic(out / WEIGHTS, lambda f: f.write(blob))
     lab_model = {
         "format": to,
         "model_config": json.loads(json.dumps(cfg.__dict__, default=str)),
         "tokenizer": tokenizer.to_payload() if hasattr(tokenizer, "to_payload") else None,
     }
-    (out / LAB_MODEL).write_text(json.dumps(lab_model, indent=2))
+    write_text_atomic(out / LAB_MODEL, json.dumps(lab_model, indent=2))
     return out
+
+
+def _clear(out: Path, force: bool) -> None:
+    """Make way for an export at ``out``: nothing there, or (``force``) what is there
+    removed first; else ValueError naming what is in the way."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return
+    if not force:
+        what = "a folder that is not empty" if out.is_dir() else "a file"
+        raise ValueError(f"{out} is {what}; choose a new folder, or add --force to replace it")
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+    else:
+        out.unlink()
+
+
+def _warn_if_unfinished(run: Path) -> None:
+    record = read_record(run if run.is_dir() else run.parent)
+    status = (record or {}).get("status")
+    if status not in (None, "ok"):
+        print(
+            f"lab-export: warning: the run's record says {status!r}: this is its last "
+            "checkpoint, not a finished model",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", help="a run folder (with checkpoint.pt) or a checkpoint file")
     parser.add_argument("--to", choices=["hf", "safetensors"], default="hf")
-    parser.add_argument("out", help="the folder to write")
+    parser.add_argument("out", help="the folder to write (new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace what OUT holds")
     args = parser.parse_args(argv)
     try:
-        out = export(args.run, args.out, args.to)
+        out = export(args.run, args.out, args.to, args.force)
     except ImportError as e:
         print(
             f"lab-export: error: {e.name or e} is not installed: pip install -e '.[hf]'",

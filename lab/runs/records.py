@@ -1,92 +1,17 @@
-"""Result records: one JSON file per run, written atomically, plus the facts that make a
-run reproducible (package versions, git commit of the lab)."""
+"""Reading result records back: one run's (``read_record``), every run under a folder as
+one table (``read_records``), and the config values and digests the table is built from.
+They are written by ``lab.runs.files.write_json_atomic``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import subprocess
-import tempfile
 import warnings
-from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import pandas as pd
 
 from lab.config.record import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS, canonical_config
-
-
-def atomic_temp(path: Path) -> tuple[int, str]:
-    """A temporary file beside ``path`` (same filesystem, so a rename replaces ``path``
-    atomically), with the permissions a plain ``open`` would give it under the process's
-    umask (mkstemp's own are 0600: teammates on a shared sweep folder could not read it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, tmp
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write(f)`` into a temporary file beside ``path``, synced, then renamed over
-    ``path``: a reader (or a killed run) never sees half a file, and a failed write leaves
-    nothing behind. Every file the lab writes whole goes through here."""
-    fd, tmp = atomic_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """``obj`` as JSON, written atomically (``write_atomic``)."""
-    text = json.dumps(obj, indent=2, sort_keys=False, default=str)
-    write_atomic(path, lambda f: f.write(text.encode()))
-
-
-def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    """``table.to_csv`` (or ``to_parquet`` for a ``.parquet`` path, with typed columns),
-    written atomically (two sweeps ending at once on one folder each leave a whole table)."""
-    if path.suffix == ".parquet":
-        write_atomic(path, lambda f: typed_table(table).to_parquet(f, index=False))
-    else:
-        write_atomic(path, lambda f: f.write(table.to_csv(index=False).encode()))
-
-
-TEXT_COLUMNS = (
-    "run",
-    "status",
-    "model",
-    "mixer",
-    "parametrization",
-    "config_hash",
-    "hparams",
-    "hparams_but_lr",
-    "error",
-    "run_dir",
-)
-
-
-def typed_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs table with a type per column: text as strings, every other column numeric
-    (float, NaN where a run has no value)."""
-    out = table.copy()
-    for column in out.columns:
-        if column in TEXT_COLUMNS:
-            out[column] = out[column].astype("string")
-        else:
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    return out
 
 
 def read_record(run_dir: Path) -> dict | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger("lab.train")
 
+from lab.runs.files import open_append
 from lab.config.schema import LOGGERS  # noqa: F401 - one sink per name
 
 
@@ -91,7 +92,7 @@ class JsonlSink(Sink):
             log.warning(
                 "%s was removed during the run; rows before step %d are lost", self.path, step
             )
-        with open(self.path, "a") as f:
+        with open_append(self.path) as f:
             f.write(json.dumps(json_safe(row)) + "\n")
         self.written += 1
 

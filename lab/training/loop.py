@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class Loop:
         self.steps = math.ceil(budget / trainer.plan.tokens_per_step)
         self.lr = self.loss = float("nan")
         self.stop: str | None = None  # set by a part to end the run early, with the reason
+        self.interrupted: int | None = None  # the signal that stopped it (``Interruption``)
         self.status, self.error = "ok", None
         self.evaluated_at = -1
         self.last_eval: dict = {}  # the latest periodic evaluation's statistics
@@ -126,7 +128,7 @@ class Loop:
         """How the run ended, with final validation and training losses when it ended well."""
         t, s = self.trainer, self.trainer.state
         train_loss, final, on_train = float("nan"), {}, {}
-        if self.status == "ok":  # the final evaluation, on data.eval_tokens held-out tokens
+        if self.status == "ok" and not self.interrupted:  # on data.eval_tokens held-out tokens
             final = t.evaluate("final")
             s.val_loss = final["loss"]
             on_train = t.evaluate("train")
@@ -134,7 +136,7 @@ class Loop:
         tps = s.tokens / s.elapsed if s.elapsed > 0 else None
         run_seconds = time.perf_counter() - self.session_start
         result = {
-            "status": self.status,
+            "status": "interrupted" if self.interrupted else self.status,
             "steps": s.step,
             "tokens_seen": s.tokens,
             "train_loss": train_loss,
@@ -143,7 +145,7 @@ class Loop:
             "generalization_gap": s.val_loss - train_loss,
             "wall_time_s": s.elapsed,
             "tokens_per_s": tps,
-            "stopped_early": self.stop is not None,
+            "stopped_early": self.stop is not None and not self.interrupted,
             "mfu": t.mfu(tps),
             "data_wait_fraction": t.data_seconds / max(1e-9, run_seconds),
             "eval_fraction": t.evaluator.seconds / max(1e-9, run_seconds),
@@ -285,6 +287,27 @@ class Progress(Part):
     def end(self, loop: Loop) -> None:
         if self.bar:
             self.bar.close()
+
+
+class Interruption(Part):
+    """Stop at this step boundary when ``watch`` (``lab.training.signals.Watch``) has seen
+    an interrupting signal; ``Checkpoints``, after it, saves the step."""
+
+    def __init__(self, watch):
+        self.watch = watch
+
+    def after_step(self, loop: Loop) -> None:
+        if self.watch is None or loop.interrupted:
+            return
+        seen = self.watch.received
+        dist = loop.trainer.dist
+        if dist.world > 1:  # every process stops at the same step, or none does
+            anyone = dist.all_sum(1.0 if seen else 0.0, loop.trainer.device)
+            seen = (seen or signal.SIGTERM) if anyone else None
+        if seen:
+            loop.interrupted = int(seen)
+            loop.stop = f"interrupted by {signal.Signals(seen).name}"
+            log.warning("%s: stopping at step %d", loop.stop, loop.trainer.state.step)
 
 
 class BranchPoints(Part):

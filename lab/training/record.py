@@ -22,7 +22,7 @@ from lab.config.record import (
     RECORD_NAME,
 )
 from lab.config.schema import Config, to_dict
-from lab.runs.records import write_json_atomic
+from lab.runs.files import write_json_atomic
 from lab.runs.trackers import RunInfo
 
 log = logging.getLogger("lab.train")

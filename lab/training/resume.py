@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lab.config.record import CHECKPOINT_NAME, METRICS_NAME
 from lab.runs.checkpoint import load_checkpoint
+from lab.runs.files import read_jsonl, write_atomic, write_empty
 from lab.runs.records import read_record
 
 log = logging.getLogger("lab.train")
@@ -40,13 +41,25 @@ def find_resume_point(out: Path, key: str, mode: str) -> dict | None:
     return payload
 
 
+def refuse_another_finished_run(out: Path, key: str, overwrite: bool) -> None:
+    """ValueError when ``out`` holds a finished run of another config (unless
+    ``overwrite``): training there would replace its record, checkpoint and metrics."""
+    done = read_record(out) or {}
+    other = done.get("config_hash")
+    if done.get("status") == "ok" and other and other != key and not overwrite:
+        raise ValueError(
+            f"{out} holds a finished run of another config (config hash {other}; this run's "
+            f"is {key}): train in another folder, or set train.overwrite=true to replace it"
+        )
+
+
 def resume(trainer, payload: dict | None, record: dict) -> None:
     """Restore ``payload`` into ``trainer`` (noting the step in ``record``) and cut the
     metrics file back to that step; with no payload, start the metrics file empty."""
     metrics = trainer.out / METRICS_NAME
     if payload is None:
         if trainer.dist.main:
-            metrics.write_text("")
+            write_empty(metrics)
         return
     trainer.load(payload)
     trainer.saved_step = trainer.state.step
@@ -57,7 +70,13 @@ def resume(trainer, payload: dict | None, record: dict) -> None:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint a run resumes from."""
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+    """Drop metric rows written after the checkpoint a run resumes from, and any torn line
+    (what a crash or a full disk mid-write leaves), with a warning naming the file."""
+    if not path.exists():
+        return
+    rows, torn = read_jsonl(path)
+    if torn:
+        log.warning("%s: line(s) %s are not whole JSON rows (a torn write); dropped", path, torn)
+    keep = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step]
+    text = "".join(json.dumps(r) + "\n" for r in keep).encode()
+    write_atomic(path, lambda f: f.write(text))

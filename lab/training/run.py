@@ -32,6 +32,7 @@ from lab.training.loop import Loop
 from lab.training.resume import resume
 from lab.training.schedule import lr_at
 from lab.training.setup import prepare
+from lab.training.signals import Interrupted, Watch
 from lab.training.trainer import Trainer
 
 
@@ -41,7 +42,8 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
 
     Raises ValueError / FileNotFoundError for bad configuration or data (or a resume
     without a checkpoint) before training starts. A NaN or infinite loss ends the run with
-    status "diverged"; any other exception is recorded as "failed" and re-raised."""
+    status "diverged"; SIGTERM, SIGUSR2 or SIGINT with status "interrupted", checkpointed,
+    raising ``Interrupted``; any other exception is recorded as "failed" and re-raised."""
     run = prepare(cfg, Path(out_dir))  # every check, before anything is built
     cfg, out, main = run.cfg, run.out, run.dist.main
     rec = record.start_record(run)
@@ -51,12 +53,13 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
         resume(trainer, run.resume_from, rec)
         record.write(rec, out, main)
         trackers.start(record.run_info(cfg, out, rec, tracker_group))
-        branches = Branches(trainer, cfg)
-        lr_fn = functools.partial(lr_at, total_steps=trainer.plan.total_steps, cfg=cfg.optim)
-        parts = trainer.parts(trackers, branch_points=branches.points)
-        result = Loop(trainer, cfg.data.tokens, lr_fn, parts).run()
-        if result["status"] == "ok" and branches.plans:
-            result["branches"] = branches.run_all(rec)
+        with Watch() as watch:  # SIGTERM, SIGUSR2, SIGINT: checkpoint at the next step
+            branches = Branches(trainer, cfg, run.resume_from is not None, watch)
+            lr_fn = functools.partial(lr_at, total_steps=trainer.plan.total_steps, cfg=cfg.optim)
+            parts = trainer.parts(trackers, branch_points=branches.points, watch=watch)
+            result = Loop(trainer, cfg.data.tokens, lr_fn, parts).run()
+            if result["status"] == "ok" and branches.plans:
+                result["branches"] = branches.run_all(rec, result)
     except Exception as e:
         record.record_failure(rec, e, out, main)
         trackers.finish(rec)
@@ -66,4 +69,6 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
     rec.update(result, finished_at=record.now())
     record.write(rec, out, main)
     trackers.finish(rec)
+    if rec["status"] == "interrupted":
+        raise Interrupted(watch.received, trainer.state.step, out)
     return rec

@@ -17,9 +17,10 @@ from lab.config.lr_law import load_lr_law, rate
 from lab.config.rules import validate
 from lab.config.schema import Config, DataConfig, config_hash
 from lab.data.corpus import Corpus, load_corpus, require_context
+from lab.runs.files import refuse_links
 from lab.training import distributed
 from lab.training.device import resolve_device
-from lab.training.resume import find_resume_point
+from lab.training.resume import find_resume_point, refuse_another_finished_run
 
 
 @dataclass
@@ -40,7 +41,9 @@ def prepare(cfg: Config, out: Path) -> RunSetup:
     """Check and resolve ``cfg`` for a run in ``out`` (ValueError / FileNotFoundError on
     bad input, before anything is built or written but the run folder)."""
     validate(cfg)
+    refuse_links(out)
     key = config_hash(cfg)  # of the config as asked for: the sweep's resume key
+    refuse_another_finished_run(out, key, cfg.train.overwrite)
     cfg = resolve_budget(cfg)
     device = resolve_device(cfg.train.device)
     resume_from = find_resume_point(out, key, cfg.train.resume)

@@ -29,6 +29,7 @@ from lab.training.loop import (
     Checkpoints,
     EarlyStopping,
     Evaluation,
+    Interruption,
     Metrics,
     Progress,
 )
@@ -132,12 +133,13 @@ class Trainer:
         the step itself never waits for it)."""
         return float("nan") if self._grad_norm is None else float(self._grad_norm)
 
-    def parts(self, trackers, checkpoints: bool = True, branch_points=None) -> list:
+    def parts(self, trackers, checkpoints: bool = True, branch_points=None, watch=None) -> list:
         """The loop's parts for this run, in the order they act after a step."""
         t, main, plan = self.cfg.train, self.dist.main, self.plan
         log_every = t.log_every or max(1, plan.total_steps // 50)
         parts = [BranchPoints(branch_points)] if branch_points else []
-        parts += [Evaluation(plan.eval_every), EarlyStopping(t.early_stop_patience)]
+        parts += [Interruption(watch), Evaluation(plan.eval_every)]
+        parts += [EarlyStopping(t.early_stop_patience)]
         parts += [Metrics(trackers, log_every, enabled=main), Progress(enabled=main)]
         if checkpoints:
             parts.append(Checkpoints(plan.checkpoint_every))

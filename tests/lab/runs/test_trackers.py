@@ -180,7 +180,7 @@ def test_an_unknown_logger_is_a_config_error():
 
 def test_sweep_table_is_written_as_parquet_with_typed_columns(tmp_path):
     import lab.cli.commands
-    from lab.runs.records import write_json_atomic
+    from lab.runs.files import write_json_atomic
 
     write_json_atomic(
         tmp_path / "a" / "result.json", {"status": "ok", "tokens": 1000, "val_loss": 2.5}

@@ -1,6 +1,7 @@
 """Figures of runs and fitted laws (matplotlib, Agg backend: no display needed).
 
-Each figure function takes a study (``analysis.analyze``), returns the matplotlib Figure,
+Each figure function takes a study (``analysis.analyze``; the loss figures and residuals
+also a ``Fit`` from ``analysis.fit``), returns the matplotlib Figure,
 draws on the axes given as ``ax=`` (a notebook's) or on a figure of its own, and writes
 itself when given ``path=`` (PNG and SVG). ``all_figures`` writes every one that applies. Log axes are labelled in plain numbers (100k, 1M;
 1.80, 2.00); fitted curves are solid within the runs' range and dashed beyond it, with the
@@ -22,7 +23,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.approaches import chinchilla_optimum  # noqa: E402
+from analysis.fitting import Fit  # noqa: E402
 from analysis.load import format_si  # noqa: E402
+from analysis.study import Study, flops_per_param_token  # noqa: E402
 from lab.config.record import LOSS_UNITS  # noqa: E402
 
 N_LABEL = {"non_embedding": "non-embedding parameters N", "total": "parameters N (total)"}
@@ -72,6 +75,17 @@ def _curve(ax, xs, ys, inside, color, band=None):
         ax.fill_between(xs, band[0], band[1], color=color, alpha=0.12, lw=0)
 
 
+def as_study(fitted):
+    """A Study to draw: ``analysis.analyze``'s, or one made from a ``Fit`` (``analysis.fit``:
+    its runs and bootstrap refits), for the figures that need no more than those."""
+    if isinstance(fitted, Study):
+        return fitted
+    if isinstance(fitted, Fit) and fitted.data is not None:
+        k = flops_per_param_token(fitted.data)
+        return Study(fitted.data, fitted, fitted.samples, {"flops_per_param_token": k})
+    raise TypeError("draws analysis.analyze's Study, or a Fit from analysis.fit")
+
+
 def _band(study, **variables) -> tuple[np.ndarray, np.ndarray] | None:
     if not study.samples:
         return None
@@ -84,6 +98,7 @@ def loss_vs_variables(study, path=None, formats=FORMATS, ax=None) -> Figure:
     """Loss against each of the law's variables: for L(N, D), against N with one colour per
     token budget and against D with one colour per model size (``ax``: two axes to draw
     on; one for a law of one variable)."""
+    study = as_study(study)
     df, law = study.df, study.fit.law
     if len(law.variables) >= 2:
         panels = [("n_params", "tokens"), ("tokens", "n_params")]
@@ -168,6 +183,7 @@ def _grouped(ax, study, x, group, xs, inside) -> None:
 def loss_vs_compute(study, path=None, formats=FORMATS, ax=None) -> Figure:
     """Loss against compute, one colour per model size, the runs on the envelope ringed, and
     (for L(N, D)) the loss of the compute-optimal model at each budget."""
+    study = as_study(study)
     df = study.df
     fig, (ax,), owned = _axes(ax, 1, (7, 4.8))
     sizes = sorted(df["n_params"].unique())
@@ -314,6 +330,7 @@ def optimal_allocation(study, path=None, formats=FORMATS, ax=None) -> Figure | N
 def residuals(study, path=None, formats=FORMATS, ax=None) -> Figure:
     """log(observed / predicted) against each of the law's variables (``ax``: one axes a
     variable)."""
+    study = as_study(study)
     df, law = study.df, study.fit.law
     pred = study.fit.predict(**{v: df[v].to_numpy() for v in law.variables})
     res = np.log(df["loss"].to_numpy() / pred)

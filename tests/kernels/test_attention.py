@@ -294,6 +294,7 @@ def test_mixed_dtypes_or_devices_raise_value_error():
             kernels.attention(q, k, torch.ones(1, 2, 4, 8, device="meta"))
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_demo_model_trains_to_the_same_losses_with_triton_attention(tmp_path):
     assert_trains_like_torch(tmp_path, attention="triton")
 

@@ -58,6 +58,7 @@ def test_kernels_build_for_sm90_every_head_dim(tmp_path):
     _build(tmp_path, [64, 128])
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_hopper_layouts_of_the_hot_loops(tmp_path):
     """What the sm_90 compiler output says about the inner loops (``--ttgir``), pinned so a
     regression shows on the CPU. Before kernels/BENCHMARKS.md's restructure the dK/dV loop

@@ -89,6 +89,7 @@ def test_bad_input_raises_value_error_naming_it(args, message):
         kernels.linear(*args())
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_demo_model_trains_to_the_same_losses_with_triton_linear(tmp_path):
     assert_trains_like_torch(tmp_path, linear="triton")
 

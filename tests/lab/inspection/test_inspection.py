@@ -82,6 +82,7 @@ def test_each_command_writes_its_figure(run_dir, tmp_path, capsys):
     assert set(probes) == {"indent", "in_string"} and len(probes["indent"]) == 3
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_sweep_summary_against_n(tmp_path, run_dir, capsys):
     sweep = tmp_path / "sweep"
     _train(sweep / "small", d_model=16, steps=100)

@@ -35,4 +35,4 @@ def test_the_from_python_session_runs_as_written(tmp_path):
     assert any("95% prediction interval" in line for line in lines)
     assert lines[-1].startswith("trained: ")
     assert (tmp_path / "runs" / "demo" / "notebook.png").stat().st_size > 0
-    assert (tmp_path / "runs" / "notebook" / "nano-300k" / "result.json").exists()
+    assert (tmp_path / "runs" / "notebook" / "nano-600k" / "result.json").exists()

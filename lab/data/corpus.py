@@ -237,6 +237,7 @@ def _build(src: TextSource, tokenizer, val: set[str], folder: Path) -> None:
 
 
 CACHE_FILES = ("train.bin", "val.bin")
+OLD_CACHE = "was written before caches carried checksums"
 
 
 def _fingerprint(path: Path) -> dict:
@@ -253,13 +254,15 @@ def _cache_fault(folder: Path) -> tuple[dict | None, str | None]:
     missing token file, or one whose size or checksum is not the one recorded."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
+        if isinstance(meta, dict) and "dtype" in meta and "files" not in meta:
+            return None, OLD_CACHE
         files = meta["files"]
         width = np.dtype(meta["dtype"]).itemsize
         sizes = {"train.bin": meta["tokens_train"] * width, "val.bin": meta["tokens_val"] * width}
     except FileNotFoundError:
         return None, "meta.json is missing"
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return None, f"meta.json is unreadable ({type(e).__name__}: {e}) or has no checksums"
+        return None, f"meta.json is unreadable ({type(e).__name__}: {e})"
     for name in CACHE_FILES:
         path = folder / name
         if not path.is_file():
@@ -281,7 +284,10 @@ def _open_cache(folder: Path, build) -> dict:
     meta, fault = _cache_fault(folder)
     if fault is None:
         return meta
-    log.warning("token cache %s is corrupt (%s); rebuilding it", folder, fault)
+    if fault == OLD_CACHE:
+        log.info("token cache %s %s; rebuilding it once", folder, fault)
+    else:
+        log.warning("token cache %s is corrupt (%s); rebuilding it", folder, fault)
     try:
         shutil.rmtree(folder)
     except OSError as e:

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-slow test-gpu lint clean
+.PHONY: install demo test test-slow test-slurm test-gpu lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install
 ## test-slow: the long checks left out of `make test`
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+## test-slurm: a one-node Slurm cluster (scripts/slurm_up.sh), then the tests that submit to
+## it (a submitit_slurm sweep, runs requeued mid-way); they skip where it cannot start
+test-slurm: install
+	bash scripts/slurm_up.sh
+	$(PY) -m pytest -q -m slurm
 
 ## test-gpu: the CUDA-only tests (on a machine with a GPU)
 test-gpu: install

@@ -36,15 +36,13 @@ def study(sweep):
 SOURCES = (".", "runs.csv", "runs.parquet")  # the folder, and the two tables it writes
 
 
-def test_a_sweep_folder_its_csv_and_its_parquet_load_and_fit_alike(sweep):
+def test_a_sweep_folder_its_csv_and_its_parquet_load_alike(sweep):
     frames = [analysis.load_runs(sweep / source) for source in SOURCES]
     for df in frames[1:]:
         pd.testing.assert_frame_equal(df, frames[0], check_dtype=False)
         assert df.attrs["conventions"] == frames[0].attrs["conventions"]
-    # the same frame is the same fit; fitted from the folder and from the Parquet (the CSV
-    # is fitted by the command-line test below)
-    fits = [analysis.fit(df, "chinchilla", resamples=0).params for df in (frames[0], frames[2])]
-    assert fits[1] == pytest.approx(fits[0], rel=1e-12)
+    # the same frame is the same fit: the folder's is the study below, the CSV's is fitted
+    # by the command line (next test) and compared with it
 
 
 def test_the_command_line_and_the_api_share_every_default_and_give_the_same_fit(

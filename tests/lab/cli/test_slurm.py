@@ -1,0 +1,141 @@
+"""On a real (one-node) Slurm cluster: a sweep through hydra-submitit-launcher's
+submitit_slurm, and runs requeued mid-way with ``scontrol requeue`` (SIGTERM, then the job
+starts again) that end as uninterrupted ones, a WSD run requeued inside a branch included.
+
+``make test-slurm`` starts the cluster (``scripts/slurm_up.sh``) and runs these; without a
+cluster answering ``sinfo`` they skip, saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.slurm
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not _cluster_up():
+        pytest.skip("no Slurm cluster answers sinfo here (scripts/slurm_up.sh starts one)")
+
+
+TINY = [
+    "model=nano",
+    "model.context=32",
+    "train.batch_size=8",
+    "train.eval_batches=1",
+    "data.max_bytes=100000",
+    "train.device=cpu",
+    "train.threads=1",
+]
+TRAIN = f"import sys; sys.argv[0] = 'lab-train'; sys.path.insert(0, {str(ROOT)!r}); from lab.cli.entry import lab_train; lab_train()"
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _wait(predicate, seconds: float, what: str):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def _sbatch(args: list[str], cwd: Path) -> str:
+    """A lab-train job (``--requeue``: Slurm starts it again after ``scontrol requeue``)."""
+    script = cwd / "job.sh"
+    quoted = " ".join(f"'{a}'" for a in args)
+    script.write_text(f'#!/bin/bash\nexec {sys.executable} -c "{TRAIN}" {quoted}\n')
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "-o", str(cwd / "slurm-%j.out"), str(script)],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def _state(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    for field in out.stdout.split():
+        if field.startswith("JobState="):
+            return field.split("=", 1)[1]
+    return "GONE"
+
+
+def test_a_sweep_runs_through_submitit_slurm(tmp_path):
+    sweep = tmp_path / "sweep"
+    code = "import sys; sys.argv[0] = 'lab-train'; from lab.cli.entry import lab_train; lab_train()"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.timeout_min=10",
+            "hydra.launcher.cpus_per_task=1",
+            *TINY,
+            "data.tokens=1000,1500",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
+    assert len(records) == 2 and all(rec["status"] == "ok" for rec in records)
+    assert (sweep / ".submitit").is_dir()
+
+
+@pytest.mark.parametrize("wsd", [False, True], ids=["plain", "wsd-in-a-branch"])
+def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
+    args = [*TINY, "data.tokens=400000"]
+    if wsd:
+        args += ["optim.schedule=wsd", "optim.warmup_fraction=0.02", "data.branches=[200000]"]
+    whole = subprocess.run(
+        [sys.executable, "-c", TRAIN, *args, f"hydra.run.dir={tmp_path / 'whole'}"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    run = tmp_path / "run"
+    job = _sbatch([*args, f"hydra.run.dir={run}"], tmp_path)
+    mark = run / ("branch_D=200000/metrics.jsonl" if wsd else "checkpoint.pt")
+    _wait(lambda: mark.exists() and mark.stat().st_size > 0, 300, f"{mark.name} of job {job}")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait(lambda: _state(job) in ("COMPLETED", "GONE"), 600, f"job {job} to complete")
+    for sub in [".", *(["branch_D=200000"] if wsd else [])]:
+        a = json.loads((tmp_path / "whole" / sub / "result.json").read_text())
+        b = json.loads((run / sub / "result.json").read_text())
+        assert (b["status"], b["val_loss"], b["train_loss"]) == (
+            "ok",
+            a["val_loss"],
+            a["train_loss"],
+        )

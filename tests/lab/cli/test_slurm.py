@@ -65,7 +65,15 @@ def _sbatch(args: list[str], cwd: Path) -> str:
     quoted = " ".join(f"'{a}'" for a in args)
     script.write_text(f'#!/bin/bash\nexec {sys.executable} -c "{TRAIN}" {quoted}\n')
     out = subprocess.run(
-        ["sbatch", "--parsable", "--requeue", "-o", str(cwd / "slurm-%j.out"), str(script)],
+        [
+            "sbatch",
+            "--parsable",
+            "--requeue",
+            "--open-mode=append",
+            "-o",
+            str(cwd / "slurm-%j.out"),
+            str(script),
+        ],
         cwd=cwd,
         env=_env(),
         capture_output=True,
@@ -129,8 +137,13 @@ def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
     job = _sbatch([*args, f"hydra.run.dir={run}"], tmp_path)
     mark = run / ("branch_D=200000/metrics.jsonl" if wsd else "checkpoint.pt")
     _wait(lambda: mark.exists() and mark.stat().st_size > 0, 300, f"{mark.name} of job {job}")
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM, then pending again
+    _wait(lambda: _state(job) == "PENDING", 120, f"job {job} to be requeued")
+    # a requeued job waits two minutes by default before it may start again: not here
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     _wait(lambda: _state(job) in ("COMPLETED", "GONE"), 600, f"job {job} to complete")
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "SIGTERM at step" in log, log[-2000:]  # it checkpointed on the signal
     for sub in [".", *(["branch_D=200000"] if wsd else [])]:
         a = json.loads((tmp_path / "whole" / sub / "result.json").read_text())
         b = json.loads((run / sub / "result.json").read_text())

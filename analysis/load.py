@@ -71,6 +71,7 @@ def load_runs(
         df, conventions = _from_records(raw, path, chosen, config_keys)
     else:
         df, conventions = _from_table(table, path, config_keys), TABLE_CONVENTIONS
+    refuse_wrong_types(df, path, ["n_params", "tokens", "compute", "loss"])
     df = drop_bad_rows(df.reset_index(drop=True), ["n_params", "tokens", "compute", "loss"])
     if df.empty:
         raise ValueError(f"no usable runs in {path}")
@@ -316,6 +317,17 @@ def _read_jsonl_table(path: Path) -> pd.DataFrame:
 # Larger than any training run (N, D, C) or any loss in nats or bits (loss): a unit or
 # column mix-up, not a run; it would overflow the fits.
 PLAUSIBLE_BELOW = {"n_params": 1e16, "tokens": 1e18, "compute": 1e32, "loss": 1e4}
+
+
+def refuse_wrong_types(df: pd.DataFrame, path, columns: list[str]) -> None:
+    """ValueError naming a column of dates, durations or booleans where numbers belong (a
+    column of numbers with a few non-numbers is left to ``drop_bad_rows``)."""
+    for column in columns:
+        kind = df[column].dtype
+        if pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind):
+            raise ValueError(f"{path}: column {column!r} holds {kind} values, not numbers")
+        if pd.api.types.is_bool_dtype(kind):
+            raise ValueError(f"{path}: column {column!r} holds true/false values, not numbers")
 
 
 def refuse_implausible(df: pd.DataFrame, path) -> None:

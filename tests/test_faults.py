@@ -230,6 +230,26 @@ def test_exact_duplicate_rows_are_dropped_with_a_warning_unless_kept(tmp_path):
         assert len(load_runs(path, keep_duplicates=True)) == 12
 
 
+def test_a_column_of_dates_where_numbers_belong_is_one_line(tmp_path):
+    path = tmp_path / "runs.parquet"
+    df = pd.DataFrame(GRID, columns=["n_params", "tokens", "loss"])
+    df["tokens"] = pd.date_range("2024-01-01", periods=len(df))
+    df.to_parquet(path)
+    with pytest.raises(ValueError, match="column 'tokens' holds datetime64"):
+        load_runs(path)
+
+
+def test_a_folder_the_command_may_not_write_is_one_line(capsys):
+    """A PermissionError reaching the entry points (a folder the lab may not write) is
+    one line and exit 1."""
+    from lab.cli.entry import _interruptible
+
+    with pytest.raises(SystemExit) as stop, _interruptible("lab-train"):
+        raise PermissionError(13, "Permission denied", "/shared/sweep/run")
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "lab-train: error: /shared/sweep/run: Permission denied\n"
+
+
 def test_an_absurd_loss_is_one_line(tmp_path, capsys):
     path = _table(tmp_path, [*GRID, (1e9, 1e11, 1e308)])
     assert analyze_main(["fit", str(path), "--bootstrap", "0"]) == 2

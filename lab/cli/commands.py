@@ -45,7 +45,8 @@ log = logging.getLogger("lab")
 register_configs()
 
 
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+# what a full, read-only or forbidden disk raises: one line and a failed record, not a traceback
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
 
 
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:

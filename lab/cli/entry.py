@@ -29,13 +29,18 @@ def lab_sweep() -> None:
 @contextlib.contextmanager
 def _interruptible(command: str):
     """Ctrl-C outside training (while starting, composing, reading the corpus; a run in
-    training checkpoints first, ``lab.training.signals``) is one line and exit 130, not a
-    traceback."""
+    training checkpoints first, ``lab.training.signals``) is one line and exit 130, and a
+    folder the command may not write (read-only, EACCES or EPERM) one line and exit 1, not
+    a traceback."""
     try:
         yield
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except PermissionError as e:  # a read-only run or sweep folder, met by Hydra itself
+        where = e.filename or "a file"
+        print(f"{command}: error: {where}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def lab_analyze() -> int:

@@ -342,6 +342,7 @@ def test_a_rerun_continues_a_half_finished_run_from_its_checkpoint(tmp_path, mon
     assert "resumed_from_step" not in fresh
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_a_sweep_killed_and_restarted_while_another_runs_loses_nothing(tmp_path):
     grid = ["-m", *TINY, "data.tokens=20000,24000,28000", f"hydra.sweep.dir={tmp_path}/both"]
     first = lab_cmd(*grid, cwd=tmp_path, wait=False)

@@ -187,6 +187,7 @@ def _interval(rec):
     importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
     reason="hydra-joblib-launcher is not installed",
 )
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_joblib_launcher_runs_two_at_once(tmp_path):
     sweep = tmp_path / "sweep"
     r = lab(
@@ -208,6 +209,7 @@ def test_joblib_launcher_runs_two_at_once(tmp_path):
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="hydra-submitit-launcher is not installed",
 )
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_submitit_local_runs_two_tiny_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     r = lab(

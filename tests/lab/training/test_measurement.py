@@ -95,6 +95,7 @@ def test_95_percent_prediction_intervals_cover_95_percent_of_new_runs():
     assert 0.93 <= np.mean(inside) <= 0.97, np.mean(inside)
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_rolling_backtest_predicts_each_next_size_with_an_interval():
     import pandas as pd
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = [
@@ -85,6 +86,7 @@ def test_multirun_keeps_going_past_a_failed_run_and_resumes(tmp_path):
     assert "already done" in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_sweep_then_fit_writes_fit_json_and_plot(tmp_path):
     sweep = tmp_path / "sweep"
     r = cli(

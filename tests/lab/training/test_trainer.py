@@ -71,6 +71,7 @@ CLI_RUN = [
 ]
 
 
+@pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
     args = [*CLI_RUN, "data.tokens=200000", "train.eval_every=100", "train.checkpoint_every=20"]
     whole = lab_train(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)

@@ -225,7 +225,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analysis import compare
 
     df = load_runs(
-        *(args.path, args.n_convention, args.compute, args.loss, (args.by,)),
+        args.path,
+        args.n_convention,
+        args.compute,
+        args.loss,
+        (args.by,),
         all_runs=True,
         keep_duplicates=args.keep_duplicates,
     )

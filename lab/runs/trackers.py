@@ -30,7 +30,7 @@ from pathlib import Path
 log = logging.getLogger("lab.train")
 
 from lab.runs.files import open_append
-from lab.config.schema import LOGGERS  # noqa: F401 - one sink per name
+from lab.config.schema import LOGGERS
 
 
 @dataclass
@@ -177,6 +177,7 @@ SINKS = {
     "wandb": WandbSink,
     "mlflow": MlflowSink,
 }
+assert tuple(SINKS) == LOGGERS, "a sink for each name train.loggers accepts (lab.config.schema)"
 
 
 class Trackers:

@@ -46,7 +46,7 @@ class Branches:
                     f"data.branches: the cooldown for D={d} would start at step {start}, "
                     f"inside the warmup ({plan.warmup} steps); use larger branch budgets"
                 )
-            self.plans[d] = {"steps": steps, "start": start}
+            self.plans[d] = {"tokens": d, "steps": steps, "start": start}
 
     @property
     def points(self) -> dict:
@@ -59,8 +59,7 @@ class Branches:
     def _snapshot(self, branch: dict) -> None:
         branch["snapshot"] = copy.deepcopy(self.trainer.payload())
         if self.trainer.dist.main:
-            d = next(k for k, b in self.plans.items() if b is branch)
-            save_checkpoint(self.folder(d) / SNAPSHOT_NAME, branch["snapshot"])
+            save_checkpoint(self.folder(branch["tokens"]) / SNAPSHOT_NAME, branch["snapshot"])
 
     def _restore(self, d: int, branch: dict) -> dict:
         """The branch's snapshot: in memory when this process took it, else from disk."""

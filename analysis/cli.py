@@ -29,6 +29,7 @@ import pandas as pd
 
 from analysis import plot
 from analysis.curves import curve_points
+from analysis.isoflop import ALIASES, ISOFLOP_METHODS
 from analysis.laws import LAWS
 from analysis.load import (
     C_CONVENTIONS,
@@ -95,7 +96,15 @@ def summary(study: Study) -> str:
     ):
         if r.get(key):
             ex = r[key]["exponents"]
-            lines.append(f"  {name}: a = {_with_interval(ex['a'])}, b = {_with_interval(ex['b'])}")
+            how = f" by {r[key]['method']}" if key == "approach_2" else ""
+            lines.append(
+                f"  {name}{how}: a = {_with_interval(ex['a'])}, b = {_with_interval(ex['b'])}"
+            )
+            used = r[key].get("methods_used")
+            if used:
+                lines[-1] += " (budgets: " + ", ".join(f"{v} {m}" for m, v in used.items()) + ")"
+    if r.get("approach_2_methods"):
+        lines.append("  approach 2's a by method: " + method_line(r["approach_2_methods"]))
     rb = r.get("rolling_backtest")
     if rb:
         lines.append(
@@ -116,6 +125,13 @@ def summary(study: Study) -> str:
     if r.get("sensitivity"):
         lines.append(sensitivity_table(r["sensitivity"]))
     return "\n".join(lines)
+
+
+def method_line(methods: dict) -> str:
+    """a under each IsoFLOP method, side by side (— where a method gives no result)."""
+    return ", ".join(
+        f"{m} {v['a']:.4f}" if v.get("a") is not None else f"{m} —" for m, v in methods.items()
+    )
 
 
 def sensitivity_table(rows: list[dict]) -> str:
@@ -165,6 +181,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         isoflop_method=args.isoflop_method,
         isoflop_points=points,
         seed_sd_log=seed_sd,
+        seed_noise=args.seed_noise,
     )
     if args.sensitivity:
         budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
@@ -394,9 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--isoflop-method",
-            default="parabola",
-            choices=["parabola", "akima"],
-            help="approach 2: each budget's optimum from a local parabola or Akima interpolation",
+            default="auto",
+            choices=[*ISOFLOP_METHODS, *ALIASES],
+            help="approach 2: each budget's optimum by hoffmann (one parabola through every "
+            "size), porian (Akima interpolation with a seed-noise bootstrap, weighted), local "
+            "(a parabola around the lowest size), akima, or auto (hoffmann where a curve is "
+            "centred, akima where it is lopsided; default)",
+        )
+        p.add_argument(
+            "--seed-noise",
+            type=float,
+            default=None,
+            metavar="SD",
+            help="the sd of a run's final loss across seeds, in loss units, for "
+            "--isoflop-method porian (default: from --noise, else 0.2%% of the loss)",
         )
         p.add_argument(
             "--sensitivity",

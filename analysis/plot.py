@@ -249,7 +249,7 @@ def isoflop_curves(study, path=None, formats=FORMATS, ax=None) -> Figure | None:
     df = study.df if study.isoflop_points is None else study.isoflop_points
     fig, (ax,), owned = _axes(ax, 1, (7, 4.8))
     colors = plt.cm.plasma(np.linspace(0.05, 0.85, len(a2["minima"])))
-    from analysis.approaches import budget_groups
+    from analysis.isoflop import budget_groups
 
     groups = budget_groups(df)
     for d in a2.get("dropped", []):

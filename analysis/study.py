@@ -15,6 +15,7 @@ import pandas as pd
 from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
 from analysis.fitting import Fit, choose_law, fit_law, prediction_interval
+from analysis.isoflop import every_method
 from analysis.validity import backtest, design_warnings, rolling_backtest
 
 
@@ -49,13 +50,17 @@ def analyze(
     budgets: list[float] | None = None,
     level: float = 0.95,
     warn: bool = True,
-    isoflop_method: str = "parabola",
+    isoflop_method: str = "auto",
     isoflop_points: pd.DataFrame | None = None,
     seed_sd_log: float | None = None,
+    seed_noise: float | None = None,
 ) -> Study:
     """Fit, bootstrap, compute-optimal allocation, backtest and warnings for ``df``'s runs.
     Approach 2 uses ``isoflop_points`` when given (``analysis.curves.curve_points``: the
-    runs' loss curves read at many budgets), else the runs' final losses.
+    runs' loss curves read at many budgets), else the runs' final losses, by
+    ``isoflop_method`` (``analysis.isoflop``; ``seed_noise``: the sd of a run's loss across
+    seeds, for ``porian``; from ``seed_sd_log`` when that is given); its a and b under
+    every method are in ``result["approach_2_methods"]``.
     The warnings are in ``result["warnings"]``, and also issued as Python warnings when
     ``warn``.
 
@@ -112,9 +117,15 @@ def analyze(
         for row, lo, hi in zip(result["compute_optimal"], pi["low"], pi["high"]):
             row["loss_prediction_interval"] = [float(lo), float(hi)]  # a run's loss, not the law's
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
-    isoflop = functools.partial(approaches.isoflop, method=isoflop_method, k=k)
     points = df if isoflop_points is None else isoflop_points
+    if seed_noise is None and seed_sd_log is not None:
+        seed_noise = seed_sd_log * float(points["loss"].median())
+    isoflop = functools.partial(
+        approaches.isoflop, method=isoflop_method, k=k, seed_noise=seed_noise, seed=seed
+    )
     result["approach_2"] = _approach(isoflop, points, resamples, seed, level, notes, result)
+    if result["approach_2"] is not None or "approach_2_not_possible" in result:
+        result["approach_2_methods"] = every_method(points, k, seed_noise)
     if result["approach_2"] is not None:
         result["approach_2"]["source"] = (
             "final losses of the runs"

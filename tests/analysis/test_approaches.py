@@ -48,19 +48,39 @@ def lopsided_isoflops(noise=0.001, seed=0) -> pd.DataFrame:
 
 def test_approach_2_finds_each_optimum_locally_on_lopsided_curves():
     runs = lopsided_isoflops()
-    result = approaches.isoflop(runs, warn=False)
+    result = approaches.isoflop(runs, warn=False, method="local")
     assert len(result["minima"]) == 11 and not result["dropped"]
     for m in result["minima"]:
         assert abs(m["N_opt"] / n_opt(m["compute"]) - 1) < 0.10, m
     assert abs(result["a"] - A_TRUE) < 0.02
     assert abs(result["b"] - (1 - A_TRUE)) < 0.02
-    # the data have teeth: one parabola through every size of a budget misses by far
-    naive = []
-    for _, g in runs.groupby("compute"):
-        c2, c1, _ = np.polyfit(np.log(g["n_params"]), g["loss"], 2)
-        naive.append(-c1 / (2 * c2))
-    a_naive = np.polyfit(np.log(runs["compute"].unique()), naive, 1)[0]
-    assert abs(a_naive - A_TRUE) > 0.03
+
+
+def test_the_default_reads_lopsided_curves_locally_and_centred_ones_by_one_parabola():
+    runs = lopsided_isoflops()
+    result = approaches.isoflop(runs, warn=False)  # auto
+    assert abs(result["a"] - A_TRUE) < 0.02 and abs(result["b"] - (1 - A_TRUE)) < 0.02
+    chosen = {m["compute"]: m["method"] for m in result["minima"]}
+    # the small budgets climb steeply to one side: read locally; the largest are balanced
+    assert chosen[min(chosen)] == "akima" and chosen[max(chosen)] == "hoffmann"
+    assert all(m["why"] for m in result["minima"])
+    hoffmann = approaches.isoflop(runs, warn=False, method="hoffmann")
+    assert abs(hoffmann["a"] - A_TRUE) > 0.03  # one parabola through a lopsided curve misleads
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.003])
+def test_on_centred_curves_the_default_is_the_textbook_method_to_the_last_digit(noise):
+    rng = np.random.default_rng(1)
+    rows = []
+    for c in np.geomspace(1e18, 1e22, 9):  # 9 sizes per budget, centred near its optimum
+        centre = n_opt(c) * np.exp(rng.uniform(-0.2, 0.2))
+        for n in np.geomspace(centre / 4, centre * 4, 9):
+            rows.append({"n_params": n, "tokens": c / (6 * n), "compute": c, "budget": c})
+    runs = pd.DataFrame(rows)
+    runs["loss"] = loss(runs["n_params"], runs["compute"]) * np.exp(rng.normal(0, noise, len(runs)))
+    auto, textbook = (approaches.isoflop(runs, warn=False, method=m) for m in ("auto", "hoffmann"))
+    assert auto["methods_used"] == {"hoffmann": 9}
+    assert auto["a"] == textbook["a"] and abs(auto["a"] - A_TRUE) < 0.01
 
 
 def test_approach_2_akima_finds_the_optima_too():

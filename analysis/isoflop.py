@@ -23,18 +23,18 @@ method; each is one published or careful procedure:
   variance of each vertex.
 - ``akima``: an Akima interpolation of log loss over log N, minimised between the lowest
   size's neighbours; an unweighted regression.
-- ``auto`` (the default) decides per budget: ``hoffmann`` where the curve is centred (the
-  lowest-loss size has at least two sizes on each side, no side more than one and a half
-  times the other, and the parabola through every size is convex with its vertex between
-  the second and the second-to-last sizes), ``akima`` where it is lopsided (a parabola
-  through a curve that climbs steeply on one side misplaces its vertex); an unweighted
-  regression. Each budget's choice is reported.
+- ``auto`` (the default) decides per budget: ``hoffmann`` where the curve is centred (at
+  least 5 sizes; the parabola through every size convex, with at least two sizes on each
+  side of its vertex and the vertex between 30% and 70% of the way along the sizes in log N;
+  and a cubic through every size agreeing on the minimum within a quarter of the size
+  spacing, or its cubic term within 3 standard errors of 0), ``akima`` where it is lopsided
+  or asymmetric (one parabola through a curve that climbs steeply on one side misplaces its
+  vertex); an unweighted regression. Each budget's choice and why is reported.
 
 With every method but ``porian``, a budget whose lowest loss is at its smallest or largest
-size is dropped
-(its optimum lies outside the sizes tried), and so is one with fewer than 3 sizes;
-``dropped`` says which and why. An a outside (0, 1) would make D* or N* shrink as compute
-grows: it is reported as a failure, never as a result.
+size is dropped (its optimum lies outside the sizes tried), and so is one with fewer than 3
+sizes; ``dropped`` says which and why. An a outside (0, 1) would make D* or N* shrink as
+compute grows: it is reported as a failure, never as a result.
 """
 
 from __future__ import annotations

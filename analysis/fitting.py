@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import bootstrap_fit, interval
-from analysis.laws import HUBER_DELTA, LAWS, Law, design, objective, resolve_law
+from analysis.laws import HUBER_DELTA, LAWS, Fixed, Law, design, objective, resolve_law
 from analysis.optim import lbfgs_batched
 
 
@@ -105,15 +105,21 @@ def fit_law(
     delta: float = HUBER_DELTA,
     starts: np.ndarray | None = None,
     screen: bool = True,
+    fixed: dict[str, float] | None = None,
 ) -> Fit:
     """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
     ``loss``) from its grid of starts (or ``starts``), keeping the best. With ``screen``,
     every start takes a few L-BFGS steps and only the most promising are run to
     convergence (see ``SCREEN_ITERATIONS``).
 
-    Raises ValueError for an unknown law, missing columns, or fewer runs than the law
-    has parameters."""
+    ``fixed``: parameters held at these values while the others are fitted (e.g.
+    Muennighoff et al.'s two-stage fit of R_D*, R_N* on a base law held fixed).
+
+    Raises ValueError for an unknown law or parameter, missing columns, or fewer runs than
+    the law has free parameters."""
     law = resolve_law(law)
+    if fixed:
+        law = Fixed(law, tuple(sorted((k, float(v)) for k, v in fixed.items())))
     log_x, log_loss = design(df, law)
     starts = law.starts() if starts is None else np.atleast_2d(starts)
     n_starts = starts.shape[0]
@@ -155,7 +161,13 @@ def choose_law(df: pd.DataFrame) -> str:
     return "d" if varies_d and not varies_n else "n"
 
 
-def fit(df: pd.DataFrame, law: str | Law = "auto", resamples: int = 1000, seed: int = 0) -> Fit:
+def fit(
+    df: pd.DataFrame,
+    law: str | Law = "auto",
+    resamples: int = 1000,
+    seed: int = 0,
+    fixed: dict[str, float] | None = None,
+) -> Fit:
     """Fit ``law`` to the runs of ``df`` (``load_runs``; ``auto``: L(N, D) when they vary
     N and D, else L(N) or L(D)) and refit ``resamples`` bootstrap resamples, so the
     returned Fit has intervals and prediction intervals.
@@ -163,7 +175,7 @@ def fit(df: pd.DataFrame, law: str | Law = "auto", resamples: int = 1000, seed: 
     Raises ValueError for an unknown law, missing columns, or too few runs."""
     if law == "auto":
         law = choose_law(df)
-    result = fit_law(df, law)
+    result = fit_law(df, law, fixed=fixed)
     result.samples = bootstrap_fit(df, result, resamples, seed) if resamples > 0 else []
     result.data = df
     return result

@@ -14,8 +14,16 @@ by L-BFGS from a grid of starting points, keeping the best. Their grid: α, β �
 - ``n``, ``d``, ``c``  L(X) = E + A/X^α for X = N, D, C         (Kaplan et al. 2020 + E)
 - ``n_pure``, ``d_pure``, ``c_pure``  L(X) = A/X^α              (Kaplan et al. 2020)
 - ``kaplan_nd``  L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D      (Kaplan et al. 2020, eq. 1.5)
+- ``chinchilla_tied``  L(N, D) = E + A/N^α + B/D^α              (α = β: Muennighoff et al.
+  2023, Gadre et al. 2024)
+- ``gadre``  L(N, M) = E + a/N^α + b/(M·N)^α, M = D/N                (Gadre et al. 2024, their
+  form in N and the token multiplier; fitted as they did, least squares on the loss)
 - ``data_constrained``  Chinchilla's law with repeated data worth less (Muennighoff et al.
-  2023); needs each run's unique tokens
+  2023, R_D* only); needs each run's unique tokens
+- ``data_constrained_full``  ... and excess parameters worth less too (their R_N*)
+
+Any law can be fitted with some of its parameters held at given values (``fixed``: e.g.
+Muennighoff et al.'s two-stage fit, the base law held while R_D*, R_N* are fitted).
 
 A fit can be weighted per problem, which is how ``analysis.bootstrap`` refits thousands of
 resamples in one batch (a resample is a vector of counts over the runs).
@@ -54,6 +62,18 @@ class Law:
 
     # variables a prediction may leave out (the law's predict has their default)
     optional = ()
+    # what is fitted: "log_huber" (Huber on log loss, Hoffmann et al.) or "squares" (least
+    # squares on the loss, as Gadre et al. fitted theirs)
+    fit_space = "log_huber"
+    # θ's entries by name, in order, and which of them θ holds as logs
+    theta_names: tuple[str, ...] = ()
+    logged: frozenset = frozenset()
+
+    def theta_of(self, params: dict[str, float]) -> np.ndarray:
+        """θ for the given parameter values (the inverse of ``params``)."""
+        return np.array(
+            [np.log(params[k]) if k in self.logged else params[k] for k in self.theta_names]
+        )
 
     @property
     def n_params(self) -> int:
@@ -90,6 +110,15 @@ class PowerLaw(Law):
     @property
     def param_names(self) -> tuple[str, ...]:
         return (("E",) if self.offset else ()) + self.coefs + self.exponents
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        pairs = tuple(n for pair in zip(self.coefs, self.exponents) for n in pair)
+        return (("E",) if self.offset else ()) + pairs
+
+    @property
+    def logged(self) -> frozenset:
+        return frozenset((("E",) if self.offset else ()) + self.coefs)
 
     def log_pred(self, theta, log_x):
         m, n, k = theta.shape[0], log_x.shape[0], len(self.variables)
@@ -152,6 +181,8 @@ class KaplanND(Law):
     variables: tuple[str, ...] = ("n_params", "tokens")
     formula: str = "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"
     param_names: tuple[str, ...] = ("N_c", "D_c", "alpha_N", "alpha_D")
+    theta_names: tuple[str, ...] = ("N_c", "D_c", "alpha_N", "alpha_D")
+    logged: frozenset = frozenset({"N_c", "D_c"})
 
     def log_pred(self, theta, log_x):
         nc, dc, an, ad = (theta[:, i, None] for i in range(4))
@@ -211,6 +242,8 @@ class DataConstrained(Law):
     variables: tuple[str, ...] = ("n_params", "tokens", "unique_tokens")
     formula: str = "L(N, D, U) = E + A/N^alpha + B/D'^beta, D' = U + U R*(1 - exp(-(D/U - 1)/R*))"
     param_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_star")
+    theta_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_star")
+    logged: frozenset = frozenset({"E", "A", "B", "R_star"})
     optional = ("unique_tokens",)  # left out: fresh data (U = D, so D' = D)
 
     @staticmethod
@@ -284,6 +317,287 @@ class DataConstrained(Law):
         )
 
 
+@dataclass(frozen=True)
+class TiedPowerLaw(Law):
+    """L(N, D) = E + A/N^α + B/D^α: Chinchilla's law with one exponent for both terms, as
+    Muennighoff et al. (2023) and Gadre et al. (2024) fit it. θ = (e, a, b, α), log-sum-exp
+    form as ``PowerLaw``'s."""
+
+    name: str = "chinchilla_tied"
+    variables: tuple[str, ...] = ("n_params", "tokens")
+    formula: str = "L(N, D) = E + A/N^alpha + B/D^alpha"
+    param_names: tuple[str, ...] = ("E", "A", "B", "alpha")
+    theta_names: tuple[str, ...] = ("E", "A", "B", "alpha")
+    logged: frozenset = frozenset({"E", "A", "B"})
+
+    def log_pred(self, theta, log_x):
+        e, a, b, alpha = (theta[:, i, None] for i in range(4))
+        terms = np.stack(
+            [
+                np.broadcast_to(e, (theta.shape[0], log_x.shape[0])),
+                a - alpha * log_x[None, :, 0],
+                b - alpha * log_x[None, :, 1],
+            ],
+            axis=2,
+        )
+        top = terms.max(axis=2, keepdims=True)
+        expd = np.exp(terms - top)
+        total = expd.sum(axis=2, keepdims=True)
+        p = expd / total
+        grad = np.stack(
+            [
+                p[:, :, 0],
+                p[:, :, 1],
+                p[:, :, 2],
+                -p[:, :, 1] * log_x[None, :, 0] - p[:, :, 2] * log_x[None, :, 1],
+            ],
+            axis=2,
+        )
+        return (top + np.log(total))[:, :, 0], grad
+
+    def starts(self):
+        return np.array(list(itertools.product(E_GRID, COEF_GRID, COEF_GRID, EXP_GRID)))
+
+    def params(self, theta):
+        return {
+            "E": float(np.exp(theta[0])),
+            "A": float(np.exp(theta[1])),
+            "B": float(np.exp(theta[2])),
+            "alpha": float(theta[3]),
+        }
+
+    def predict(self, params, **variables):
+        n = np.asarray(variables["n_params"], dtype=float)
+        d = np.asarray(variables["tokens"], dtype=float)
+        p = params
+        return np.asarray(p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["alpha"])
+
+    def describe(self, params):
+        p = params
+        return (
+            f"L = {p['E']:.4g} + {p['A']:.4g} / N^{p['alpha']:.4f} + "
+            f"{p['B']:.4g} / D^{p['alpha']:.4f}"
+        )
+
+
+@dataclass(frozen=True)
+class Gadre(TiedPowerLaw):
+    """Gadre et al. (2024), "Language models scale reliably with over-training and on
+    downstream tasks", eq. 4: L(N, M) = E + a/N^α + b/(M·N)^α with the token multiplier
+    M = D/N, i.e. the tied law in N and M (their b also absorbs a constant 6^(α/2) from
+    writing it in C = 6·N·D). Fitted as they did: least squares on the loss, not Huber on
+    its log. Its variables are N and D, as every table has them; M is D/N."""
+
+    name: str = "gadre"
+    formula: str = "L(N, M) = E + a/N^alpha + b/(M N)^alpha, M = D/N"
+    param_names: tuple[str, ...] = ("E", "a", "b", "alpha")
+    theta_names: tuple[str, ...] = ("E", "a", "b", "alpha")
+    logged: frozenset = frozenset({"E", "a", "b"})
+    fit_space = "squares"
+
+    def params(self, theta):
+        p = super().params(theta)
+        return {"E": p["E"], "a": p["A"], "b": p["B"], "alpha": p["alpha"]}
+
+    def theta_of(self, params):
+        return super().theta_of({**params, "A": params["a"], "B": params["b"]})
+
+    def predict(self, params, **variables):
+        return super().predict({**params, "A": params["a"], "B": params["b"]}, **variables)
+
+    def describe(self, params):
+        p = params
+        return (
+            f"L = {p['E']:.4g} + {p['a']:.4g} / N^{p['alpha']:.4f} + "
+            f"{p['b']:.4g} / (M N)^{p['alpha']:.4f}, M = D/N"
+        )
+
+
+def _repeated(log_size, log_unique, log_r_star):
+    """log of the effective amount U + U·R*·(1 − exp(−R/R*)), R = size/U − 1 ≥ 0."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        u = np.exp(log_unique)
+        reps = np.maximum(np.exp(log_size - log_unique) - 1.0, 0.0)
+        r_star = np.exp(log_r_star)
+        return np.log(u + u * r_star * (1.0 - np.exp(-reps / r_star)))
+
+
+@dataclass(frozen=True)
+class DataConstrainedFull(Law):
+    """Muennighoff et al. (2023), eq. 5: L = E + A/N'^α + B/D'^β with effective data D' =
+    U_D + U_D·R_D*·(1 − exp(−R_D/R_D*)), R_D = D/U_D − 1, and effective parameters N' =
+    U_N + U_N·R_N*·(1 − exp(−R_N/R_N*)), R_N = N/U_N − 1, where U_N = min(N_opt(U_D), N) is
+    the compute-optimal size for U_D tokens under the base law (N parameters beyond it are
+    excess, worth less and less). θ = (e, a, α, b, β, log R_D*, log R_N*); its gradient is
+    by central differences (U_N moves with the base law's parameters)."""
+
+    name: str = "data_constrained_full"
+    variables: tuple[str, ...] = ("n_params", "tokens", "unique_tokens")
+    formula: str = (
+        "L = E + A/N'^alpha + B/D'^beta, D' = U + U R_D*(1 - exp(-(D/U - 1)/R_D*)), "
+        "N' likewise with R_N* beyond N_opt(U)"
+    )
+    param_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_D_star", "R_N_star")
+    theta_names: tuple[str, ...] = ("E", "A", "alpha", "B", "beta", "R_D_star", "R_N_star")
+    logged: frozenset = frozenset({"E", "A", "B", "R_D_star", "R_N_star"})
+    optional = ("unique_tokens",)
+
+    @staticmethod
+    def _log_values(theta, log_x):
+        e, a, alpha, b, beta, lrd, lrn = (theta[:, i, None] for i in range(7))
+        log_n, log_d, log_u = log_x[None, :, 0], log_x[None, :, 1], log_x[None, :, 2]
+        with np.errstate(all="ignore"):
+            # N_opt(U) of the base law: D_opt = U at C/k = (U·G)^(1/b'), N_opt = G·(C/k)^a'
+            log_g = (np.log(alpha) + a - np.log(beta) - b) / (alpha + beta)
+            log_nopt = log_g + (beta / alpha) * (log_u + log_g)
+            log_un = np.minimum(log_nopt, log_n)
+            log_n_eff = _repeated(log_n, log_un, lrn)
+            log_d_eff = _repeated(log_d, log_u, lrd)
+            terms = np.stack(
+                [
+                    np.broadcast_to(e, log_n_eff.shape),
+                    a - alpha * log_n_eff,
+                    b - beta * log_d_eff,
+                ],
+                axis=2,
+            )
+            top = terms.max(axis=2, keepdims=True)
+            return (top + np.log(np.exp(terms - top).sum(axis=2, keepdims=True)))[:, :, 0]
+
+    def log_pred(self, theta, log_x):
+        value = self._log_values(theta, log_x)
+        grad = np.empty((*value.shape, theta.shape[1]))
+        h = 1e-6
+        for j in range(theta.shape[1]):
+            up, down = theta.copy(), theta.copy()
+            up[:, j] += h
+            down[:, j] -= h
+            grad[:, :, j] = (self._log_values(up, log_x) - self._log_values(down, log_x)) / (2 * h)
+        return value, grad
+
+    def starts(self):
+        axes = [
+            [-1.0, 0.0, 1.0],
+            COEF_GRID,
+            [0.25, 0.5, 1.0],
+            COEF_GRID,
+            [0.25, 0.5, 1.0],
+            np.log([5.0, 15.0, 60.0]),
+            np.log([2.0, 5.0, 20.0]),
+        ]
+        return np.array(list(itertools.product(*axes)), dtype=float)
+
+    def params(self, theta):
+        return {
+            k: float(np.exp(v)) if k in self.logged else float(v)
+            for k, v in zip(self.theta_names, theta)
+        }
+
+    def predict(self, params, **variables):
+        n = np.asarray(variables["n_params"], dtype=float)
+        d = np.asarray(variables["tokens"], dtype=float)
+        u = np.asarray(variables.get("unique_tokens", d), dtype=float)
+        theta = self.theta_of(params)[None, :]
+        shape = np.broadcast(n, d, u).shape
+        log_x = np.log(np.stack([np.broadcast_to(v, shape).ravel() for v in (n, d, u)], axis=1))
+        return np.exp(self._log_values(theta, log_x)[0]).reshape(shape)
+
+    def describe(self, params):
+        p = params
+        return (
+            f"L = {p['E']:.4g} + {p['A']:.4g} / N'^{p['alpha']:.4f} + {p['B']:.4g} / "
+            f"D'^{p['beta']:.4f}, R_D* = {p['R_D_star']:.3g}, R_N* = {p['R_N_star']:.3g}"
+        )
+
+
+@dataclass(frozen=True)
+class Fixed(Law):
+    """``base`` with some parameters held at given values, the others fitted: its
+    parameters are the free ones (``params``); predictions use both."""
+
+    base: Law
+    fixed: tuple[tuple[str, float], ...]
+
+    def __post_init__(self):
+        unknown = [k for k, _ in self.fixed if k not in self.base.theta_names]
+        if unknown:
+            raise ValueError(
+                f"law {self.base.name!r} has no parameter {unknown[0]!r} to hold fixed; its "
+                f"parameters are {self.base.param_names}"
+            )
+        if len(self.fixed) >= len(self.base.theta_names):
+            raise ValueError(f"holding every parameter of {self.base.name!r} leaves none to fit")
+
+    @property
+    def name(self):
+        return self.base.name
+
+    @property
+    def variables(self):
+        return self.base.variables
+
+    @property
+    def optional(self):
+        return self.base.optional
+
+    @property
+    def fit_space(self):
+        return self.base.fit_space
+
+    @property
+    def formula(self):
+        held = ", ".join(f"{k} = {v:.6g}" for k, v in self.fixed)
+        return f"{self.base.formula} ({held} held fixed)"
+
+    @property
+    def values(self) -> dict[str, float]:
+        return dict(self.fixed)
+
+    @property
+    def free(self) -> list[int]:
+        return [i for i, k in enumerate(self.base.theta_names) if k not in self.values]
+
+    @property
+    def theta_names(self):
+        return tuple(self.base.theta_names[i] for i in self.free)
+
+    @property
+    def logged(self):
+        return self.base.logged
+
+    @property
+    def param_names(self):
+        return self.theta_names
+
+    def _full(self, theta: np.ndarray) -> np.ndarray:
+        template = self.base.theta_of({**{k: 1.0 for k in self.base.theta_names}, **self.values})
+        full = np.repeat(template[None, :], theta.shape[0], axis=0)
+        full[:, self.free] = theta
+        return full
+
+    def log_pred(self, theta, log_x):
+        value, grad = self.base.log_pred(self._full(theta), log_x)
+        return value, grad[:, :, self.free]
+
+    def starts(self):
+        return np.unique(self.base.starts()[:, self.free], axis=0)
+
+    def params(self, theta):
+        full = self.base.params(self._full(np.atleast_2d(theta))[0])
+        return {k: full[k] for k in self.theta_names}
+
+    def predict(self, params, **variables):
+        return self.base.predict({**self.values, **params}, **variables)
+
+    def describe(self, params):
+        return (
+            self.base.describe({**self.values, **params})
+            + " ("
+            + ", ".join(f"{k} held" for k, _ in self.fixed)
+            + ")"
+        )
+
+
 def _power(name, variables, offset, formula):
     coefs = tuple("B" if v == "tokens" else "A" for v in variables)
     exps = tuple("beta" if v == "tokens" else "alpha" for v in variables)
@@ -302,7 +616,10 @@ LAWS: dict[str, Law] = {
     "d_pure": _power("d_pure", ("tokens",), False, "L(D) = B/D^beta"),
     "c_pure": _power("c_pure", ("compute",), False, "L(C) = A/C^alpha"),
 }
+LAWS["chinchilla_tied"] = TiedPowerLaw()
+LAWS["gadre"] = Gadre()
 LAWS["data_constrained"] = DataConstrained()
+LAWS["data_constrained_full"] = DataConstrainedFull()
 
 
 def objective(
@@ -312,13 +629,21 @@ def objective(
     weights: np.ndarray,
     delta: float = HUBER_DELTA,
 ):
-    """fun_grad(θ, rows) for ``lbfgs_batched``: Σ_i w_i · Huber_δ(log L̂_i − log L_i), one
-    weight row per problem (ones for a plain fit, resample counts for a bootstrap)."""
+    """fun_grad(θ, rows) for ``lbfgs_batched``: Σ_i w_i · Huber_δ(log L̂_i − log L_i) (or
+    Σ_i w_i (L̂_i − L_i)² for a law fitted by least squares), one weight row per problem
+    (ones for a plain fit, resample counts for a bootstrap)."""
+
+    loss = np.exp(log_loss)
 
     def fun_grad(theta: np.ndarray, rows: np.ndarray):
         pred, dpred = law.log_pred(theta, log_x)
-        h, dh = huber(pred - log_loss[None, :], delta)
         w = weights[rows]
+        if law.fit_space == "squares":  # Σ w (L̂ − L)², L̂ = exp(log L̂)
+            with np.errstate(over="ignore", invalid="ignore"):
+                lhat = np.exp(pred)
+                r = lhat - loss[None, :]
+                return (w * r * r).sum(axis=1), np.einsum("mn,mnp->mp", 2 * w * r * lhat, dpred)
+        h, dh = huber(pred - log_loss[None, :], delta)
         return (w * h).sum(axis=1), np.einsum("mn,mnp->mp", w * dh, dpred)
 
     return fun_grad

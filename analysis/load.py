@@ -257,9 +257,10 @@ COLUMN_ALIASES = {
         "non_embedding_params",
     ),
     "tokens": ("d", "data", "training_tokens", "training tokens", "num_tokens", "dataset_size"),
-    "compute": ("c", "flops", "training_flop", "training flop", "training_flops"),
+    "compute": ("c", "flops", "training_flop", "training flop", "training_flops", "c_6nd"),
     "budget": ("compute_budget", "isoflop_budget", "flop_budget", "budget_flops"),
-    "loss": ("final_loss", "val_loss", "validation_loss", "eval_loss"),
+    "loss": ("l", "final_loss", "val_loss", "validation_loss", "eval_loss", "loss_final"),
+    "unique_tokens": ("u", "unique", "unique_data", "u_d"),
 }
 
 

@@ -153,14 +153,7 @@ def sensitivity_table(rows: list[dict]) -> str:
 
 
 def _run(args: argparse.Namespace, figures: str) -> int:
-    df = load_runs(
-        args.path,
-        args.n_convention,
-        args.compute,
-        args.loss,
-        all_runs=args.all_runs,
-        keep_duplicates=args.keep_duplicates,
-    )
+    df = _load(args)
     points = None
     if args.isoflop_curves:
         if not Path(args.path).is_dir():
@@ -182,6 +175,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         isoflop_points=points,
         seed_sd_log=seed_sd,
         seed_noise=args.seed_noise,
+        fixed=args.fix,
     )
     if args.sensitivity:
         budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
@@ -241,15 +235,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``lab-analyze compare PATH --by KEY``: a law per group; compare.json and .png."""
     from analysis import compare
 
-    df = load_runs(
-        args.path,
-        args.n_convention,
-        args.compute,
-        args.loss,
-        (args.by,),
-        all_runs=True,
-        keep_duplicates=args.keep_duplicates,
-    )
+    df = _load(args, (args.by,), all_runs=True)
     result = compare.compare(
         df, args.by, args.law, args.bootstrap, args.seed, all_runs=args.all_runs
     )
@@ -353,6 +339,44 @@ def cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mapping(text: str) -> dict[str, str]:
+    """NAME=VALUE,NAME=VALUE as a dict (for --columns)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {part!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _fixed(text: str) -> dict[str, float]:
+    """NAME=NUMBER,... as a dict (for --fix)."""
+    out = {}
+    for name, value in _mapping(text).items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--fix {name}={value}: not a number") from None
+    return out
+
+
+def _load(args: argparse.Namespace, config_keys: tuple = (), all_runs: bool | None = None):
+    """The runs PATH names, under the command's conventions and cleaning options."""
+    return load_runs(
+        args.path,
+        args.n_convention,
+        getattr(args, "compute", DEFAULT_C_CONVENTION),
+        args.loss,
+        config_keys,
+        all_runs=args.all_runs if all_runs is None else all_runs,
+        keep_duplicates=args.keep_duplicates,
+        where=args.where,
+        drop_highest=args.drop_highest,
+        columns=args.columns,
+    )
+
+
 def _common_options(p: argparse.ArgumentParser, compute: bool = True) -> None:
     """The options every fitting command takes: output folder, bootstrap, seed, and the
     N, C (unless ``compute`` is False) and loss conventions."""
@@ -374,6 +398,29 @@ def _common_options(p: argparse.ArgumentParser, compute: bool = True) -> None:
         action="store_true",
         help="fit rows that repeat another row exactly (default: dropped, with a warning)",
     )
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="fit only the rows where EXPR holds, a pandas query over the table's (or the "
+        'records\') columns, e.g. "epochs <= 2.5" or "dataset == \'rpj\' and N < 1e9"',
+    )
+    p.add_argument(
+        "--drop-highest",
+        type=int,
+        default=0,
+        metavar="K",
+        help="leave out the K runs of highest loss (Besiroglu et al. 2024 drop 5 of the "
+        "Chinchilla runs)",
+    )
+    p.add_argument(
+        "--columns",
+        type=_mapping,
+        default=None,
+        metavar="NAME=COLUMN,...",
+        help="which of a table's columns hold n_params, tokens, compute, loss, "
+        "unique_tokens, e.g. loss=loss_c4_val,n_params=N_total (default: the usual names)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
             "path", help="sweep directory, or CSV/JSONL/Parquet of n_params, tokens, loss"
         )
         p.add_argument("--law", default="auto", choices=["auto", *LAWS])
+        p.add_argument(
+            "--fix",
+            type=_fixed,
+            default=None,
+            metavar="NAME=VALUE,...",
+            help="hold these parameters of the law at the given values and fit the others, "
+            "e.g. Muennighoff et al.'s two-stage fit: --law data_constrained_full --fix "
+            "E=1.869,A=520.8,B=1488.9,alpha=0.3527,beta=0.3527",
+        )
         _common_options(p)
         p.add_argument(
             "--budget",

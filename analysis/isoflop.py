@@ -120,9 +120,25 @@ def _edge_check(x: np.ndarray, y: np.ndarray) -> int:
     return i
 
 
+def _polyfit(x: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Least-squares polynomial of ``degree`` through (x, y), in x − mean(x) (so the normal
+    equations stay well conditioned): its coefficients (highest first), the mean, and the
+    inverse of the normal matrix (for standard errors)."""
+    mid = float(np.mean(x))
+    X = np.vander(x - mid, degree + 1)
+    inv = np.linalg.inv(X.T @ X)
+    return inv @ (X.T @ y), mid, inv
+
+
+def _parabola(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """c2, c1, c0 of the least-squares parabola in x (not centred)."""
+    (q2, q1, q0), mid, _ = _polyfit(x, y, 2)
+    return q2, q1 - 2 * q2 * mid, q0 - q1 * mid + q2 * mid * mid
+
+
 def _hoffmann(x, y, xr, yr) -> dict:
     _edge_check(x, y)
-    c2, c1, c0 = np.polyfit(xr, yr, 2)
+    c2, c1, c0 = _parabola(xr, yr)
     if c2 <= 0:
         raise Dropped("the parabola through every size opens downwards")
     xo = -c1 / (2 * c2)
@@ -139,14 +155,40 @@ def _hoffmann(x, y, xr, yr) -> dict:
     }
 
 
-def _akima(x, y, xr=None, yr=None) -> dict:
-    from scipy.interpolate import Akima1DInterpolator
+def akima_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The derivatives at the points of Akima's (1970) interpolant through (x, y), as SciPy's
+    ``Akima1DInterpolator`` sets them (two extrapolated secants at each end; the mean of the
+    neighbouring secants where the weights vanish); a test holds the two equal."""
+    m = np.diff(y) / np.diff(x)
+    if m.size == 1:
+        return np.full(x.size, m[0])
+    ext = np.concatenate([[3 * m[0] - 2 * m[1], 2 * m[0] - m[1]], m])
+    ext = np.concatenate([ext, [2 * m[-1] - m[-2], 3 * m[-1] - 2 * m[-2]]])
+    f1, f2 = np.abs(ext[3:] - ext[2:-1]), np.abs(ext[1:-2] - ext[:-3])
+    f12 = f1 + f2
+    t = 0.5 * (ext[1:-2] + ext[2:-1])
+    big = f12 > 1e-9 * f12.max()
+    t[big] = (f1[big] * ext[1:-2][big] + f2[big] * ext[2:-1][big]) / f12[big]
+    return t
 
+
+def hermite(x: np.ndarray, y: np.ndarray, t: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The piecewise cubic with values y and slopes t at the knots x, evaluated at ``at``."""
+    j = np.clip(np.searchsorted(x, at, side="right") - 1, 0, x.size - 2)
+    h = x[j + 1] - x[j]
+    s = (at - x[j]) / h
+    h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
+    h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
+    return h00 * y[j] + h10 * h * t[j] + h01 * y[j + 1] + h11 * h * t[j + 1]
+
+
+def _akima(x, y, xr=None, yr=None) -> dict:
     i = _edge_check(x, y)
-    f = Akima1DInterpolator(x, np.log(y))
+    log_y = np.log(y)
     grid = np.linspace(x[i - 1], x[i + 1], 2001)
-    j = int(np.argmin(f(grid)))
-    return {"x": float(grid[j]), "loss": float(np.exp(f(grid[j]))), "window": (i - 1, i + 2)}
+    curve = hermite(x, log_y, akima_slopes(x, log_y), grid)
+    j = int(np.argmin(curve))
+    return {"x": float(grid[j]), "loss": float(np.exp(curve[j])), "window": (i - 1, i + 2)}
 
 
 def _local(x, y, xr=None, yr=None) -> dict:
@@ -176,7 +218,7 @@ def _local(x, y, xr=None, yr=None) -> dict:
 def centred(x: np.ndarray, y: np.ndarray, xr: np.ndarray, yr: np.ndarray) -> str | None:
     """Why one parabola through every size would misplace this curve's optimum, or None
     when the curve is centred enough for it (``auto``; see the module docstring)."""
-    c2, c1, _ = np.polyfit(xr, yr, 2)
+    c2, c1, _ = _parabola(xr, yr)
     if c2 <= 0:
         return "the parabola through every size opens downwards"
     xo = -c1 / (2 * c2)
@@ -189,22 +231,30 @@ def centred(x: np.ndarray, y: np.ndarray, xr: np.ndarray, yr: np.ndarray) -> str
     # an asymmetric curve: a cubic through every size puts its minimum elsewhere, and its
     # cubic term stands out of the runs' scatter (on noisy curves a cubic's minimum
     # wanders, and one parabola through every size is then the steadier estimate)
-    mid = float(np.mean(xr))  # centred, so the normal equations are well conditioned
-    X = np.vander(xr - mid, 4)
-    coef, rss, *_ = np.linalg.lstsq(X, yr, rcond=None)
+    coef, mid, inv = _polyfit(xr, yr, 3)
     d3, d2, d1, _ = coef
-    roots = np.roots([3 * d3, 2 * d2, d1]) + mid
-    minima = [r.real for r in roots if abs(r.imag) < 1e-12 and 6 * d3 * (r.real - mid) + 2 * d2 > 0]
+    minima = [u + mid for u in _cubic_minima(d3, d2, d1)]
     spacing = (x[-1] - x[0]) / (x.size - 1)
     if minima and min(abs(m - xo) for m in minima) <= AGREE * spacing:
         return None
     dof = xr.size - 4
     if dof > 0:
-        sigma2 = float(rss[0]) / dof if rss.size else 0.0
-        se = np.sqrt(sigma2 * np.linalg.pinv(X.T @ X)[0, 0])
+        sigma2 = float(np.sum((np.polyval(coef, xr - mid) - yr) ** 2)) / dof
+        se = np.sqrt(sigma2 * inv[0, 0])
         if se > 0 and abs(d3) < SIGNIFICANT * se:
             return None
     return "asymmetric: a cubic through every size puts the minimum elsewhere"
+
+
+def _cubic_minima(d3: float, d2: float, d1: float) -> list[float]:
+    """Local minima of d3·u³ + d2·u² + d1·u (where its derivative is 0 and rising)."""
+    if abs(d3) < 1e-12 * max(abs(d2), abs(d1), 1e-300):
+        return [-d1 / (2 * d2)] if d2 > 0 else []
+    disc = d2 * d2 - 3 * d3 * d1
+    if disc < 0:
+        return []
+    root = np.sqrt(disc)
+    return [u for u in ((-d2 + root) / (3 * d3), (-d2 - root) / (3 * d3)) if 3 * d3 * u + d2 > 0]
 
 
 def _auto(x, y, xr, yr) -> dict:
@@ -275,16 +325,18 @@ def isoflop(
 
 def _curves(n, loss, groups, lowest: bool):
     """Per budget: (budget, log sizes, their loss (mean over repeats, or the lowest), log N
-    and loss of every run)."""
-    for budget in np.unique(groups):
-        here = groups == budget
-        sizes, inverse = np.unique(n[here], return_inverse=True)
+    and loss of every run). One sort for every budget (a bootstrap calls this per resample)."""
+    order = np.lexsort((n, groups))
+    g, nn, ll = groups[order], n[order], loss[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], g.size]
+    for lo, hi in zip(starts, ends):
+        sizes_at = lo + np.flatnonzero(np.r_[True, nn[lo + 1 : hi] != nn[lo : hi - 1]])
         if lowest:
-            y = np.full(sizes.size, np.inf)
-            np.minimum.at(y, inverse, loss[here])
+            y = np.minimum.reduceat(ll[lo:hi], sizes_at - lo)
         else:
-            y = np.bincount(inverse, loss[here]) / np.bincount(inverse)
-        yield budget, np.log(sizes), y, np.log(n[here]), loss[here]
+            y = np.add.reduceat(ll[lo:hi], sizes_at - lo) / np.diff(np.r_[sizes_at, hi])
+        yield g[lo], np.log(nn[sizes_at]), y, np.log(nn[lo:hi]), ll[lo:hi]
 
 
 def isoflop_arrays(n, loss, groups, k, method, warn, seed_noise=None, seed=0) -> dict:
@@ -420,13 +472,19 @@ def _budget_weights(opts: list[dict], method: str) -> np.ndarray:
     return w / w.mean()
 
 
-def every_method(df: pd.DataFrame, k: float, seed_noise: float | None = None) -> dict:
+def every_method(
+    df: pd.DataFrame, k: float, seed_noise: float | None = None, known: dict | None = None
+) -> dict:
     """a and b by each method side by side (point estimates; None where a method gives no
-    result, with the reason), so the method's share of the uncertainty is visible."""
+    result, with the reason), so the method's share of the uncertainty is visible.
+    ``known``: a result of ``isoflop`` on the same runs, not computed again."""
     groups = budget_groups(df).to_numpy()
     n, loss = df["n_params"].to_numpy(dtype=float), df["loss"].to_numpy(dtype=float)
     out = {}
     for method in ISOFLOP_METHODS:
+        if known and known.get("method") == method:
+            out[method] = {"a": known["a"], "b": known["b"], "budgets": len(known["minima"])}
+            continue
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")

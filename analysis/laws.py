@@ -121,29 +121,39 @@ class PowerLaw(Law):
         return frozenset((("E",) if self.offset else ()) + self.coefs)
 
     def log_pred(self, theta, log_x):
+        # one (m, n) array per term, not an (m, n, k) stack: reductions over a last axis of
+        # 2 or 3 are slow in NumPy, and these run at every L-BFGS step of every start
         m, n, k = theta.shape[0], log_x.shape[0], len(self.variables)
         o = 1 if self.offset else 0
-        a = theta[:, o::2][:, :k]
-        alpha = theta[:, o + 1 :: 2][:, :k]
-        terms = a[:, None, :] - alpha[:, None, :] * log_x[None, :, :]  # (m, n, k)
-        top = terms.max(axis=2)  # (m, n); the offset e joins the log-sum-exp below
+        terms = [
+            theta[:, o + 2 * j, None] - theta[:, o + 2 * j + 1, None] * log_x[None, :, j]
+            for j in range(k)
+        ]
+        e = theta[:, :1] if self.offset else None  # (m, 1); joins the log-sum-exp below
+        top = terms[0].copy()
+        for t in terms[1:]:
+            np.maximum(top, t, out=top)
         if self.offset:
-            e = theta[:, :1]  # (m, 1)
-            top = np.maximum(top, e)
-        expd = np.exp(terms - top[:, :, None])
-        total = expd.sum(axis=2)
+            np.maximum(top, e, out=top)
+        for t in terms:  # in place: each term becomes exp(term − top)
+            np.subtract(t, top, out=t)
+            np.exp(t, out=t)
+        total = terms[0].copy()
+        for t in terms[1:]:
+            total += t
         if self.offset:
             exp_e = np.exp(e - top)
-            total = total + exp_e
-        lse = top + np.log(total)
-        inv = 1.0 / total  # softmax weights of the terms: expd · inv
+            total += exp_e
+        inv = 1.0 / total  # softmax weights of the terms: exp(term − top) · inv
+        lse = np.log(total, out=total)
+        lse += top
         grad = np.empty((m, n, theta.shape[1]))
         if self.offset:
-            grad[:, :, 0] = exp_e * inv
-        for j in range(k):
-            w = expd[:, :, j] * inv
+            np.multiply(exp_e, inv, out=grad[:, :, 0])
+        for j, t in enumerate(terms):
+            w = np.multiply(t, inv, out=t)
             grad[:, :, o + 2 * j] = w
-            grad[:, :, o + 2 * j + 1] = -w * log_x[None, :, j]
+            np.multiply(w, -log_x[None, :, j], out=grad[:, :, o + 2 * j + 1])
         return lse, grad
 
     def starts(self):

@@ -39,6 +39,9 @@ def load_runs(
     config_keys: tuple[str, ...] = (),
     all_runs: bool = False,
     keep_duplicates: bool = False,
+    where: str | None = None,
+    drop_highest: int = 0,
+    columns: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Finished runs as a frame with ``n_params, tokens, compute, loss`` under the chosen
     conventions (see module doc), plus a column per dotted config key of ``config_keys``
@@ -49,6 +52,13 @@ def load_runs(
     ``all_runs``; ``df.attrs["selection"]`` says what was dropped. A row that repeats
     another exactly (the same N, D, C, loss and settings: a copied folder, a table pasted
     twice) is dropped with a warning unless ``keep_duplicates``: it is not a second run.
+
+    Cleaning a researcher states, kept in ``df.attrs["filters"]``: ``where``, a row filter
+    (a pandas query over the table's or the records' columns, e.g. ``"epochs <= 2.5"`` or
+    ``"dataset == 'rpj'"``; a table's columns also by the lab's names, ``n_params`` ...);
+    ``drop_highest``, the K runs of highest loss left out (Besiroglu et al. 2024's filter of
+    the Chinchilla runs: 5); ``columns``, a table's columns named explicitly
+    (``{"loss": "loss_c4_val"}``), beside the usual aliases.
 
     Raises FileNotFoundError for a missing path and ValueError for an unknown convention,
     a file without the required columns, or no usable runs."""
@@ -68,9 +78,11 @@ def load_runs(
     table = None if path.is_dir() else _read_table(path)
     if table is None or is_lab_table(table):  # a sweep folder, or the table it writes
         raw = read_runs_table(path, config_keys, table)
+        raw = _where(raw, where, path)
         df, conventions = _from_records(raw, path, chosen, config_keys)
     else:
-        df, conventions = _from_table(table, path, config_keys), TABLE_CONVENTIONS
+        df = _from_table(table, path, config_keys, columns or {})
+        df, conventions = _where(df, where, path), TABLE_CONVENTIONS
     refuse_wrong_types(df, path, ["n_params", "tokens", "compute", "loss"])
     df = drop_bad_rows(df.reset_index(drop=True), ["n_params", "tokens", "compute", "loss"])
     if df.empty:
@@ -78,11 +90,16 @@ def load_runs(
     refuse_implausible(df, path)
     if not keep_duplicates:
         df = drop_duplicates(df)
+    filters = {"where": where, "drop_highest": int(drop_highest), "rows": len(df)}
+    if drop_highest:
+        df, filters["dropped_highest"] = _drop_highest(df, int(drop_highest), path)
     df = df.sort_values(["n_params", "tokens"]).reset_index(drop=True)
     selection = None
     if "hparams" in df and not all_runs:
         df, selection = keep_best_setting(df)
     df.attrs["selection"] = selection
+    filters["kept"] = len(df)
+    df.attrs["filters"] = filters if (where or drop_highest) else None
     df.attrs["conventions"] = conventions
     df.attrs["source"] = str(path)
     return df
@@ -188,9 +205,52 @@ def _from_records(raw: pd.DataFrame, path: Path, conventions: tuple, config_keys
     return df, {"n_params": n_convention, "compute": compute_convention, "loss": loss}
 
 
-def _from_table(table: pd.DataFrame, path: Path, config_keys) -> pd.DataFrame:
+def _where(df: pd.DataFrame, where: str | None, path) -> pd.DataFrame:
+    """The rows for which ``where`` holds (a pandas query). Raises ValueError naming the
+    expression when it cannot be evaluated or keeps no row."""
+    if not where:
+        return df
+    try:
+        kept = df.query(where, engine="python")
+    except Exception as e:  # a query's failures are of many kinds; each is the user's input
+        names = ", ".join(map(str, df.columns[:30]))
+        raise ValueError(
+            f"--where {where!r} cannot be evaluated on {path} ({type(e).__name__}: {e}); its "
+            f"columns are {names}"
+        ) from None
+    if not isinstance(kept, pd.DataFrame):
+        raise ValueError(f"--where {where!r} is not a condition on the rows of {path}")
+    if kept.empty:
+        raise ValueError(f"--where {where!r} keeps none of the {len(df)} rows of {path}")
+    return kept
+
+
+def _drop_highest(df: pd.DataFrame, k: int, path) -> tuple[pd.DataFrame, list]:
+    """``df`` without its ``k`` highest-loss rows, and those rows' names and losses."""
+    if k < 0:
+        raise ValueError(f"--drop-highest must be >= 0, got {k}")
+    if k >= len(df):
+        raise ValueError(f"--drop-highest {k} would leave none of the {len(df)} runs of {path}")
+    worst = df.nlargest(k, "loss")
+    dropped = [{"run": str(r["run"]), "loss": float(r["loss"])} for _, r in worst.iterrows()]
+    return df.drop(index=worst.index), dropped
+
+
+def _from_table(
+    table: pd.DataFrame, path: Path, config_keys, columns: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Runs of a published or hand-made table: ``n_params``, ``tokens`` (or ``compute``)
-    and ``loss`` under any of their usual names."""
+    and ``loss`` under any of their usual names, or the names ``columns`` gives (lab name
+    → the table's column). The table's own columns stay beside the lab's names."""
+    columns = columns or {}
+    absent = [c for c in columns.values() if c not in table.columns]
+    if absent:
+        raise ValueError(
+            f"{path} has no column {absent[0]!r} (it has {', '.join(map(str, table.columns))})"
+        )
+    table = table.copy()
+    for name, column in columns.items():
+        table[name] = table[column]
     df = _standard_columns(table)
     if "tokens" not in df.columns and {"n_params", "compute"} <= set(df.columns):
         n, c = (pd.to_numeric(df[k], errors="coerce") for k in ("n_params", "compute"))
@@ -261,21 +321,22 @@ COLUMN_ALIASES = {
     "budget": ("compute_budget", "isoflop_budget", "flop_budget", "budget_flops"),
     "loss": ("l", "final_loss", "val_loss", "validation_loss", "eval_loss", "loss_final"),
     "unique_tokens": ("u", "unique", "unique_data", "u_d"),
+    "run": ("name", "run_name", "model_name", "run_id"),
 }
 
 
 def _standard_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Rename aliased columns (``Model Size``, ``Training FLOP``, ``final_loss``, ...) to the
-    lab's names, unless the lab's name is already there."""
-    renames = {}
+    """The table with the lab's name beside each aliased column (``Model Size``, ``Training
+    FLOP``, ``final_loss``, ``L``, ...), unless the lab's name is already there."""
+    df = df.copy()
     for name, aliases in COLUMN_ALIASES.items():
         if name in df.columns:
             continue
         for column in df.columns:
             if str(column).strip().lower().replace("-", "_") in aliases:
-                renames[column] = name
+                df[name] = df[column]
                 break
-    return df.rename(columns=renames)
+    return df
 
 
 def _read_table(path: Path) -> pd.DataFrame:

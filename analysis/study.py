@@ -16,6 +16,7 @@ from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
 from analysis.fitting import Fit, choose_law, fit_law, prediction_interval
 from analysis.isoflop import every_method
+from analysis.laws import Fixed
 from analysis.validity import backtest, design_warnings, rolling_backtest
 
 
@@ -54,6 +55,7 @@ def analyze(
     isoflop_points: pd.DataFrame | None = None,
     seed_sd_log: float | None = None,
     seed_noise: float | None = None,
+    fixed: dict[str, float] | None = None,
 ) -> Study:
     """Fit, bootstrap, compute-optimal allocation, backtest and warnings for ``df``'s runs.
     Approach 2 uses ``isoflop_points`` when given (``analysis.curves.curve_points``: the
@@ -67,7 +69,7 @@ def analyze(
     Raises ValueError for an unknown law or too few runs for it."""
     law_name = choose_law(df) if law == "auto" else law
     k = flops_per_param_token(df)
-    fit = fit_law(df, law_name)
+    fit = fit_law(df, law_name, fixed=fixed)
     samples = bootstrap_fit(df, fit, resamples, seed) if resamples > 0 else []
     fit.samples, fit.data = samples, df  # the Fit predicts with intervals
     dropped_resamples = resamples - len(samples) if resamples > 0 else 0
@@ -75,14 +77,14 @@ def analyze(
     selection = df.attrs.get("selection")
     if selection:
         notes.insert(0, selection["text"])
-    if "epochs" in df and (df["epochs"] > 1).any():
+    if "epochs" in df and (df["epochs"] > 1).any() and not fit.law.name.startswith("data_c"):
         repeated = df[df["epochs"] > 1]
         notes.append(
             f"{len(repeated)} run(s) repeat their data (up to {repeated['epochs'].max():.3g} "
             "epochs): repeated tokens are worth less than fresh ones (Muennighoff et al. "
-            "2023); --law data_constrained fits that"
+            "2023); --law data_constrained (or data_constrained_full) fits that"
         )
-    elif fit.law.name == "data_constrained":
+    elif fit.law.name.startswith("data_constrained"):
         notes.append("data_constrained: no run repeats its data, so R* is not identified")
     result = {
         "law": fit.law.name,
@@ -102,6 +104,8 @@ def analyze(
         },
         "conventions": df.attrs.get("conventions"),
         "selection": selection,
+        "filters": df.attrs.get("filters"),
+        "fixed": dict(fixed) if fixed else None,
         "flops_per_param_token": k,
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -125,7 +129,7 @@ def analyze(
     )
     result["approach_2"] = _approach(isoflop, points, resamples, seed, level, notes, result)
     if result["approach_2"] is not None or "approach_2_not_possible" in result:
-        result["approach_2_methods"] = every_method(points, k, seed_noise)
+        result["approach_2_methods"] = every_method(points, k, seed_noise, result["approach_2"])
     if result["approach_2"] is not None:
         result["approach_2"]["source"] = (
             "final losses of the runs"
@@ -148,6 +152,10 @@ def analyze(
     if result["noise"]:
         notes.append(result["noise"]["text"])
     result["health"] = fit_health(df, fit, result["params"], dropped_resamples, resamples)
+    result["health"] += identification(df, fit)
+    result["outliers"] = outliers(df, fit)
+    if result["outliers"]:
+        result["health"].append(result["outliers"]["text"])
     notes.extend(result["health"])
     result["warnings"] = notes
     if warn:
@@ -186,6 +194,9 @@ def _at_budgets(
     return rows
 
 
+APPROACH_RESAMPLES = 200  # approaches 1 and 2 refit per resample: a 95% interval's worth
+
+
 def _approach(fn, df, resamples, seed, level, notes, result=None) -> dict | None:
     """The approach's result with bootstrap intervals on a and b, or None when it is not
     possible (the reason in ``notes``; what it found on the way, such as approach 2's
@@ -203,7 +214,7 @@ def _approach(fn, df, resamples, seed, level, notes, result=None) -> dict | None
             result[f"{name.replace(' ', '_')}_not_possible"] = {"reason": str(e), **details}
         return None
     notes.extend(str(w.message) for w in caught)
-    n_boot = min(resamples, 300)
+    n_boot = min(resamples, APPROACH_RESAMPLES)
     boot, dropped = approaches.bootstrap_approach(fn, df, n_boot, seed) if n_boot else ([], 0)
     r["exponents"] = summarize({"a": r["a"], "b": r["b"]}, boot, level)
     r["bootstrap"] = {"resamples": len(boot), "dropped": dropped}
@@ -285,3 +296,97 @@ def fit_health(df: pd.DataFrame, fit: Fit, params: dict, dropped: int, resamples
     if resamples > 0 and dropped > 0:
         notes.append(f"{law}: {dropped} of {resamples} bootstrap refits failed and were dropped")
     return notes
+
+
+OUTLIER_Z = 4.0  # a residual this many robust standard deviations out is an outlier
+OUTLIER_SHARE = 0.05  # ... when such runs are at most this share of them (else: misfit)
+
+
+def outliers(df: pd.DataFrame, fit: Fit) -> dict | None:
+    """A few runs whose log residuals lie far outside the rest's (more than ``OUTLIER_Z``
+    robust standard deviations, from the median absolute deviation): their rows, and a
+    note. None when there are none, or so many that the law, not the runs, is off."""
+    from analysis.fitting import residuals
+
+    r = residuals(df, fit)
+    mad = float(np.median(np.abs(r - np.median(r))))
+    if mad <= 0 or r.size < 10:
+        return None
+    z = (r - np.median(r)) / (1.4826 * mad)
+    far = np.flatnonzero(np.abs(z) > OUTLIER_Z)
+    if far.size == 0 or far.size > max(1, int(OUTLIER_SHARE * r.size)):
+        return None
+    far = far[np.argsort(-np.abs(z[far]))]
+    rows = [
+        {
+            "run": str(df["run"].iloc[i]) if "run" in df else int(i),
+            "n_params": float(df["n_params"].iloc[i]),
+            "tokens": float(df["tokens"].iloc[i]),
+            "loss": float(df["loss"].iloc[i]),
+            "residual_log": float(r[i]),
+            "z": float(z[i]),
+        }
+        for i in far
+    ]
+    shown = "; ".join(
+        f"{row['run']} (loss {row['loss']:.4g}, {row['z']:+.0f} sd)" for row in rows[:6]
+    )
+    higher = all(row["z"] > 0 for row in rows)
+    hint = f"--drop-highest {len(rows)}" if higher and _are_highest(df, rows) else "--where"
+    return {
+        "rows": rows,
+        "text": f"{len(rows)} run(s) lie far outside the rest's scatter about the law (more "
+        f"than {OUTLIER_Z:g} robust sd): {shown}; if they are faulty runs, leave them out "
+        f"({hint}) and refit: the fit above includes them",
+    }
+
+
+def _are_highest(df: pd.DataFrame, rows: list[dict]) -> bool:
+    """Whether the outliers are exactly the runs of highest loss."""
+    top = df.nlargest(len(rows), "loss")["loss"].to_numpy()
+    return sorted(top) == sorted(row["loss"] for row in rows)
+
+
+FLAT = 0.01  # a parameter is not identified when doubling or halving it moves the objective < 1%
+
+
+def identification(df: pd.DataFrame, fit: Fit) -> list[str]:
+    """Where the runs cannot pin a law's parameters down: as many parameters as runs (the
+    fit passes through every point, whatever the law), and a repetition constant R* whose
+    doubling or halving, the other parameters refitted, changes the objective by less than
+    ``FLAT`` (Muennighoff et al.'s R_D* sits on such a plateau)."""
+    law, notes = fit.law, []
+    if fit.n_points <= law.n_params:
+        notes.append(
+            f"{law.name}: {law.n_params} parameters from {fit.n_points} runs: the law can pass "
+            "through every run, so the fit says nothing about its form and its intervals are "
+            "not uncertainty; extrapolations from it rest on the form alone"
+        )
+    for name in law.param_names:
+        if not name.startswith("R_") or fit.n_points <= law.n_params:
+            continue
+        rise = _profile_rise(df, fit, name)
+        if rise is not None and rise < FLAT:
+            notes.append(
+                f"{law.name}: {name} = {fit.params[name]:.3g} is not identified by these runs: "
+                f"halving or doubling it (the other parameters refitted) changes the objective "
+                f"by {rise:.2%}; read it as a plateau, not a value"
+            )
+    return notes
+
+
+def _profile_rise(df: pd.DataFrame, fit: Fit, name: str) -> float | None:
+    """The smaller relative rise of the objective with ``name`` held at half and at twice
+    its fitted value, the other parameters refitted from the fit's optimum."""
+    base = getattr(fit.law, "base", fit.law)
+    held = dict(getattr(fit.law, "values", {}))
+    rises = []
+    for factor in (0.5, 2.0):
+        law = Fixed(base, tuple(sorted({**held, name: fit.params[name] * factor}.items())))
+        start = law.theta_of({**held, **fit.params})
+        try:
+            refit = fit_law(df, law, starts=start)
+        except ValueError:
+            return None
+        rises.append((refit.objective - fit.objective) / max(fit.objective, 1e-300))
+    return float(min(rises))

@@ -37,8 +37,10 @@ from analysis.load import (
     N_CONVENTIONS,
     format_si,
     format_value,
+    is_lab_table,
     load_runs,
     read_runs_table,
+    read_table,
 )
 from analysis.noise import seed_noise, sensitivity
 from analysis.report import write_report
@@ -249,11 +251,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_lr(args: argparse.Namespace) -> int:
-    """``lab-analyze lr PATH``: each size's best rate and the fitted lr*(N); lr.json."""
+    """``lab-analyze lr PATH``: each size's best rate and the fitted lr*(N); lr.json. PATH is
+    a sweep folder, its runs table, or any table of runs with a learning-rate column."""
     from analysis import lr
 
     src = Path(args.path)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    if src.is_file() and not is_lab_table(read_table(src)):
+        table = _load(args, all_runs=True)
+        result = lr.analyze_lr_frame(
+            lr.lr_frame(table, src), src, "loss", args.n_convention, args.bootstrap, args.seed
+        )
+        _print_lr(result, "loss", *lr.write(result, out))
+        return 0
+    if args.where or args.drop_highest or args.columns:
+        raise ValueError(
+            "--where, --drop-highest and --columns filter a table of runs; for a sweep "
+            "folder, give lab-analyze lr a folder of the runs wanted"
+        )
     table = read_runs_table(args.path)
     found = sorted(set(table["parametrization"].dropna()))
     if len(found) > 1:  # e.g. the mup_transfer sweep: one analysis per parametrization
@@ -519,7 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=cmd_compare)
     lr_p = sub.add_parser("lr", help="the best learning rate per size, and lr*(N)")
-    lr_p.add_argument("path", help="a sweep folder whose runs differ in optim.lr")
+    lr_p.add_argument(
+        "path",
+        help="a sweep folder whose runs differ in optim.lr, its runs table, or a table of "
+        "runs with n_params, tokens, loss and lr columns",
+    )
     _common_options(lr_p, compute=False)
     lr_p.set_defaults(func=cmd_lr)
     t = sub.add_parser("table", help="print every run of a sweep, any status")

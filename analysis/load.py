@@ -75,7 +75,7 @@ def load_runs(
     path, chosen = Path(path), (n_convention, compute_convention, loss)
     if not path.exists():
         raise FileNotFoundError(f"no such sweep directory or file: {path}")
-    table = None if path.is_dir() else _read_table(path)
+    table = None if path.is_dir() else read_table(path)
     if table is None or is_lab_table(table):  # a sweep folder, or the table it writes
         raw = read_runs_table(path, config_keys, table)
         raw = _where(raw, where, path)
@@ -139,7 +139,7 @@ def read_runs_table(
         if raw.empty:
             raise ValueError(f"no {RECORD_NAME} records under {path}")
         return raw
-    table = _read_table(path) if table is None else table
+    table = read_table(path) if table is None else table
     if not is_lab_table(table):
         raise ValueError(
             f"{path} is not a table of the lab's runs ({SWEEP_TABLE} or its .parquet: one "
@@ -339,7 +339,7 @@ def _standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     """The table in ``path``. Raises ValueError naming the file when it is empty, has no
     rows, or cannot be parsed."""
     suffix = path.suffix.lower()

@@ -139,6 +139,8 @@ def analyze_lr(
     more than one parametrization and none chosen."""
     path = Path(path)
     raw = read_runs_table(path) if records is None else records
+    if "status" not in raw.columns:  # a table of runs, not the lab's records
+        return analyze_lr_frame(lr_frame(raw, path), path, "loss", n_convention, resamples, seed)
     raw = raw[(raw["status"] == "ok") & raw[loss].notna()]
     if parametrization is not None:
         raw = raw[raw["parametrization"] == parametrization]
@@ -159,6 +161,58 @@ def analyze_lr(
             "hparams_but_lr": raw["hparams_but_lr"],
         }
     )
+    df["parametrization"] = params[0] if params else "sp"
+    return analyze_lr_frame(df, path, loss, n_convention, resamples, seed)
+
+
+LR_ALIASES = ("lr", "learning_rate", "optim.lr", "peak_lr", "max_lr", "eta")
+
+
+def lr_frame(table: pd.DataFrame, path) -> pd.DataFrame:
+    """An lr sweep's runs from a table of runs (``load_runs``'s frame of a CSV / JSONL /
+    Parquet file: n_params, tokens, loss, and a learning-rate column under one of
+    ``LR_ALIASES``); the runs at one (N, D) form one sweep. Raises ValueError without a
+    learning-rate column."""
+    column = next((c for c in table.columns if str(c).strip().lower() in LR_ALIASES), None)
+    if column is None:
+        raise ValueError(
+            f"{path} has no learning-rate column (one of {', '.join(LR_ALIASES)}; it has "
+            f"{', '.join(map(str, table.columns))})"
+        )
+    model = (
+        table["model"].astype(str)
+        if "model" in table
+        else table["n_params"].map(lambda n: f"N={n:.3g}")
+    )
+    df = pd.DataFrame(
+        {
+            "run": table["run"].astype(str),
+            "model": model,
+            "lr": pd.to_numeric(table[column], errors="coerce"),
+            "n_params": table["n_params"].astype(float),
+            "tokens": table["tokens"].astype(float),
+            "loss": table["loss"].astype(float),
+            "hparams_but_lr": "",
+        }
+    )
+    bad = ~(np.isfinite(df["lr"]) & (df["lr"] > 0))
+    if bad.all():
+        raise ValueError(f"{path}: column {column!r} holds no positive learning rate")
+    params = table["parametrization"].dropna().unique() if "parametrization" in table else []
+    if len(params) > 1:
+        raise ValueError(
+            f"the runs in {path} mix parametrizations {sorted(params)}: an lr law holds for "
+            "one; filter them with --where"
+        )
+    df["parametrization"] = params[0] if len(params) else "sp"
+    return df[~bad].reset_index(drop=True)
+
+
+def analyze_lr_frame(
+    df: pd.DataFrame, path, loss: str, n_convention: str, resamples: int, seed: int
+) -> dict:
+    """``analyze_lr`` on runs already read: run, model, lr, n_params, tokens, loss,
+    hparams_but_lr, parametrization."""
     groups = sweeps(df)
     fitted = [g for g in groups if "lr" in g]
     if not fitted:
@@ -175,7 +229,7 @@ def analyze_lr(
         "source": str(path),
         "loss": loss,
         "n_convention": n_convention,
-        "parametrization": params[0] if params else "sp",
+        "parametrization": str(df["parametrization"].iloc[0]) if len(df) else "sp",
         "sweeps": groups,
         "edge_optima": [g["model"] for g in fitted if g["edge"]],
         "law_fitted_on": [g["model"] for g in used],

@@ -331,20 +331,24 @@ def outliers(df: pd.DataFrame, fit: Fit) -> dict | None:
     shown = "; ".join(
         f"{row['run']} (loss {row['loss']:.4g}, {row['z']:+.0f} sd)" for row in rows[:6]
     )
-    higher = all(row["z"] > 0 for row in rows)
-    hint = f"--drop-highest {len(rows)}" if higher and _are_highest(df, rows) else "--where"
+    top = _highest_among(df, far)
+    hint = f"--drop-highest {top}" if top else "--where"
     return {
         "rows": rows,
         "text": f"{len(rows)} run(s) lie far outside the rest's scatter about the law (more "
         f"than {OUTLIER_Z:g} robust sd): {shown}; if they are faulty runs, leave them out "
         f"({hint}) and refit: the fit above includes them",
+        "highest_loss_outliers": top,
     }
 
 
-def _are_highest(df: pd.DataFrame, rows: list[dict]) -> bool:
-    """Whether the outliers are exactly the runs of highest loss."""
-    top = df.nlargest(len(rows), "loss")["loss"].to_numpy()
-    return sorted(top) == sorted(row["loss"] for row in rows)
+def _highest_among(df: pd.DataFrame, far: np.ndarray) -> int:
+    """How many of the highest-loss runs, counted from the top, are among ``far``."""
+    ranked = np.argsort(-df["loss"].to_numpy(dtype=float), kind="stable")
+    count = 0
+    while count < ranked.size and ranked[count] in set(far.tolist()):
+        count += 1
+    return count
 
 
 FLAT = 0.01  # a parameter is not identified when doubling or halving it moves the objective < 1%

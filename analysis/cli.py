@@ -79,8 +79,13 @@ def summary(study: Study) -> str:
     compute-optimal allocation, the backtest and the warnings."""
     r = study.result
     level = int(r["bootstrap"]["interval"] * 100)
+    objective = (
+        "least squares on the loss"
+        if r.get("fit_space") == "squares"
+        else f"Huber δ={r['huber_delta']} on log loss"
+    )
     lines = [
-        f"fitted {r['formula']} to {r['n_points']} runs (Huber δ={r['huber_delta']}, L-BFGS "
+        f"fitted {r['formula']} to {r['n_points']} runs ({objective}, L-BFGS "
         f"from {r['starts']} starts; {level}% intervals from {r['bootstrap']['resamples']} "
         f"bootstrap resamples):",
         f"  {r['fit_text']}",
@@ -105,7 +110,7 @@ def summary(study: Study) -> str:
             used = r[key].get("methods_used")
             if used:
                 lines[-1] += " (budgets: " + ", ".join(f"{v} {m}" for m, v in used.items()) + ")"
-    if r.get("approach_2_methods"):
+    if any(m.get("a") is not None for m in (r.get("approach_2_methods") or {}).values()):
         lines.append("  approach 2's a by method: " + method_line(r["approach_2_methods"]))
     rb = r.get("rolling_backtest")
     if rb:
@@ -115,6 +120,19 @@ def summary(study: Study) -> str:
             f"{rb['mean_abs_relative_error']:.1%}, {rb['coverage']:.0%} inside their "
             f"{rb['level']:.0%} prediction intervals"
         )
+    ho = r.get("holdout")
+    if ho:
+        lines.append(
+            f"  held out ({ho['where']}): {len(ho['runs'])} run(s), mean |error| "
+            f"{ho['mean_abs_error']:.2%}, {ho['coverage']:.0%} inside their prediction intervals"
+        )
+        for row in ho["runs"]:
+            lines.append(
+                f"    {row['run']}: N = {format_si(row['n_params'])}, D = "
+                f"{format_si(row['tokens'])}: loss {row['loss']:.4f}, predicted "
+                f"{row['predicted']:.4f} [{row['low']:.4f}, {row['high']:.4f}], "
+                f"error {row['error']:+.2%}"
+            )
     bt = r.get("backtest")
     if bt:
         errs = ", ".join(f"{e:+.1%}" for e in bt["relative_error"])
@@ -155,6 +173,12 @@ def sensitivity_table(rows: list[dict]) -> str:
 
 
 def _run(args: argparse.Namespace, figures: str) -> int:
+    held = None
+    if args.holdout:  # fitted without those rows; their loss predicted
+        held = _load(args, where=args.holdout, drop_highest=0)
+        args.where = (
+            f"({args.where}) and not ({args.holdout})" if args.where else (f"not ({args.holdout})")
+        )
     df = _load(args)
     points = None
     if args.isoflop_curves:
@@ -179,6 +203,8 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         seed_noise=args.seed_noise,
         fixed=args.fix,
     )
+    if held is not None:
+        study.result["holdout"] = holdout(study, held, args.holdout)
     if args.sensitivity:
         budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
         budgets = budgets or default_budgets(df)
@@ -376,8 +402,45 @@ def _fixed(text: str) -> dict[str, float]:
     return out
 
 
-def _load(args: argparse.Namespace, config_keys: tuple = (), all_runs: bool | None = None):
-    """The runs PATH names, under the command's conventions and cleaning options."""
+def holdout(study: Study, held: pd.DataFrame, expr: str) -> dict:
+    """The fit's predictions of the held-out runs, with their prediction intervals and the
+    relative errors (predicted / observed − 1)."""
+    variables = {v: held[v].to_numpy() for v in study.fit.law.variables if v in held}
+    pi = study.fit.predict_interval(**variables, level=study.result["bootstrap"]["interval"])
+    rows = []
+    for i, (_, r) in enumerate(held.iterrows()):
+        pred, lo, hi = (float(np.atleast_1d(v)[i]) for v in pi)
+        rows.append(
+            {
+                "run": str(r["run"]),
+                "n_params": float(r["n_params"]),
+                "tokens": float(r["tokens"]),
+                "loss": float(r["loss"]),
+                "predicted": pred,
+                "low": lo,
+                "high": hi,
+                "error": pred / float(r["loss"]) - 1,
+                "inside": bool(lo <= r["loss"] <= hi),
+            }
+        )
+    errors = np.abs([row["error"] for row in rows])
+    return {
+        "where": expr,
+        "runs": rows,
+        "mean_abs_error": float(errors.mean()),
+        "coverage": float(np.mean([row["inside"] for row in rows])),
+    }
+
+
+def _load(
+    args: argparse.Namespace,
+    config_keys: tuple = (),
+    all_runs: bool | None = None,
+    where: str | None = None,
+    drop_highest: int | None = None,
+):
+    """The runs PATH names, under the command's conventions and cleaning options (``where``
+    and ``drop_highest`` in place of the command's own)."""
     return load_runs(
         args.path,
         args.n_convention,
@@ -386,8 +449,8 @@ def _load(args: argparse.Namespace, config_keys: tuple = (), all_runs: bool | No
         config_keys,
         all_runs=args.all_runs if all_runs is None else all_runs,
         keep_duplicates=args.keep_duplicates,
-        where=args.where,
-        drop_highest=args.drop_highest,
+        where=args.where if where is None else where,
+        drop_highest=args.drop_highest if drop_highest is None else drop_highest,
         columns=args.columns,
     )
 
@@ -496,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SD",
             help="the sd of a run's final loss across seeds, in loss units, for "
             "--isoflop-method porian (default: from --noise, else 0.2%% of the loss)",
+        )
+        p.add_argument(
+            "--holdout",
+            default=None,
+            metavar="EXPR",
+            help="fit without the rows where EXPR holds and predict their loss, with "
+            'prediction intervals and errors (e.g. the largest models: "N_total > 1e9")',
         )
         p.add_argument(
             "--sensitivity",

@@ -118,6 +118,9 @@ def fit_law(
     Raises ValueError for an unknown law or parameter, missing columns, or fewer runs than
     the law has free parameters."""
     law = resolve_law(law)
+    if starts is None and not fixed and getattr(law, "nested", None):
+        # a law that nests a simpler one starts from that law's best solutions
+        starts = law.starts_from_nested(fit_law(df, law.nested, delta=delta).extra["best"])
     if fixed:
         law = Fixed(law, tuple(sorted((k, float(v)) for k, v in fixed.items())))
     log_x, log_loss = design(df, law)

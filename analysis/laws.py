@@ -485,6 +485,11 @@ class DataConstrainedFull(Law):
             grad[:, :, j] = (self._log_values(up, log_x) - self._log_values(down, log_x)) / (2 * h)
         return value, grad
 
+    # the law nests ``data_constrained`` (R_N* → ∞): its joint fit starts from that law's
+    # best solutions, each with R_N* on this grid (``fit_law``), not from a 7-D grid
+    nested = "data_constrained"
+    R_N_STARTS = (1.0, 3.0, 10.0, 30.0, 1e3)
+
     def starts(self):
         axes = [
             [-1.0, 0.0, 1.0],
@@ -496,6 +501,12 @@ class DataConstrainedFull(Law):
             np.log([2.0, 5.0, 20.0]),
         ]
         return np.array(list(itertools.product(*axes)), dtype=float)
+
+    def starts_from_nested(self, nested_thetas: np.ndarray) -> np.ndarray:
+        """Starts from solutions of the nested law (θ = e, a, α, b, β, log R*)."""
+        return np.array(
+            [[*t, np.log(r)] for t in nested_thetas for r in self.R_N_STARTS], dtype=float
+        )
 
     def params(self, theta):
         return {

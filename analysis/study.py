@@ -93,6 +93,7 @@ def analyze(
         "params": summarize(fit.params, samples, level),
         "objective": fit.objective,
         "huber_delta": fit.extra["delta"],
+        "fit_space": fit.law.fit_space,
         "starts": fit.extra["starts"],
         "converged": fit.converged,
         "n_points": fit.n_points,
@@ -355,16 +356,17 @@ FLAT = 0.01  # a parameter is not identified when doubling or halving it moves t
 
 
 def identification(df: pd.DataFrame, fit: Fit) -> list[str]:
-    """Where the runs cannot pin a law's parameters down: as many parameters as runs (the
-    fit passes through every point, whatever the law), and a repetition constant R* whose
+    """Where the runs cannot pin a law's parameters down: as many parameters as runs, or
+    one fewer (the fit passes through the points, whatever the law), and a repetition
+    constant R* whose
     doubling or halving, the other parameters refitted, changes the objective by less than
     ``FLAT`` (Muennighoff et al.'s R_D* sits on such a plateau)."""
     law, notes = fit.law, []
-    if fit.n_points <= law.n_params:
+    if fit.n_points <= law.n_params + 1:
         notes.append(
             f"{law.name}: {law.n_params} parameters from {fit.n_points} runs: the law can pass "
-            "through every run, so the fit says nothing about its form and its intervals are "
-            "not uncertainty; extrapolations from it rest on the form alone"
+            "through (nearly) every run, so the fit cannot test its form and its intervals "
+            "are not uncertainty; extrapolations from it rest on the form alone"
         )
     for name in law.param_names:
         if not name.startswith("R_") or fit.n_points <= law.n_params:

@@ -7,13 +7,17 @@
     lab-analyze compare PATH --by KEY   one law per value of a config key, side by side
     lab-analyze lr PATH      the best learning rate per size, and lr*(N); lr.json
 
-    options: --law auto|chinchilla|kaplan_nd|n|d|c|n_pure|d_pure|c_pure  --out DIR
+    options: --law auto|chinchilla|chinchilla_tied|gadre|kaplan_nd|data_constrained|
+                   data_constrained_full|n|d|c|n_pure|d_pure|c_pure  --fix NAME=VALUE,...
+             --isoflop-method auto|hoffmann|porian|local|akima  --seed-noise SD
+             --where EXPR  --drop-highest K  --columns NAME=COLUMN,...  --holdout EXPR
              --bootstrap N (resamples, default 1000; 0: none)  --budget C [C ...]
              --n-convention non_embedding|total  --compute 6N|6N_attn|6N_attn_head
-             --loss val_loss|train_loss  --seed S
+             --loss val_loss|train_loss  --seed S  --out DIR
 
-PATH is a sweep directory (its ``result.json`` records) or a CSV / JSONL / Parquet file
-with columns n_params, tokens, loss (and optionally compute, run, budget).
+PATH is a sweep directory (its ``result.json`` records), the lab's runs.csv, or a CSV /
+JSONL / Parquet file with columns n_params, tokens, loss under their usual names (and
+optionally compute, run, budget, unique_tokens), for every command.
 """
 
 from __future__ import annotations

@@ -77,15 +77,17 @@ def analyze(
     selection = df.attrs.get("selection")
     if selection:
         notes.insert(0, selection["text"])
-    if "epochs" in df and (df["epochs"] > 1).any() and not fit.law.name.startswith("data_c"):
+    repeats = "epochs" in df and bool((df["epochs"] > 1).any())
+    constrained = fit.law.name.startswith("data_constrained")
+    if repeats and not constrained:
         repeated = df[df["epochs"] > 1]
         notes.append(
             f"{len(repeated)} run(s) repeat their data (up to {repeated['epochs'].max():.3g} "
             "epochs): repeated tokens are worth less than fresh ones (Muennighoff et al. "
             "2023); --law data_constrained (or data_constrained_full) fits that"
         )
-    elif fit.law.name.startswith("data_constrained"):
-        notes.append("data_constrained: no run repeats its data, so R* is not identified")
+    elif constrained and not repeats:
+        notes.append(f"{fit.law.name}: no run repeats its data, so R* is not identified")
     result = {
         "law": fit.law.name,
         "formula": fit.law.formula,
@@ -376,7 +378,7 @@ def identification(df: pd.DataFrame, fit: Fit) -> list[str]:
             notes.append(
                 f"{law.name}: {name} = {fit.params[name]:.3g} is not identified by these runs: "
                 f"halving or doubling it (the other parameters refitted) changes the objective "
-                f"by {rise:.2%}; read it as a plateau, not a value"
+                f"by {max(rise, 0.0):.2%}; read it as a plateau, not a value"
             )
     return notes
 

@@ -79,12 +79,17 @@ def analyze(
         notes.insert(0, selection["text"])
     repeats = "epochs" in df and bool((df["epochs"] > 1).any())
     constrained = fit.law.name.startswith("data_constrained")
-    if repeats and not constrained:
+    if repeats:
         repeated = df[df["epochs"] > 1]
         notes.append(
             f"{len(repeated)} run(s) repeat their data (up to {repeated['epochs'].max():.3g} "
             "epochs): repeated tokens are worth less than fresh ones (Muennighoff et al. "
-            "2023); --law data_constrained (or data_constrained_full) fits that"
+            "2023)"
+            + (
+                ""
+                if constrained
+                else "; --law data_constrained (or data_constrained_full) fits that"
+            )
         )
     elif constrained and not repeats:
         notes.append(f"{fit.law.name}: no run repeats its data, so R* is not identified")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,3 +124,23 @@ def test_importing_analysis_loads_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_lr_reads_a_plain_table_of_runs_like_fit_does(tmp_path, capsys):
+    """The one input contract: a table with published column names and a learning-rate
+    column is an lr sweep, as a sweep folder is."""
+    rows = []
+    for n in (1e6, 4e6, 16e6):
+        best = 0.01 * (n / 1e6) ** -0.3
+        for lr in best * np.array([0.25, 0.5, 1.0, 2.0, 4.0]) * 1.1:
+            loss = 3 + 0.05 * np.log(lr / best) ** 2 - 0.1 * np.log10(n)
+            rows.append({"N": n, "D": 20 * n, "learning_rate": lr, "L": loss})
+    path = tmp_path / "lr_runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert analyze_main(["lr", str(path), "--bootstrap", "20", "--out", str(tmp_path / "a")]) == 0
+    result = json.loads((tmp_path / "a" / "lr.json").read_text())
+    assert result["law"]["params"]["gamma"]["value"] == pytest.approx(0.3, abs=0.01)
+    assert len(result["sweeps"]) == 3
+    pd.DataFrame(rows).drop(columns="learning_rate").to_csv(path, index=False)
+    assert analyze_main(["lr", str(path)]) == 2
+    assert "no learning-rate column" in capsys.readouterr().err

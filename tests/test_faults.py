@@ -8,6 +8,9 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -186,6 +189,62 @@ def test_a_signal_checkpoints_at_the_next_step_and_a_rerun_redoes_nothing(
     assert again["resumed_from_step"] == 11  # not one step redone
     assert (again["status"], again["val_loss"]) == ("ok", whole["val_loss"])
     assert load_runs(tmp_path / "run")["loss"].tolist() == [whole["val_loss"]]
+
+
+def test_a_checkpointed_run_hands_the_signal_to_the_launchers_handler(tmp_path, monkeypatch):
+    """Under submitit the USR2 handler that requeues the job was installed before the run's
+    own: once the run has checkpointed, it is called, so the requeued job resumes there."""
+    from lab.cli import commands
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        real = _kill_at(monkeypatch, 5, how=lambda: os.kill(os.getpid(), signal.SIGUSR2))
+        with pytest.raises(SystemExit) as stop:
+            commands.run_job(small(), tmp_path / "run", multirun=False)
+        assert stop.value.code == 128 + signal.SIGUSR2
+        assert calls == [signal.SIGUSR2]  # after the checkpoint, not instead of it
+        assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 5
+        monkeypatch.setattr(Trainer, "train_step", real)
+        assert train(small(), tmp_path / "run")["resumed_from_step"] == 5
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_sweep_worker_ends_with_its_main_process(tmp_path):
+    """A joblib worker asks for SIGTERM when its parent dies: killing the main process does
+    not leave it training, orphaned."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from lab.cli.commands import end_with_parent\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('term'), sys.exit(0)))\n"
+        "assert end_with_parent()\n"
+        "open(sys.argv[1] + '.ready', 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    marker = tmp_path / "got"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; "
+            f"subprocess.Popen([sys.executable, {str(script)!r}, {str(marker)!r}]); time.sleep(60)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(str(marker) + ".ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Path(str(marker) + ".ready").exists()
+        parent.kill()  # SIGKILL: no chance to clean up its children itself
+        parent.wait()
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.read_text() == "term"
+    finally:
+        parent.kill()
 
 
 def test_an_interrupted_run_is_not_analysed_as_finished(tmp_path, monkeypatch):

@@ -49,6 +49,43 @@ register_configs()
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def end_with_parent() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl(2),
+    PR_SET_PDEATHSIG), so a joblib sweep's workers do not train on, orphaned, after its
+    main process is killed: the run checkpoints and stops as on any SIGTERM. Whether it
+    was set (Linux only; elsewhere nothing changes)."""
+    import ctypes
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if ok and os.getppid() == 1:  # the parent died before the request: act now
+        os.kill(os.getpid(), signal.SIGTERM)
+    return ok
+
+
+def hand_over(signum: int) -> None:
+    """After a run has checkpointed on ``signum``, call the handler that was installed before
+    the lab's (the run's own is gone by then): under submitit, its USR2 handler, which
+    requeues the job (Slurm's ``--signal=USR2@...``) so the requeued job resumes from the
+    checkpoint. Ctrl-C and the default handlers are left alone."""
+    import signal
+
+    previous = signal.getsignal(signum)
+    if signum == signal.SIGINT or not callable(previous):
+        return
+    log.info("handing %s over to the launcher's handler", signal.Signals(signum).name)
+    previous(signum, None)
+
+
 def run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
     """Train one configured run in ``out_dir``, holding the folder's claim (``lab.runs.claim``);
     in a multirun, never raise: a run another process holds is left to it, a run that fails
@@ -107,6 +144,7 @@ def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
             table = write_sweep_table(out_dir.parent)
             if table is not None:
                 print(summarize(table, out_dir.parent))
+        hand_over(e.signum)  # submitit: requeue; the requeued job resumes from here
         sys.exit(e.exit_code)
     except (ValueError, FileNotFoundError) as e:
         if not multirun:
@@ -165,6 +203,8 @@ def _hydra_app(dcfg: DictConfig) -> float:
     Hydra's optimising sweepers (Optuna, Ax, Nevergrad) minimise."""
     hc = HydraConfig.get()
     cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
+    if "joblib" in str(OmegaConf.select(hc, "launcher._target_", default="")):
+        end_with_parent()
     record = run_job(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
     loss = (record or {}).get("val_loss")
     ok = (record or {}).get("status") == "ok" and isinstance(loss, int | float)

@@ -152,3 +152,56 @@ def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
             a["val_loss"],
             a["train_loss"],
         )
+
+
+def test_usr2_before_the_time_limit_checkpoints_and_submitit_requeues(tmp_path):
+    """What submitit asks Slurm for before a job's time limit (``--signal=USR2@...``): the
+    run checkpoints at the next step, hands the signal to submitit's handler, which requeues
+    the job; the requeued job resumes from the checkpoint and ends as an uninterrupted run."""
+    args = [*TINY, "data.tokens=400000"]
+    whole = subprocess.run(
+        [sys.executable, "-c", TRAIN, *args, f"hydra.run.dir={tmp_path / 'whole'}"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    code = "import sys; sys.argv[0] = 'lab-train'; from lab.cli.entry import lab_train; lab_train()"
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.timeout_min=10",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.max_num_timeout=3",  # requeues allowed (the launcher's default: 0)
+            *args,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait(lambda: any(sweep.glob("*/checkpoint.pt")), 300, "the job's first checkpoint")
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+        job = jobs.stdout.split()[0]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        _wait(lambda: _state(job) == "PENDING", 120, f"job {job} to be requeued by submitit")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        out, _ = launcher.communicate(timeout=600)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    a = json.loads((tmp_path / "whole" / "result.json").read_text())
+    (record,) = sweep.glob("*/result.json")
+    b = json.loads(record.read_text())
+    assert b["status"] == "ok" and b["resumed_from_step"] > 0
+    assert (b["val_loss"], b["train_loss"]) == (a["val_loss"], a["train_loss"])

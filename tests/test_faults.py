@@ -347,3 +347,40 @@ def test_an_export_never_lands_on_a_file_or_another_export_without_force(tmp_pat
 def test_integer_counts_take_scientific_notation():
     cfg = compose(["data.tokens=1e5", "data.max_bytes=2.5e6", "optim.lr=1e-3"])
     assert (cfg.data.tokens, cfg.data.max_bytes, cfg.optim.lr) == (100_000, 2_500_000, 1e-3)
+
+
+def test_a_run_of_absurd_length_for_its_device_says_so_before_it_trains(caplog):
+    from lab.training.setup import warn_if_absurd
+
+    base = small()
+    with caplog.at_level(logging.WARNING, logger="lab"):
+        assert warn_if_absurd(base, "cpu") < 60  # a test-sized run: nothing said
+        assert not caplog.records
+        huge = replace(base, data=replace(base.data, tokens=10**15))  # ~a thousand years
+        seconds = warn_if_absurd(huge, "cpu")
+    assert seconds > 365 * 86400
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "years on cpu" in message and "data.tokens=1000000000000000" in message
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_hydra(
+    tmp_path, monkeypatch, capsys
+):
+    from lab.cli import entry
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        entry.check_output_dirs("lab-train", ["model=nano", f"hydra.run.dir={afile}/run"])
+    assert stop.value.code == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(entry.os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(SystemExit):
+        entry.check_output_dirs("lab-sweep", [f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert "read-only file system" in capsys.readouterr().err
+    monkeypatch.undo()
+    entry.check_output_dirs("lab-train", [f"hydra.run.dir={tmp_path}/fine"])  # no exit

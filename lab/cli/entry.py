@@ -5,13 +5,16 @@ line, not met as an ImportError deep inside an import."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 from lab.cli.packages import check_packages
 
 
 def lab_train() -> None:
     check_packages("lab-train")
+    check_output_dirs("lab-train", sys.argv[1:])
     with _interruptible("lab-train"):
         from lab.cli.commands import train_main
 
@@ -20,10 +23,47 @@ def lab_train() -> None:
 
 def lab_sweep() -> None:
     check_packages("lab-sweep")
+    check_output_dirs("lab-sweep", sys.argv[1:])
     with _interruptible("lab-sweep"):
         from lab.cli.commands import sweep_main
 
         sweep_main()
+
+
+OUTPUT_KEYS = ("hydra.run.dir=", "hydra.sweep.dir=")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the folder ``path`` cannot be made or written, or None: a file where a folder
+    must be, or a nearest existing folder that is read-only (its file system, or for this
+    user)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return None
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{probe} is on a read-only file system"
+    except OSError:
+        return None
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
+
+
+def check_output_dirs(command: str, argv: list[str]) -> None:
+    """One line and exit 1 when a ``hydra.run.dir`` or ``hydra.sweep.dir`` override names a
+    folder that cannot be written, before Hydra meets it (it would print its own traceback)."""
+    for arg in argv:
+        for key in OUTPUT_KEYS:
+            if arg.startswith(key) and "${" not in arg:
+                why = unwritable(Path(arg[len(key) :]).expanduser())
+                if why:
+                    print(f"{command}: error: {arg}: {why}", file=sys.stderr)
+                    raise SystemExit(1)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,26 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
+# An optimistic bound on a CPU core's FP32 rate (two AVX-512 FMA units at ~3 GHz: 2 × 16 × 2
+# × 3e9 ≈ 200 GFLOP/s); training reaches a small share of it, so a run estimated past
+# ABSURD_SECONDS even at this rate is a mistake in its size, not a long run.
+CPU_CORE_FLOPS = 2e11
+GPU_BEST_MFU = 0.6  # ... and on a GPU, 60% of its peak (the best published MFUs are ~50-60%)
+ABSURD_SECONDS = 30 * 86400
+
+
+def fastest_seconds(model: ModelConfig, tokens: int, device, threads: int) -> tuple[float, float]:
+    """A lower bound on a run's training time on ``device`` (seconds) and the FLOP/s it
+    assumes: the run's FLOPs (6N + attention + head, per token) at an optimistic rate."""
+    flops = float(flops_per_token(model)["6N_attn_head"]) * tokens
+    peak = peak_flops(device)
+    if torch.device(device).type == "cuda":
+        rate = (peak or max(PEAK_BF16_FLOPS.values())) * GPU_BEST_MFU
+    else:
+        rate = CPU_CORE_FLOPS * max(1, threads)
+    return flops / rate, rate
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; a no-op context elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

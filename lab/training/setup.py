@@ -6,6 +6,8 @@ processes. Bad input fails here, in a second, not after training."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from lab.config.schema import Config, DataConfig, config_hash
 from lab.data.corpus import Corpus, load_corpus, require_context
 from lab.runs.files import refuse_links
 from lab.training import distributed
-from lab.training.device import resolve_device
+from lab.training.device import ABSURD_SECONDS, fastest_seconds, resolve_device
 from lab.training.resume import find_resume_point, refuse_another_finished_run
 
 
@@ -46,6 +48,7 @@ def prepare(cfg: Config, out: Path) -> RunSetup:
     refuse_another_finished_run(out, key, cfg.train.overwrite)
     cfg = resolve_budget(cfg)
     device = resolve_device(cfg.train.device)
+    warn_if_absurd(cfg, device)
     resume_from = find_resume_point(out, key, cfg.train.resume)
     kernels.set_backend(
         str(cfg.train.backend), **{k: str(v) for k, v in cfg.train.backend_ops.items()}
@@ -65,6 +68,34 @@ def prepare(cfg: Config, out: Path) -> RunSetup:
         )
     out.mkdir(parents=True, exist_ok=True)
     return RunSetup(cfg, key, out, device, corpus, dist, resume_from, lr_law)
+
+
+log = logging.getLogger("lab")
+
+
+def warn_if_absurd(cfg: Config, device) -> float:
+    """Warn, before anything is built, when even an optimistic estimate of the run's time on
+    ``device`` (``lab.training.device.fastest_seconds``) is past ``ABSURD_SECONDS``: a
+    ``data.tokens`` or model size off by orders of magnitude. Returns the estimate."""
+    threads = cfg.train.threads or torch.get_num_threads()
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    seconds, rate = fastest_seconds(cfg.model, cfg.data.tokens, device, threads)
+    seconds /= world
+    if seconds > ABSURD_SECONDS:
+        days = seconds / 86400
+        span = f"{days / 365:.3g} years" if days > 365 else f"{days:.3g} days"
+        log.warning(
+            "this run would take at least %s on %s (%.3g FLOPs at an optimistic %.3g FLOP/s "
+            "on %d process(es)): check data.tokens=%d and model=%s",
+            span,
+            device,
+            seconds * rate * world,
+            rate,
+            world,
+            cfg.data.tokens,
+            cfg.model.name,
+        )
+    return seconds
 
 
 _corpus_cache: dict[tuple, Corpus] = {}

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plot
+from analysis import plot, predict
 from analysis.curves import curve_points
 from analysis.isoflop import ALIASES, ISOFLOP_METHODS
 from analysis.laws import LAWS
@@ -209,6 +209,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
     )
     if held is not None:
         study.result["holdout"] = holdout(study, held, args.holdout)
+    study.result["saved"] = predict.saved(study)  # what lab-analyze predict --from reads
     if args.sensitivity:
         budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
         budgets = budgets or default_budgets(df)
@@ -358,6 +359,39 @@ def _print_lr(result: dict, loss: str, json_path: Path, png: Path) -> None:
         )
     print(f"lr:     {json_path}")
     print(f"plot:   {png}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``lab-analyze predict PATH|--from fit.json``: the loss at target runs; predict.json."""
+    runs = None
+    if args.from_fit:
+        source = Path(args.from_fit)
+        try:
+            saved_fit = json.loads(source.read_text())["saved"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(
+                f"--from {source}: not a fit.json that lab-analyze fit wrote ({e})"
+            ) from None
+        out = Path(args.out) if args.out else source.parent
+    else:
+        if not args.path:
+            raise ValueError("give PATH (runs to fit) or --from fit.json (a saved fit)")
+        runs = _load(args)
+        study = analyze(runs, args.law, args.bootstrap, args.seed, warn=False, level=args.level)
+        saved_fit = predict.saved(study)
+        src = Path(args.path)
+        out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    target = predict.targets(args.at, args.targets, args.budgets, saved_fit)
+    result = predict.predict(saved_fit, target, args.level, args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "predict.json"
+    write_text_atomic(path, json.dumps(result, indent=2, default=_json_default) + "\n")
+    written = plot.save_figure(predict.figure(result, runs), out / "predict", formats=(".png",))
+    print(predict.table(result))
+    print(f"predict: {path}")
+    for f in written:
+        print(f"plot:    {f}")
+    return 0
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
@@ -615,6 +649,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_options(lr_p, compute=False)
     lr_p.set_defaults(func=cmd_lr)
+    pr = sub.add_parser("predict", help="the loss at target runs, with prediction intervals")
+    pr.add_argument("path", nargs="?", help="runs to fit (as for fit); or give --from")
+    pr.add_argument("--from", dest="from_fit", metavar="FIT_JSON", help="a saved fit.json")
+    pr.add_argument("--law", default="auto", choices=["auto", *LAWS])
+    pr.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    pr.add_argument("--at", type=float, nargs="+", metavar="N D", help="targets: N D pairs")
+    pr.add_argument("--targets", metavar="CSV", help="targets: a CSV of n_params, tokens")
+    pr.add_argument(
+        "--compute",
+        dest="budgets",
+        type=float,
+        nargs="+",
+        metavar="C",
+        help="targets: compute budgets, at the compute-optimal allocation (--law chinchilla)",
+    )
+    pr.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
+    pr.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--n-convention", default=DEFAULT_N_CONVENTION, choices=list(N_CONVENTIONS))
+    pr.add_argument("--loss", default=DEFAULT_LOSS, choices=list(LOSSES))
+    pr.add_argument("--keep-duplicates", action="store_true")
+    pr.add_argument("--all-runs", action="store_true")
+    pr.add_argument("--where", default=None, metavar="EXPR", help="fit only these rows")
+    pr.add_argument("--drop-highest", type=int, default=0, metavar="K")
+    pr.add_argument("--columns", type=_mapping, default=None, metavar="NAME=COLUMN,...")
+    pr.set_defaults(func=cmd_predict)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)

@@ -1,0 +1,239 @@
+"""Predict before you train: a fitted law's loss at target runs, with prediction intervals
+and how far each target extrapolates (``lab-analyze predict``).
+
+A target is (N, D), or a compute budget C at the law's compute-optimal allocation
+(approach 3; L(N, D) laws). Each prediction says how far it reaches beyond the fitted runs
+(× the largest fitted N, D and C) and is flagged when that is farther than the ladder's own
+rolling backtest reached (its predictions of the next size from the smaller ones), where
+nothing has tested the law.
+
+A fit is saved in ``fit.json`` (``saved``: the law, its parameters and fixed ones, the
+bootstrap refits' parameters, the log residuals, the fitted ranges, the backtest's reach),
+so ``--from fit.json`` predicts without refitting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.approaches import chinchilla_optimum
+from analysis.laws import LAWS, Fixed, Law
+from analysis.study import Study
+
+SAVED_VERSION = 1
+
+
+def saved(study: Study) -> dict:
+    """What ``predict`` needs from a study, JSON-ready (``fit.json``'s ``saved``)."""
+    from analysis.fitting import residuals
+
+    fit, df = study.fit, study.df
+    fixed = dict(getattr(fit.law, "values", {}))
+    rb = study.result.get("rolling_backtest")
+    reach = None
+    if rb:
+        reach = max(p["predicted_size"] / p["fitted_up_to"] for p in rb["predictions"])
+    return {
+        "version": SAVED_VERSION,
+        "law": fit.law.name,
+        "params": fit.params,
+        "fixed": fixed,
+        "samples": fit.samples,
+        "residuals": residuals(df, fit).tolist(),
+        "flops_per_param_token": study.result["flops_per_param_token"],
+        "largest": {v: float(df[v].max()) for v in ("n_params", "tokens", "compute")},
+        "backtest_reach": reach,
+        "backtest_variable": rb["variable"] if rb else None,
+        "conventions": study.result.get("conventions"),
+        "filters": study.result.get("filters"),
+        "source": study.result.get("source"),
+    }
+
+
+def law_of(saved_fit: dict) -> Law:
+    """The law a saved fit was fitted with (its fixed parameters held)."""
+    if saved_fit.get("version") != SAVED_VERSION:
+        raise ValueError("this fit.json was written before predict existed: run lab-analyze fit")
+    law = LAWS[saved_fit["law"]]
+    if saved_fit.get("fixed"):
+        law = Fixed(law, tuple(sorted(saved_fit["fixed"].items())))
+    return law
+
+
+def interval(
+    law: Law,
+    params: dict,
+    samples: list[dict],
+    resid: np.ndarray,
+    points: dict,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Predicted loss and its prediction interval at ``points``: the bootstrap refits'
+    predictions plus the runs' own scatter (log residuals, centred and scaled by
+    sqrt(n / (n − p))), by simulation (``analysis.fitting.prediction_interval``'s method,
+    from saved pieces)."""
+    rng = np.random.default_rng(seed)
+    r = np.asarray(resid, dtype=float)
+    n, p = r.size, law.n_params
+    r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
+    point = np.log(np.asarray(law.predict(params, **points), dtype=float))
+    log_boot = np.log(np.array([law.predict(s, **points) for s in (samples or [params])]))
+    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
+    draws = max(4000, 2 * len(log_boot))
+    sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(sim, [tail, 100 - tail], axis=0)
+    return {"predicted": np.exp(point), "low": np.exp(lo), "high": np.exp(hi)}
+
+
+def targets(
+    at: list[float] | None = None,
+    table: str | None = None,
+    compute: list[float] | None = None,
+    saved_fit: dict | None = None,
+) -> pd.DataFrame:
+    """The targets as a frame of n_params, tokens (and compute): pairs from ``at``, rows of a
+    CSV ``table`` (columns n_params, tokens; unique_tokens optional), or budgets ``compute``
+    at the compute-optimal allocation of a ``chinchilla`` fit. Raises ValueError for odd
+    pairs, missing columns or non-positive values."""
+    given = sum(x is not None for x in (at, table, compute))
+    if given != 1:
+        raise ValueError("give exactly one of --at N D [N D ...], --targets FILE, --compute C")
+    k = (saved_fit or {}).get("flops_per_param_token", 6.0)
+    if at is not None:
+        if len(at) % 2:
+            raise ValueError(f"--at takes pairs N D; got {len(at)} numbers")
+        pairs = np.asarray(at, dtype=float).reshape(-1, 2)
+        df = pd.DataFrame({"n_params": pairs[:, 0], "tokens": pairs[:, 1]})
+    elif table is not None:
+        df = pd.read_csv(table)
+        missing = {"n_params", "tokens"} - set(df.columns)
+        if missing:
+            raise ValueError(
+                f"{table} lacks the columns {sorted(missing)} (needs n_params, tokens)"
+            )
+    else:
+        law = saved_fit["law"] if saved_fit else None
+        if law != "chinchilla":
+            raise ValueError(
+                f"--compute needs the compute-optimal allocation of L(N, D) = E + A/N^alpha + "
+                f"B/D^beta (--law chinchilla); this fit is {law!r}: give --at N D instead"
+            )
+        params = {**saved_fit.get("fixed", {}), **saved_fit["params"]}
+        opt = chinchilla_optimum(params, compute, k=k)
+        df = pd.DataFrame({"n_params": opt["N_opt"], "tokens": opt["D_opt"]})
+        df["compute"] = np.asarray(compute, dtype=float)
+    values = df[["n_params", "tokens"]].to_numpy(dtype=float)
+    if not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError("every target needs a positive, finite N and D")
+    if "compute" not in df:
+        df["compute"] = k * df["n_params"] * df["tokens"]
+    return df.reset_index(drop=True)
+
+
+def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: int = 0) -> dict:
+    """Each target's predicted loss, prediction interval and extrapolation, and the notes
+    (``predict.json``)."""
+    law = law_of(saved_fit)
+    points = {v: target[v].to_numpy(dtype=float) for v in law.variables if v in target}
+    missing = [v for v in law.variables if v not in points and v not in law.optional]
+    if missing:
+        raise ValueError(f"law {law.name!r} needs the targets' {missing}")
+    pi = interval(
+        law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points, level, seed
+    )
+    largest = saved_fit["largest"]
+    reach, var = saved_fit.get("backtest_reach"), saved_fit.get("backtest_variable")
+    rows, notes = [], []
+    for i in range(len(target)):
+        beyond = {
+            f"x_largest_{v}": float(target[v].iloc[i] / largest[v])
+            for v in ("n_params", "tokens", "compute")
+        }
+        row = {
+            "n_params": float(target["n_params"].iloc[i]),
+            "tokens": float(target["tokens"].iloc[i]),
+            "compute": float(target["compute"].iloc[i]),
+            "predicted": float(pi["predicted"][i]),
+            "low": float(pi["low"][i]),
+            "high": float(pi["high"][i]),
+            **beyond,
+        }
+        far = reach is not None and var and beyond[f"x_largest_{var}"] > reach
+        row["beyond_backtests"] = bool(far)
+        if far:
+            notes.append(
+                f"target N = {row['n_params']:.3g}, D = {row['tokens']:.3g} reaches "
+                f"{beyond[f'x_largest_{var}']:.3g}x the largest fitted {var}, farther than the "
+                f"ladder's own backtests reached ({reach:.3g}x): nothing has tested the law "
+                "that far, and the interval does not include that error"
+            )
+        elif reach is None:
+            row["beyond_backtests"] = None
+        rows.append(row)
+    if reach is None:
+        notes.append("no rolling backtest in this fit: how far the law holds is untested")
+    return {
+        "law": law.name,
+        "level": level,
+        "predictions": rows,
+        "backtest_reach": reach,
+        "notes": notes,
+        "source": saved_fit.get("source"),
+        "conventions": saved_fit.get("conventions"),
+        "filters": saved_fit.get("filters"),
+    }
+
+
+def table(result: dict) -> str:
+    """The predictions, one line each, for a terminal."""
+    level = int(result["level"] * 100)
+    lines = [f"{'N':>9} {'D':>9} {'C':>9} {'loss':>7} {f'{level}% interval':>17}  ×N     ×D     ×C"]
+    for r in result["predictions"]:
+        lines.append(
+            f"{r['n_params']:9.3g} {r['tokens']:9.3g} {r['compute']:9.3g} {r['predicted']:7.4f} "
+            f"[{r['low']:7.4f}, {r['high']:7.4f}]  {r['x_largest_n_params']:<6.3g} "
+            f"{r['x_largest_tokens']:<6.3g} {r['x_largest_compute']:<6.3g}"
+            + ("  beyond the backtests" if r["beyond_backtests"] else "")
+        )
+    return "\n".join(lines + [f"warning: {n}" for n in result["notes"]])
+
+
+def figure(result: dict, runs: pd.DataFrame | None = None):
+    """Loss against compute: the fitted runs (when given) and each target's predicted loss
+    with its interval; targets beyond the backtests' reach drawn hollow."""
+    from analysis.plot import plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if runs is not None:
+        ax.scatter(runs["compute"], runs["loss"], s=12, c="0.5", label="fitted runs")
+    p = result["predictions"]
+    c = np.array([r["compute"] for r in p])
+    y = np.array([r["predicted"] for r in p])
+    err = np.array([[r["predicted"] - r["low"], r["high"] - r["predicted"]] for r in p]).T
+    far = np.array([bool(r["beyond_backtests"]) for r in p])
+    for mask, face, label in ((~far, "C3", "targets"), (far, "none", "beyond the backtests")):
+        if mask.any():
+            ax.errorbar(
+                c[mask],
+                y[mask],
+                yerr=err[:, mask],
+                fmt="o",
+                color="C3",
+                mfc=face,
+                capsize=3,
+                label=label,
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_ylabel("loss")
+    ax.set_title(
+        f"{result['law']}: predicted loss with {int(result['level'] * 100)}% prediction intervals",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -122,7 +122,7 @@ def summary(study: Study) -> str:
             f"  rolling backtest ({len(rb['predictions'])} predictions of the next "
             f"{rb['variable']} from the smaller): mean |error| "
             f"{rb['mean_abs_relative_error']:.1%}, {rb['coverage']:.0%} inside their "
-            f"{rb['level']:.0%} prediction intervals"
+            f"{rb['level']:.0%} prediction intervals (median width {rb['median_width']:.1%})"
         )
     ho = r.get("holdout")
     if ho:

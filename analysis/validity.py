@@ -110,5 +110,6 @@ def rolling_backtest(
         "level": level,
         "predictions": rows,
         "coverage": float(np.mean([r["inside"] for r in rows])),
+        "median_width": float(np.median([(r["high"] - r["low"]) / r["predicted"] for r in rows])),
         "mean_abs_relative_error": float(np.mean([abs(r["relative_error"]) for r in rows])),
     }

@@ -51,9 +51,10 @@ BUDGET_TOLERANCE = 0.05  # runs whose compute agrees within 5% share a budget
 PORIAN_PERTURBATIONS = 1000
 PORIAN_GRID = 25  # interpolation points per interval between sizes
 PORIAN_MIN_SE = 0.33  # floor of a budget's se(log N*), in size spacings
-# Seed noise for ``porian`` when none is given: the sd (relative to the loss) of a
-# training run's final loss across seeds at these scales is 0.1-0.5% (Porian et al. use
-# 0.002 and 0.01 nats for their two data sets at losses near 3.5, i.e. 0.06% and 0.3%).
+# Seed noise for ``porian`` when none is given, relative to the loss: Porian et al.'s configs
+# use 0.002 and 0.01 nats for their two data sets (0.06% and 0.3% of a loss near 3.5). Runs
+# vary across seeds by very different amounts (the lab's tiny CPU runs by percents:
+# ``lab-analyze noise``), so pass --noise or --seed-noise where the noise is known.
 DEFAULT_RELATIVE_NOISE = 0.002
 CENTRE = (0.3, 0.7)  # auto: where along the sizes (in log N) a centred vertex lies
 AGREE = 0.25  # auto: the cubic's minimum within this many size spacings of the vertex

@@ -664,16 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="C",
         help="targets: compute budgets, at the compute-optimal allocation (--law chinchilla)",
     )
-    pr.add_argument("--out", default=None, help="output folder (default: PATH/analysis)")
-    pr.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--n-convention", default=DEFAULT_N_CONVENTION, choices=list(N_CONVENTIONS))
-    pr.add_argument("--loss", default=DEFAULT_LOSS, choices=list(LOSSES))
-    pr.add_argument("--keep-duplicates", action="store_true")
-    pr.add_argument("--all-runs", action="store_true")
-    pr.add_argument("--where", default=None, metavar="EXPR", help="fit only these rows")
-    pr.add_argument("--drop-highest", type=int, default=0, metavar="K")
-    pr.add_argument("--columns", type=_mapping, default=None, metavar="NAME=COLUMN,...")
+    _common_options(pr, compute=False)  # --compute names the targets' budgets here
+    pr.add_argument("--all-runs", action="store_true", help="as for fit")
     pr.set_defaults(func=cmd_predict)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")

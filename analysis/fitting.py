@@ -195,18 +195,32 @@ def prediction_interval(
 ) -> dict:
     """Where a new run's loss at ``points`` (the law's variables as arrays) should fall:
     parameter uncertainty (the bootstrap refits' predictions) and the runs' own scatter
-    about the law (the fit's log residuals, scaled by sqrt(n / (n − p)) for the parameters
-    fitted) combined by simulation. Returns predicted, low and high (arrays)."""
+    about the law (the fit's log residuals) combined by simulation (``simulate_interval``).
+    Returns predicted, low and high (arrays)."""
+    return simulate_interval(fit.law, fit.params, samples, residuals(df, fit), points, level, seed)
+
+
+def simulate_interval(
+    law: Law,
+    params: dict,
+    samples: list[dict],
+    resid,
+    points: dict,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """A prediction interval from a fit's pieces: the bootstrap refits' predictions at
+    ``points`` plus log residuals ``resid`` (centred, scaled by sqrt(n / (n − p)) for the
+    parameters fitted), drawn together; ``lab-analyze predict --from`` uses it on a saved
+    fit. Returns predicted, low and high (arrays)."""
     points = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in points.items()}
     rng = np.random.default_rng(seed)
-    law = fit.law
-    r = residuals(df, fit)
+    r = np.asarray(resid, dtype=float)
     n, p = r.size, law.n_params
     r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
-    point = np.log(fit.predict(**points))
-    params = samples or [fit.params]
-    log_boot = np.log(np.array([law.predict(s, **points) for s in params]))  # (B, m)
-    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
+    point = np.log(np.asarray(law.predict(params, **points), dtype=float))
+    log_boot = np.log(np.array([law.predict(s, **points) for s in (samples or [params])]))
+    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]  # (B, m)
     draws = max(4000, 2 * len(log_boot))
     sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
     tail = (1 - level) / 2 * 100

@@ -139,8 +139,6 @@ def analyze_lr(
     more than one parametrization and none chosen."""
     path = Path(path)
     raw = read_runs_table(path) if records is None else records
-    if "status" not in raw.columns:  # a table of runs, not the lab's records
-        return analyze_lr_frame(lr_frame(raw, path), path, "loss", n_convention, resamples, seed)
     raw = raw[(raw["status"] == "ok") & raw[loss].notna()]
     if parametrization is not None:
         raw = raw[raw["parametrization"] == parametrization]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.approaches import chinchilla_optimum
+from analysis.fitting import residuals, simulate_interval
 from analysis.laws import LAWS, Fixed, Law
 from analysis.study import Study
 
@@ -26,8 +27,6 @@ SAVED_VERSION = 1
 
 def saved(study: Study) -> dict:
     """What ``predict`` needs from a study, JSON-ready (``fit.json``'s ``saved``)."""
-    from analysis.fitting import residuals
-
     fit, df = study.fit, study.df
     fixed = dict(getattr(fit.law, "values", {}))
     rb = study.result.get("rolling_backtest")
@@ -59,33 +58,6 @@ def law_of(saved_fit: dict) -> Law:
     if saved_fit.get("fixed"):
         law = Fixed(law, tuple(sorted(saved_fit["fixed"].items())))
     return law
-
-
-def interval(
-    law: Law,
-    params: dict,
-    samples: list[dict],
-    resid: np.ndarray,
-    points: dict,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict:
-    """Predicted loss and its prediction interval at ``points``: the bootstrap refits'
-    predictions plus the runs' own scatter (log residuals, centred and scaled by
-    sqrt(n / (n − p))), by simulation (``analysis.fitting.prediction_interval``'s method,
-    from saved pieces)."""
-    rng = np.random.default_rng(seed)
-    r = np.asarray(resid, dtype=float)
-    n, p = r.size, law.n_params
-    r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
-    point = np.log(np.asarray(law.predict(params, **points), dtype=float))
-    log_boot = np.log(np.array([law.predict(s, **points) for s in (samples or [params])]))
-    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
-    draws = max(4000, 2 * len(log_boot))
-    sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(sim, [tail, 100 - tail], axis=0)
-    return {"predicted": np.exp(point), "low": np.exp(lo), "high": np.exp(hi)}
 
 
 def targets(
@@ -141,7 +113,7 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
     missing = [v for v in law.variables if v not in points and v not in law.optional]
     if missing:
         raise ValueError(f"law {law.name!r} needs the targets' {missing}")
-    pi = interval(
+    pi = simulate_interval(
         law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points, level, seed
     )
     largest = saved_fit["largest"]

@@ -42,6 +42,17 @@ def _reset_backend():
 
 
 # -- a sweep without training: records as the lab writes them, losses from a known law -------
+# a run small enough to train in seconds through the command line (Hydra overrides)
+TINY_RUN = [
+    "model=nano",
+    "model.context=32",
+    "train.batch_size=8",
+    "train.eval_batches=1",
+    "data.max_bytes=100000",
+    "train.device=cpu",
+    "train.threads=1",
+]
+
 SWEEP_LAW = {"E": 1.7, "A": 300.0, "alpha": 0.36, "B": 900.0, "beta": 0.3}
 
 

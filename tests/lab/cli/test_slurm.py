@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slurm
@@ -34,15 +35,6 @@ def cluster():
         pytest.skip("no Slurm cluster answers sinfo here (scripts/slurm_up.sh starts one)")
 
 
-TINY = [
-    "model=nano",
-    "model.context=32",
-    "train.batch_size=8",
-    "train.eval_batches=1",
-    "data.max_bytes=100000",
-    "train.device=cpu",
-    "train.threads=1",
-]
 TRAIN = f"import sys; sys.argv[0] = 'lab-train'; sys.path.insert(0, {str(ROOT)!r}); from lab.cli.entry import lab_train; lab_train()"
 
 
@@ -57,6 +49,29 @@ def _wait(predicate, seconds: float, what: str):
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def _uninterrupted(args: list[str], tmp_path: Path) -> None:
+    """The run of ``args`` trained straight through in ``tmp_path/whole``, to compare with."""
+    whole = subprocess.run(
+        [sys.executable, "-c", TRAIN, *args, f"hydra.run.dir={tmp_path / 'whole'}"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+
+SUBMITIT_SWEEP = [
+    "-c",
+    "import sys; sys.argv[0] = 'lab-train'; from lab.cli.entry import lab_train; lab_train()",
+    "-m",
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.cpus_per_task=1",
+]
 
 
 def _sbatch(args: list[str], cwd: Path) -> str:
@@ -93,17 +108,11 @@ def _state(job: str) -> str:
 
 def test_a_sweep_runs_through_submitit_slurm(tmp_path):
     sweep = tmp_path / "sweep"
-    code = "import sys; sys.argv[0] = 'lab-train'; from lab.cli.entry import lab_train; lab_train()"
     r = subprocess.run(
         [
             sys.executable,
-            "-c",
-            code,
-            "-m",
-            "hydra/launcher=submitit_slurm",
-            "hydra.launcher.timeout_min=10",
-            "hydra.launcher.cpus_per_task=1",
-            *TINY,
+            *SUBMITIT_SWEEP,
+            *TINY_RUN,
             "data.tokens=1000,1500",
             f"hydra.sweep.dir={sweep}",
         ],
@@ -121,18 +130,10 @@ def test_a_sweep_runs_through_submitit_slurm(tmp_path):
 
 @pytest.mark.parametrize("wsd", [False, True], ids=["plain", "wsd-in-a-branch"])
 def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
-    args = [*TINY, "data.tokens=400000"]
+    args = [*TINY_RUN, "data.tokens=400000"]
     if wsd:
         args += ["optim.schedule=wsd", "optim.warmup_fraction=0.02", "data.branches=[200000]"]
-    whole = subprocess.run(
-        [sys.executable, "-c", TRAIN, *args, f"hydra.run.dir={tmp_path / 'whole'}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    _uninterrupted(args, tmp_path)
     run = tmp_path / "run"
     job = _sbatch([*args, f"hydra.run.dir={run}"], tmp_path)
     mark = run / ("branch_D=200000/metrics.jsonl" if wsd else "checkpoint.pt")
@@ -158,27 +159,13 @@ def test_usr2_before_the_time_limit_checkpoints_and_submitit_requeues(tmp_path):
     """What submitit asks Slurm for before a job's time limit (``--signal=USR2@...``): the
     run checkpoints at the next step, hands the signal to submitit's handler, which requeues
     the job; the requeued job resumes from the checkpoint and ends as an uninterrupted run."""
-    args = [*TINY, "data.tokens=400000"]
-    whole = subprocess.run(
-        [sys.executable, "-c", TRAIN, *args, f"hydra.run.dir={tmp_path / 'whole'}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    args = [*TINY_RUN, "data.tokens=400000"]
+    _uninterrupted(args, tmp_path)
     sweep = tmp_path / "sweep"
-    code = "import sys; sys.argv[0] = 'lab-train'; from lab.cli.entry import lab_train; lab_train()"
     launcher = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            code,
-            "-m",
-            "hydra/launcher=submitit_slurm",
-            "hydra.launcher.timeout_min=10",
-            "hydra.launcher.cpus_per_task=1",
+            *SUBMITIT_SWEEP,
             "hydra.launcher.max_num_timeout=3",  # requeues allowed (the launcher's default: 0)
             *args,
             f"hydra.sweep.dir={sweep}",

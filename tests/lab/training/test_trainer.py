@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from lab.config.counting import param_counts
 from lab.config.rules import validate
@@ -60,20 +61,9 @@ def lab_train(*args, cwd, wait=True, nproc=1):
     )
 
 
-CLI_RUN = [
-    "model=nano",
-    "model.context=32",
-    "train.batch_size=8",
-    "train.eval_batches=1",
-    "data.max_bytes=100000",
-    "train.device=cpu",
-    "train.threads=1",
-]
-
-
 @pytest.mark.slow  # make test-slow: make test stays within its 10 minutes
 def test_a_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
-    args = [*CLI_RUN, "data.tokens=200000", "train.eval_every=100", "train.checkpoint_every=20"]
+    args = [*TINY_RUN, "data.tokens=200000", "train.eval_every=100", "train.checkpoint_every=20"]
     whole = lab_train(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     proc = lab_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path, wait=False)
@@ -124,7 +114,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(tmp_path):
-    args = [*CLI_RUN, "data.tokens=20000", "train.eval_every=20"]
+    args = [*TINY_RUN, "data.tokens=20000", "train.eval_every=20"]
     one = lab_train(*args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
     two = lab_train(*args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path, nproc=2)
     assert one.returncode == 0, one.stderr

@@ -4,8 +4,9 @@ and how far each target extrapolates (``lab-analyze predict``).
 A target is (N, D), or a compute budget C at the law's compute-optimal allocation
 (approach 3; L(N, D) laws). Each prediction says how far it reaches beyond the fitted runs
 (× the largest fitted N, D and C) and is flagged when that is farther than the ladder's own
-rolling backtest reached (its predictions of the next size from the smaller ones), where
-nothing has tested the law.
+rolling backtest reached (its predictions of larger sizes from the smaller ones), where
+nothing has tested the law. The intervals are calibrated on that backtest
+(``analysis.calibration``) when it was possible.
 
 A fit is saved in ``fit.json`` (``saved``: the law, its parameters and fixed ones, the
 bootstrap refits' parameters, the log residuals, the fitted ranges, the backtest's reach),
@@ -18,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.approaches import chinchilla_optimum
+from analysis.calibration import Calibration, calibrated_interval
 from analysis.fitting import residuals, simulate_interval
 from analysis.laws import LAWS, Fixed, Law
 from analysis.study import Study
 
-SAVED_VERSION = 1
+SAVED_VERSION = 2
 
 
 def saved(study: Study) -> dict:
@@ -30,9 +32,7 @@ def saved(study: Study) -> dict:
     fit, df = study.fit, study.df
     fixed = dict(getattr(fit.law, "values", {}))
     rb = study.result.get("rolling_backtest")
-    reach = None
-    if rb:
-        reach = max(p["predicted_size"] / p["fitted_up_to"] for p in rb["predictions"])
+    reach = rb["reach"] if rb else None
     return {
         "version": SAVED_VERSION,
         "law": fit.law.name,
@@ -44,6 +44,9 @@ def saved(study: Study) -> dict:
         "largest": {v: float(df[v].max()) for v in ("n_params", "tokens", "compute")},
         "backtest_reach": reach,
         "backtest_variable": rb["variable"] if rb else None,
+        "calibration": rb["calibration"] if rb else None,
+        "calibration_summary": study.result.get("calibration"),
+        "choice": study.result.get("choice"),
         "conventions": study.result.get("conventions"),
         "filters": study.result.get("filters"),
         "source": study.result.get("source"),
@@ -53,7 +56,9 @@ def saved(study: Study) -> dict:
 def law_of(saved_fit: dict) -> Law:
     """The law a saved fit was fitted with (its fixed parameters held)."""
     if saved_fit.get("version") != SAVED_VERSION:
-        raise ValueError("this fit.json was written before predict existed: run lab-analyze fit")
+        raise ValueError(
+            "this fit.json was written by an older lab-analyze: run lab-analyze fit again"
+        )
     law = LAWS[saved_fit["law"]]
     if saved_fit.get("fixed"):
         law = Fixed(law, tuple(sorted(saved_fit["fixed"].items())))
@@ -113,10 +118,13 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
     missing = [v for v in law.variables if v not in points and v not in law.optional]
     if missing:
         raise ValueError(f"law {law.name!r} needs the targets' {missing}")
-    pi = simulate_interval(
-        law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points, level, seed
-    )
     largest = saved_fit["largest"]
+    pieces = (law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points)
+    if saved_fit.get("calibration"):
+        cal = Calibration.from_json(saved_fit["calibration"])
+        pi = calibrated_interval(*pieces, largest, cal, level)
+    else:
+        pi = simulate_interval(*pieces, level, seed)
     reach, var = saved_fit.get("backtest_reach"), saved_fit.get("backtest_variable")
     rows, notes = [], []
     for i in range(len(target)):
@@ -132,6 +140,7 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
             "low": float(pi["low"][i]),
             "high": float(pi["high"][i]),
             **beyond,
+            **({"distance": float(pi["distance"][i])} if "distance" in pi else {}),
         }
         far = reach is not None and var and beyond[f"x_largest_{var}"] > reach
         row["beyond_backtests"] = bool(far)
@@ -140,18 +149,27 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
                 f"target N = {row['n_params']:.3g}, D = {row['tokens']:.3g} reaches "
                 f"{beyond[f'x_largest_{var}']:.3g}x the largest fitted {var}, farther than the "
                 f"ladder's own backtests reached ({reach:.3g}x): nothing has tested the law "
-                "that far, and the interval does not include that error"
+                "that far; the calibrated interval carries the backtests' growth of the error "
+                "with distance past where it was measured"
             )
         elif reach is None:
             row["beyond_backtests"] = None
         rows.append(row)
     if reach is None:
         notes.append("no rolling backtest in this fit: how far the law holds is untested")
+    if not saved_fit.get("calibration"):
+        notes.append(
+            "the intervals are the bootstrap's, not calibrated on backtests: they leave out "
+            "the error of extrapolating the law"
+        )
     return {
         "law": law.name,
         "level": level,
         "predictions": rows,
         "backtest_reach": reach,
+        "interval": "calibrated" if saved_fit.get("calibration") else "bootstrap",
+        "calibration": saved_fit.get("calibration_summary"),
+        "choice": saved_fit.get("choice"),
         "notes": notes,
         "source": saved_fit.get("source"),
         "conventions": saved_fit.get("conventions"),
@@ -170,6 +188,11 @@ def table(result: dict) -> str:
             f"{r['x_largest_tokens']:<6.3g} {r['x_largest_compute']:<6.3g}"
             + ("  beyond the backtests" if r["beyond_backtests"] else "")
         )
+    if (result.get("choice") or {}).get("text"):
+        lines.append(result["choice"]["text"])
+    cal = result.get("calibration") or {}
+    if cal.get("text"):
+        lines.append(cal["text"])
     return "\n".join(lines + [f"warning: {n}" for n in result["notes"]])
 
 

@@ -104,10 +104,14 @@ def write_report(study, out: Path, figures: list[Path]) -> Path:
             "",
             "## Rolling backtest",
             "",
-            f"Fitted on the runs up to each {rb['variable']}, then asked to predict the runs at "
-            f"the next, with {rb['level']:.0%} prediction intervals (parameter uncertainty and "
-            f"the runs' scatter): mean absolute error **{rb['mean_abs_relative_error']:.2%}**, "
-            f"**{rb['coverage']:.0%}** inside their intervals.",
+            f"Fitted on the runs up to each of {rb['folds']} cuts of {rb['variable']}, then "
+            f"asked to predict every larger run: mean absolute error of the next size "
+            f"**{rb['mean_abs_relative_error']:.2%}**. The intervals are calibrated on those "
+            "errors (their scale grows with the distance beyond the fitted runs); each "
+            "fold's next-size predictions below carry the interval calibrated on the other "
+            "folds only.",
+            "",
+            _text((r.get("calibration") or {}).get("text", "")),
             "",
             "| fitted up to | predicted | run | observed | predicted | interval | error | inside |",
             "|---|---|---|---|---|---|---|---|",

@@ -14,7 +14,8 @@ import pandas as pd
 
 from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
-from analysis.fitting import Fit, choose_law, fit_law, prediction_interval
+from analysis.calibration import Calibration, calibrated_interval
+from analysis.fitting import Fit, choose_law, fit_law, prediction_interval, residuals
 from analysis.isoflop import every_method
 from analysis.laws import Fixed
 from analysis.validity import backtest, design_warnings, rolling_backtest
@@ -118,14 +119,22 @@ def analyze(
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    try:
+        result["rolling_backtest"] = rolling_backtest(
+            df, fit.law, resamples=min(resamples, 100), level=level, warm=fit
+        )
+    except ValueError as e:
+        result["rolling_backtest"] = None
+        notes.append(f"rolling backtest not possible: {e}")
+    result["calibration"] = calibration_summary(result["rolling_backtest"], level)
+    if result["calibration"].get("outside"):
+        notes.append(result["calibration"]["text"])
     if fit.law.name == "chinchilla":
         budgets = budgets or default_budgets(df)
         result["params"].update(_exponents(fit, samples, level))
         result["compute_optimal"] = _at_budgets(fit, samples, budgets, level, k)
         opt = approaches.chinchilla_optimum(fit.params, budgets, k=k)
-        pi = prediction_interval(
-            fit, samples, df, {"n_params": opt["N_opt"], "tokens": opt["D_opt"]}, level
-        )
+        pi = interval_at(fit, df, result, {"n_params": opt["N_opt"], "tokens": opt["D_opt"]})
         for row, lo, hi in zip(result["compute_optimal"], pi["low"], pi["high"]):
             row["loss_prediction_interval"] = [float(lo), float(hi)]  # a run's loss, not the law's
     result["approach_1"] = _approach(approaches.envelope, df, resamples, seed, level, notes)
@@ -149,13 +158,6 @@ def analyze(
     except ValueError as e:
         result["backtest"] = None
         notes.append(f"backtest not possible: {e}")
-    try:
-        result["rolling_backtest"] = rolling_backtest(
-            df, fit.law, resamples=min(resamples, 100), level=level, warm=fit
-        )
-    except ValueError as e:
-        result["rolling_backtest"] = None
-        notes.append(f"rolling backtest not possible: {e}")
     result["noise"] = noise_comparison(df, fit, seed_sd_log)
     if result["noise"]:
         notes.append(result["noise"]["text"])
@@ -172,6 +174,80 @@ def analyze(
     return Study(
         df=df, fit=fit, samples=samples, result=result, notes=notes, isoflop_points=isoflop_points
     )
+
+
+def interval_at(fit: Fit, df: pd.DataFrame, result: dict, points: dict) -> dict:
+    """The prediction interval at ``points``: calibrated on the rolling backtest when it
+    could be (``analysis.calibration``), else the bootstrap's."""
+    level = result["bootstrap"]["interval"]
+    rb = result.get("rolling_backtest")
+    if rb:
+        cal = Calibration.from_json(rb["calibration"])
+        largest = {v: float(df[v].max()) for v in ("n_params", "tokens", "compute") if v in df}
+        return calibrated_interval(
+            fit.law, fit.params, fit.samples, residuals(df, fit), points, largest, cal, level
+        )
+    return prediction_interval(fit, fit.samples, df, points, level)
+
+
+def calibration_summary(rb: dict | None, level: float) -> dict:
+    """How the intervals were calibrated and how they held out of sample, with one line of
+    text (``fit.json``'s ``calibration``; the line ``lab-analyze fit`` prints)."""
+    if not rb:
+        return {
+            "calibrated": False,
+            "text": "calibration: not possible without a rolling backtest; the intervals are "
+            "the bootstrap's and leave out the error of extrapolating the law",
+        }
+    cal = rb["calibration"]
+    out = {
+        "calibrated": True,
+        "level": level,
+        "folds": rb["folds"],
+        "backtest_predictions": cal["predictions"],
+        "kappa": cal["kappa"],
+        "q": cal["q"],
+        "checked": rb["checked"],
+        "coverage": rb["coverage"],
+        "median_width": rb["median_width"],
+        "bootstrap_coverage": rb["bootstrap_coverage"],
+        "bootstrap_median_width": rb["bootstrap_median_width"],
+    }
+    text = (
+        f"calibration: {level:.0%} intervals scaled on {cal['predictions']} backtest "
+        f"predictions from {rb['folds']} fold(s) (extrapolation error {cal['kappa']:.3g} per "
+        f"unit of log distance, q = {cal['q']:.3g})"
+    )
+    if not cal["enough"]:
+        m = cal["predictions"]
+        text += (
+            f"; too few for a {level:.0%} conformal quantile, so q is the largest score, "
+            f"which covers about {m / (m + 1):.0%}"
+        )
+    if rb["coverage"] is None:
+        text += "; not checked out of sample: it takes two folds or more"
+    else:
+        n = rb["checked"]
+        text += (
+            f"; out of sample (each fold's next size, calibrated on the others): "
+            f"{rb['coverage']:.0%} of {n} inside, median width {rb['median_width']:.1%} "
+            f"(bootstrap alone: {rb['bootstrap_coverage']:.0%}, "
+            f"{rb['bootstrap_median_width']:.1%})"
+        )
+        lo, hi = _binomial_range(n, level)
+        if not lo <= rb["coverage"] <= hi:
+            text += f"; outside the {lo:.0%}–{hi:.0%} that {n} predictions would show"
+            out["outside"] = True
+        if n < 20:
+            text += f"; {n} predictions, and those of one fold move together, measure it loosely"
+    out["text"] = text
+    return out
+
+
+def _binomial_range(n: int, level: float) -> tuple[float, float]:
+    """The central 95% range of the share inside among n predictions at ``level``."""
+    sd = float(np.sqrt(level * (1 - level) / max(n, 1)))
+    return max(0.0, level - 2 * sd), min(1.0, level + 2 * sd)
 
 
 def _exponents(fit: Fit, samples: list[dict], level: float) -> dict:
@@ -238,7 +314,6 @@ def noise_comparison(df: pd.DataFrame, fit: Fit, seed_sd_log: float | None) -> d
     """The fit's residual scatter (RMS of log residuals, corrected for the parameters fitted)
     beside the run-to-run noise: ``seed_sd_log`` (from ``lab-analyze noise``), else the
     spread of runs repeated at the same (N, D) among these. None when neither is known."""
-    from analysis.fitting import residuals
 
     source = "seeds sweep"
     if seed_sd_log is None:
@@ -314,8 +389,6 @@ def outliers(df: pd.DataFrame, fit: Fit) -> dict | None:
     """A few runs whose log residuals lie far outside the rest's (more than ``OUTLIER_Z``
     robust standard deviations, from the median absolute deviation): their rows, and a
     note. None when there are none, or so many that the law, not the runs, is off."""
-    from analysis.fitting import residuals
-
     r = residuals(df, fit)
     mad = float(np.median(np.abs(r - np.median(r))))
     if mad <= 0 or r.size < 10:

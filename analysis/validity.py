@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import fit_law, prediction_interval
+from analysis.fitting import fit_law, prediction_interval, residuals
 from analysis.laws import Law
 
 WARM_STARTS = 8  # refits of a subset start from the full fit and its best few starts
@@ -63,53 +63,112 @@ def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
     return notes
 
 
-def rolling_backtest(
-    df: pd.DataFrame, law: Law, resamples: int = 200, level: float = 0.95, last: int = 4, warm=None
-) -> dict:
-    """Fit on the runs up to each model size, predict the runs at the next size with a
-    prediction interval, for the ``last`` largest held-out sizes that leave enough runs to
-    fit (at least the law's parameters + 1). Returns each prediction (error, interval,
-    inside or not) and the share of predictions inside their intervals."""
-    from analysis.bootstrap import bootstrap_fit
+MAX_FOLDS = 6  # rolling-backtest folds, spread over the ladder
 
+
+def backtest_cuts(df: pd.DataFrame, law: Law, max_folds: int = MAX_FOLDS) -> list[float]:
+    """Where the rolling backtest cuts the ladder: sizes (of the law's first variable) with
+    at least one smaller size below them and enough runs up to them to fit the law (its
+    parameters + 1); at most ``max_folds``, spread evenly, the last always among them."""
     var = law.variables[0]
     sizes = np.sort(df[var].unique())
+    counts = np.array([(df[var] <= s).sum() for s in sizes])
+    cuts = [i for i in range(1, len(sizes) - 1) if counts[i] >= law.n_params + 1]
+    if len(cuts) > max_folds:
+        pick = np.unique(np.round(np.linspace(0, len(cuts) - 1, max_folds)).astype(int))
+        cuts = [cuts[j] for j in pick]
+    return [float(sizes[i]) for i in cuts]
+
+
+def rolling_backtest(
+    df: pd.DataFrame, law: Law, resamples: int = 100, level: float = 0.95, warm=None
+) -> dict:
+    """Fit on the runs up to each cut (``backtest_cuts``) and predict every larger run.
+
+    Every prediction's log error, scale and distance calibrate the intervals
+    (``analysis.calibration``); each fold's predictions of the next size (the runs up to
+    the next cut; every larger run for the last) are then checked
+    against an interval calibrated on the other folds only. Returns those predictions
+    (``predictions``: error, interval, inside or not), their coverage and median width
+    (``calibration``), the same for the uncalibrated bootstrap interval, the calibration
+    of the whole ladder (``calibration.kappa``, ``.scores``) and every prediction's error
+    (``errors``). Raises ValueError when no cut leaves enough runs to fit."""
+    from analysis.bootstrap import bootstrap_fit
+    from analysis.calibration import boot_variance, calibrate, cross_validated, residual_sigma
+    from analysis.calibration import distance as distance_of
+
+    var = law.variables[0]
+    cuts = backtest_cuts(df, law)
+    if not cuts:
+        raise ValueError(f"too few runs below the largest {var} for a rolling backtest")
+    axes = [v for v in ("n_params", "tokens", "compute") if v in df]
     rows = []
-    for i in range(max(1, len(sizes) - last), len(sizes)):
-        train, test = df[df[var] <= sizes[i - 1]], df[df[var] == sizes[i]]
-        if len(train) < law.n_params + 1:
-            continue
+    for i, cut in enumerate(cuts):
+        train, test = df[df[var] <= cut], df[df[var] > cut]
         starts = None
         if warm is not None and "best" in warm.extra:
             starts = np.vstack([warm.theta[None, :], warm.extra["best"][:WARM_STARTS]])
         fit = fit_law(train, law, starts=starts)
         # quick refits (warm, at most 200 iterations): the interval is mostly the runs' scatter
         samples = bootstrap_fit(train, fit, resamples, seed=i, max_iter=200) if resamples else []
-        pi = prediction_interval(
-            fit, samples, train, {v: test[v].to_numpy() for v in law.variables}, level, seed=i
-        )
+        points = {v: test[v].to_numpy() for v in law.variables}
+        pi = prediction_interval(fit, samples, train, points, level, seed=i)
+        sigma = residual_sigma(residuals(train, fit), law.n_params)
+        boot_var = boot_variance(law, samples, points)
+        d = distance_of({v: test[v].to_numpy() for v in axes}, {v: train[v].max() for v in axes})
+        # "the next size": the runs up to the next cut (all above the last cut)
+        next_size = cuts[i + 1] if i + 1 < len(cuts) else test[var].max()
         observed = test["loss"].to_numpy(dtype=float)
         for j in range(len(test)):
             rows.append(
                 {
-                    "fitted_up_to": float(sizes[i - 1]),
-                    "predicted_size": float(sizes[i]),
+                    "fitted_up_to": float(cut),
+                    "predicted_size": float(test[var].iloc[j]),
+                    "next": bool(test[var].iloc[j] <= next_size),
                     "run": str(test["run"].iloc[j]) if "run" in test else str(j),
                     "observed": float(observed[j]),
                     "predicted": float(pi["predicted"][j]),
-                    "low": float(pi["low"][j]),
-                    "high": float(pi["high"][j]),
+                    "bootstrap_low": float(pi["low"][j]),
+                    "bootstrap_high": float(pi["high"][j]),
                     "relative_error": float(pi["predicted"][j] / observed[j] - 1),
-                    "inside": bool(pi["low"][j] <= observed[j] <= pi["high"][j]),
+                    "sigma": sigma,
+                    "boot_var": float(boot_var[j]),
+                    "distance": float(d[j]),
                 }
             )
-    if not rows:
-        raise ValueError(f"too few runs below the largest {var} for a rolling backtest")
+    checked = cross_validated(rows, level)
+    cal = calibrate(rows)
+    nxt = [r for r in rows if r["next"]]
+    boot_inside = [r["bootstrap_low"] <= r["observed"] <= r["bootstrap_high"] for r in nxt]
+    boot_width = [(r["bootstrap_high"] - r["bootstrap_low"]) / r["predicted"] for r in nxt]
+    q, enough = cal.q(level)
     return {
         "variable": var,
         "level": level,
-        "predictions": rows,
-        "coverage": float(np.mean([r["inside"] for r in rows])),
-        "median_width": float(np.median([(r["high"] - r["low"]) / r["predicted"] for r in rows])),
-        "mean_abs_relative_error": float(np.mean([abs(r["relative_error"]) for r in rows])),
+        "folds": len(cuts),
+        "predictions": [_public(r) for r in nxt if "inside" in r],
+        "coverage": checked["coverage"],
+        "median_width": checked["median_width"],
+        "checked": checked["checked"],
+        "bootstrap_coverage": float(np.mean(boot_inside)),
+        "bootstrap_median_width": float(np.median(boot_width)),
+        "mean_abs_relative_error": float(np.mean([abs(r["relative_error"]) for r in nxt])),
+        "calibration": {
+            **cal.to_json(),
+            "q": q,
+            "enough": enough,
+            "predictions": len(rows),
+        },
+        "reach": max(r["predicted_size"] / r["fitted_up_to"] for r in rows),
+        "reach_distance": max(r["distance"] for r in rows),
+    }
+
+
+def _public(row: dict) -> dict:
+    keep = ("fitted_up_to", "predicted_size", "run", "observed", "predicted", "low", "high")
+    return {
+        **{k: row[k] for k in keep},
+        "relative_error": row["relative_error"],
+        "inside": row["inside"],
+        "distance": row["distance"],
     }

@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
 
 
 def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
-    at = ["--at", "3e8", "3e10", "1e8", "1e10"]
+    at = ["--at", "6e9", "6e11", "1e8", "1e10"]  # 60x the largest N (the backtests reach 40x)
     common = ["--law", "chinchilla", "--bootstrap", "200"]
     assert analyze_main(["predict", str(runs), *common, *at, "--out", str(tmp_path / "a")]) == 0
     direct = json.loads((tmp_path / "a" / "predict.json").read_text())
@@ -43,9 +43,10 @@ def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
         assert a["predicted"] == pytest.approx(b["predicted"], rel=1e-9)
         assert a["low"] == pytest.approx(b["low"], rel=1e-9)
     far, inside = direct["predictions"]
-    truth = LAWS["chinchilla"].predict(TRUE, n_params=3e8, tokens=3e10)
+    truth = LAWS["chinchilla"].predict(TRUE, n_params=6e9, tokens=6e11)
     assert far["low"] < truth < far["high"]
-    assert far["x_largest_n_params"] == pytest.approx(3.0)
+    assert far["x_largest_n_params"] == pytest.approx(60.0)
+    assert direct["interval"] == "calibrated" and direct["calibration"]["calibrated"]
     assert far["beyond_backtests"] and not inside["beyond_backtests"]
     assert any("farther than the ladder's own backtests" in n for n in direct["notes"])
     assert (tmp_path / "a" / "predict.png").exists()

@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import choice as choice_mod
 from analysis import plot, predict
 from analysis.curves import curve_points
+from analysis.fitting import choose_law
 from analysis.isoflop import ALIASES, ISOFLOP_METHODS
 from analysis.laws import LAWS
 from analysis.load import (
@@ -119,11 +121,14 @@ def summary(study: Study) -> str:
     rb = r.get("rolling_backtest")
     if rb:
         lines.append(
-            f"  rolling backtest ({len(rb['predictions'])} predictions of the next "
-            f"{rb['variable']} from the smaller): mean |error| "
-            f"{rb['mean_abs_relative_error']:.1%}, {rb['coverage']:.0%} inside their "
-            f"{rb['level']:.0%} prediction intervals (median width {rb['median_width']:.1%})"
+            f"  rolling backtest ({rb['folds']} folds; {len(rb['predictions'])} checked "
+            f"predictions of the next {rb['variable']} from the smaller): mean |error| "
+            f"{rb['mean_abs_relative_error']:.1%}"
         )
+    if r.get("calibration"):
+        lines.append(f"  {r['calibration']['text']}")
+    if (r.get("choice") or {}).get("text"):
+        lines.append(f"  {r['choice']['text']}")
     ho = r.get("holdout")
     if ho:
         lines.append(
@@ -194,9 +199,10 @@ def _run(args: argparse.Namespace, figures: str) -> int:
             args.path, args.isoflop_curves, args.n_convention, args.compute, args.loss
         )
     seed_sd = seed_noise(args.noise, args.loss)["pooled_sd_log"] if args.noise else None
+    df, law, choice = chosen(df, args.law, args.choose)
     study = analyze(
         df,
-        args.law,
+        law,
         args.bootstrap,
         args.seed,
         args.budget,
@@ -207,6 +213,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         seed_noise=args.seed_noise,
         fixed=args.fix,
     )
+    study.result["choice"] = choice
     if held is not None:
         study.result["holdout"] = holdout(study, held, args.holdout)
     study.result["saved"] = predict.saved(study)  # what lab-analyze predict --from reads
@@ -361,6 +368,22 @@ def _print_lr(result: dict, loss: str, json_path: Path, png: Path) -> None:
     print(f"plot:   {png}")
 
 
+def chosen(df: pd.DataFrame, law: str, how: str) -> tuple[pd.DataFrame, str, dict | None]:
+    """The runs and law to fit: as given (``how == "none"``), or chosen by the ladder's
+    backtest (``analysis.choice``; the law too when it is ``auto``)."""
+    if how == "none":
+        return df, law, None
+    base = choose_law(df) if law == "auto" else law
+    try:
+        choice = choice_mod.choose(df, base, None if law == "auto" else (base,))
+    except ValueError as e:
+        return df, law, {"text": f"choice by backtest not possible: {e}"}
+    kept = df[choice.pop("mask")]
+    kept.attrs = {**df.attrs, "choice": choice["runs"]}
+    choice["text"] = choice_mod.describe(choice)
+    return kept, choice["law"], choice
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """``lab-analyze predict PATH|--from fit.json``: the loss at target runs; predict.json."""
     runs = None
@@ -376,8 +399,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         if not args.path:
             raise ValueError("give PATH (runs to fit) or --from fit.json (a saved fit)")
-        runs = _load(args)
-        study = analyze(runs, args.law, args.bootstrap, args.seed, warn=False, level=args.level)
+        runs, law, choice = chosen(_load(args), args.law, args.choose)
+        study = analyze(runs, law, args.bootstrap, args.seed, warn=False, level=args.level)
+        study.result["choice"] = choice
         saved_fit = predict.saved(study)
         src = Path(args.path)
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
@@ -599,6 +623,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--isoflop-method porian (default: from --noise, else 0.2%% of the loss)",
         )
         p.add_argument(
+            "--choose",
+            default="none",
+            choices=["none", "backtest"],
+            help="backtest: choose the runs to fit on and (with --law auto) free or tied "
+            "exponents by the ladder's own backtest, as predict does by default (default: "
+            "none, the runs and law as given)",
+        )
+        p.add_argument(
             "--holdout",
             default=None,
             metavar="EXPR",
@@ -666,6 +698,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_options(pr, compute=False)  # --compute names the targets' budgets here
     pr.add_argument("--all-runs", action="store_true", help="as for fit")
+    pr.add_argument(
+        "--choose",
+        default="backtest",
+        choices=["backtest", "none"],
+        help="backtest (default): which runs to fit on (all, without the least-trained, "
+        "without the smallest size) and, with --law auto, free or tied exponents, chosen by "
+        "the ladder's own backtest; none: the runs and law as given",
+    )
     pr.set_defaults(func=cmd_predict)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")

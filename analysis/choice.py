@@ -6,7 +6,9 @@ when the target is much larger) and, for L(N, D), free or tied exponents (Gadre 
 2024 tie them). Every candidate is fitted at the same backtest cuts and scored on the same
 held-out runs (those every candidate keeps): the mean absolute log error of predicting
 every run above each cut. The given setting stays unless a candidate's score is lower by
-more than ``MARGIN``; every candidate's score is reported.
+more than ``MARGIN`` of it and by more than one standard error of the paired
+difference (the same runs predicted both ways), so noise does not choose; every
+candidate's score is reported.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from analysis.laws import resolve_law
 from analysis.validity import WARM_STARTS, backtest_cuts
 
 LEAST_TRAINED = 10.0  # tokens per parameter below which a run counts as least-trained
-MARGIN = 0.05  # a candidate replaces the given setting only when it scores 5% lower
+MARGIN = 0.05  # a candidate replaces the given setting only when it scores 5% lower ...
+SE_FACTOR = 1.0  # ... and by more than one standard error of the paired difference (the
+# one-standard-error rule of Breiman et al. 1984, "Classification and Regression Trees")
 ALTERNATIVE_LAWS = {"chinchilla": ("chinchilla_tied",), "chinchilla_tied": ("chinchilla",)}
 
 
@@ -81,9 +85,16 @@ def choose(df: pd.DataFrame, law: str, laws: tuple[str, ...] | None = None) -> d
         }
         for i, (law_, runs, mask) in enumerate(cands)
     ]
-    best = min(range(len(table)), key=lambda i: table[i]["score"])
-    if table[best]["score"] > (1 - MARGIN) * table[0]["score"]:
-        best = 0
+    base_errors = np.asarray(scores[0])
+    for i, row in enumerate(table):
+        gain = base_errors - np.asarray(scores[i])  # paired: the same held-out runs
+        se = float(gain.std(ddof=1) / np.sqrt(gain.size)) if gain.size > 1 else np.inf
+        row["gain_in_se"] = float(gain.mean() / se) if i > 0 and se > 0 else None
+        row["better"] = bool(
+            i > 0 and gain.mean() > MARGIN * table[0]["score"] and gain.mean() > SE_FACTOR * se
+        )
+    better = [i for i, row in enumerate(table) if row["better"]]
+    best = min(better, key=lambda i: table[i]["score"]) if better else 0
     for i, row in enumerate(table):
         row["chosen"] = i == best
     law_, runs, mask = cands[best]

@@ -30,10 +30,11 @@ def runs(tmp_path_factory):
 
 def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
     at = ["--at", "6e9", "6e11", "1e8", "1e10"]  # 60x the largest N (the backtests reach 40x)
-    common = ["--law", "chinchilla", "--bootstrap", "200"]
+    common = ["--law", "chinchilla", "--bootstrap", "200", "--choose", "backtest"]
     assert analyze_main(["predict", str(runs), *common, *at, "--out", str(tmp_path / "a")]) == 0
     direct = json.loads((tmp_path / "a" / "predict.json").read_text())
-    assert analyze_main(["fit", str(runs), *common, "--out", str(tmp_path / "f")]) == 0
+    fit_args = ["fit", str(runs), *common, "--out", str(tmp_path / "f")]
+    assert analyze_main(fit_args) == 0
     start = time.perf_counter()
     assert analyze_main(["predict", "--from", str(tmp_path / "f" / "fit.json"), *at]) == 0
     elapsed = time.perf_counter() - start
@@ -43,8 +44,13 @@ def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
         assert a["predicted"] == pytest.approx(b["predicted"], rel=1e-9)
         assert a["low"] == pytest.approx(b["low"], rel=1e-9)
     far, inside = direct["predictions"]
+    assert direct["choice"]["candidates"] and direct["choice"] == again["choice"]
+    # the runs as given: the true loss 60x out inside the calibrated interval
+    plain = ["predict", str(runs), "--law", "chinchilla", "--bootstrap", "200", "--choose", "none"]
+    assert analyze_main([*plain, *at, "--out", str(tmp_path / "p")]) == 0
+    far_plain = json.loads((tmp_path / "p" / "predict.json").read_text())["predictions"][0]
     truth = LAWS["chinchilla"].predict(TRUE, n_params=6e9, tokens=6e11)
-    assert far["low"] < truth < far["high"]
+    assert far_plain["low"] < truth < far_plain["high"]
     assert far["x_largest_n_params"] == pytest.approx(60.0)
     assert direct["interval"] == "calibrated" and direct["calibration"]["calibrated"]
     assert far["beyond_backtests"] and not inside["beyond_backtests"]

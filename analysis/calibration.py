@@ -30,6 +30,11 @@ DISTANCE_VARIABLES = ("n_params", "tokens", "compute")
 KAPPA_BOUNDS = (1e-6, 3.0)
 
 
+def largest(df) -> dict[str, float]:
+    """The largest fitted N, D and C (those the runs have): where extrapolation begins."""
+    return {v: float(df[v].max()) for v in DISTANCE_VARIABLES if v in df}
+
+
 def distance(points: dict, largest: dict) -> np.ndarray:
     """How far each point lies beyond the fitted runs: the Euclidean norm of
     max(0, log(x / largest x)) over N and D (the compute for laws of C alone)."""
@@ -118,8 +123,9 @@ def boot_variance(law, samples: list[dict], points: dict) -> np.ndarray:
     """The bootstrap refits' variance of the log prediction at each point (0 without refits)."""
     if not samples:
         return np.zeros(np.atleast_1d(next(iter(points.values()))).size)
-    log_boot = np.log(np.array([law.predict(s, **points) for s in samples], dtype=float))
-    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]
+    from analysis.fitting import log_bootstrap
+
+    log_boot = log_bootstrap(law, samples, points)
     return log_boot.var(axis=0) if len(log_boot) > 1 else np.zeros(log_boot.shape[1])
 
 

@@ -38,11 +38,10 @@ def run_sets(df: pd.DataFrame, law) -> list[tuple[str, np.ndarray]]:
     sizes = np.sort(df[var].unique())
     if len(sizes) >= 4:
         sets.append(("without the smallest size", (df[var] > sizes[0]).to_numpy()))
-    return [
+    return sets[:1] + [
         (name, mask)
-        for name, mask in sets
-        if mask.all()
-        or (not mask.all() and df.loc[mask, var].nunique() >= 3 and mask.sum() >= 2 * law.n_params)
+        for name, mask in sets[1:]
+        if not mask.all() and df.loc[mask, var].nunique() >= 3 and mask.sum() >= 2 * law.n_params
     ]
 
 

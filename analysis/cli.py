@@ -379,7 +379,6 @@ def chosen(df: pd.DataFrame, law: str, how: str) -> tuple[pd.DataFrame, str, dic
     except ValueError as e:
         return df, law, {"text": f"choice by backtest not possible: {e}"}
     kept = df[choice.pop("mask")]
-    kept.attrs = {**df.attrs, "choice": choice["runs"]}
     choice["text"] = choice_mod.describe(choice)
     return kept, choice["law"], choice
 

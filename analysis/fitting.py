@@ -200,6 +200,13 @@ def prediction_interval(
     return simulate_interval(fit.law, fit.params, samples, residuals(df, fit), points, level, seed)
 
 
+def log_bootstrap(law: Law, samples: list[dict], points: dict) -> np.ndarray:
+    """The log predictions of each bootstrap refit at ``points`` (refits x points), the
+    refits with a non-finite prediction left out."""
+    log_boot = np.log(np.array([law.predict(s, **points) for s in samples], dtype=float))
+    return log_boot[np.isfinite(log_boot).all(axis=1)]
+
+
 def simulate_interval(
     law: Law,
     params: dict,
@@ -219,8 +226,7 @@ def simulate_interval(
     n, p = r.size, law.n_params
     r = (r - np.median(r)) * np.sqrt(n / max(1, n - p))
     point = np.log(np.asarray(law.predict(params, **points), dtype=float))
-    log_boot = np.log(np.array([law.predict(s, **points) for s in (samples or [params])]))
-    log_boot = log_boot[np.isfinite(log_boot).all(axis=1)]  # (B, m)
+    log_boot = log_bootstrap(law, samples or [params], points)  # (B, m)
     draws = max(4000, 2 * len(log_boot))
     sim = log_boot[rng.integers(0, len(log_boot), draws)] + r[rng.integers(0, n, draws)][:, None]
     tail = (1 - level) / 2 * 100

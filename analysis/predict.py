@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.approaches import chinchilla_optimum
-from analysis.calibration import Calibration, calibrated_interval
+from analysis.calibration import Calibration, calibrated_interval, largest
 from analysis.fitting import residuals, simulate_interval
 from analysis.laws import LAWS, Fixed, Law
 from analysis.study import Study
@@ -41,7 +41,7 @@ def saved(study: Study) -> dict:
         "samples": fit.samples,
         "residuals": residuals(df, fit).tolist(),
         "flops_per_param_token": study.result["flops_per_param_token"],
-        "largest": {v: float(df[v].max()) for v in ("n_params", "tokens", "compute")},
+        "largest": largest(df),
         "backtest_reach": reach,
         "backtest_variable": rb["variable"] if rb else None,
         "calibration": rb["calibration"] if rb else None,
@@ -118,18 +118,18 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
     missing = [v for v in law.variables if v not in points and v not in law.optional]
     if missing:
         raise ValueError(f"law {law.name!r} needs the targets' {missing}")
-    largest = saved_fit["largest"]
+    top = saved_fit["largest"]
     pieces = (law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points)
     if saved_fit.get("calibration"):
         cal = Calibration.from_json(saved_fit["calibration"])
-        pi = calibrated_interval(*pieces, largest, cal, level)
+        pi = calibrated_interval(*pieces, top, cal, level)
     else:
         pi = simulate_interval(*pieces, level, seed)
     reach, var = saved_fit.get("backtest_reach"), saved_fit.get("backtest_variable")
     rows, notes = [], []
     for i in range(len(target)):
         beyond = {
-            f"x_largest_{v}": float(target[v].iloc[i] / largest[v])
+            f"x_largest_{v}": float(target[v].iloc[i] / top[v])
             for v in ("n_params", "tokens", "compute")
         }
         row = {

@@ -90,18 +90,26 @@ def rolling_backtest(
     the next cut; every larger run for the last) are then checked
     against an interval calibrated on the other folds only. Returns those predictions
     (``predictions``: error, interval, inside or not), their coverage and median width
-    (``calibration``), the same for the uncalibrated bootstrap interval, the calibration
-    of the whole ladder (``calibration.kappa``, ``.scores``) and every prediction's error
-    (``errors``). Raises ValueError when no cut leaves enough runs to fit."""
+    (``coverage``, ``median_width``, ``checked``), the same for the uncalibrated bootstrap
+    interval, the calibration of the whole ladder (``calibration``: κ, the scores, q) and
+    how far the backtests reached (``reach``, × the fitted size). Raises ValueError when no
+    cut leaves enough runs to fit."""
     from analysis.bootstrap import bootstrap_fit
-    from analysis.calibration import boot_variance, calibrate, cross_validated, residual_sigma
+    from analysis.calibration import (
+        DISTANCE_VARIABLES,
+        boot_variance,
+        calibrate,
+        cross_validated,
+        largest,
+        residual_sigma,
+    )
     from analysis.calibration import distance as distance_of
 
     var = law.variables[0]
     cuts = backtest_cuts(df, law)
     if not cuts:
         raise ValueError(f"too few runs below the largest {var} for a rolling backtest")
-    axes = [v for v in ("n_params", "tokens", "compute") if v in df]
+    axes = [v for v in DISTANCE_VARIABLES if v in df]
     rows = []
     for i, cut in enumerate(cuts):
         train, test = df[df[var] <= cut], df[df[var] > cut]
@@ -115,7 +123,7 @@ def rolling_backtest(
         pi = prediction_interval(fit, samples, train, points, level, seed=i)
         sigma = residual_sigma(residuals(train, fit), law.n_params)
         boot_var = boot_variance(law, samples, points)
-        d = distance_of({v: test[v].to_numpy() for v in axes}, {v: train[v].max() for v in axes})
+        d = distance_of({v: test[v].to_numpy() for v in axes}, largest(train))
         # "the next size": the runs up to the next cut (all above the last cut)
         next_size = cuts[i + 1] if i + 1 < len(cuts) else test[var].max()
         observed = test["loss"].to_numpy(dtype=float)
@@ -160,7 +168,6 @@ def rolling_backtest(
             "predictions": len(rows),
         },
         "reach": max(r["predicted_size"] / r["fitted_up_to"] for r in rows),
-        "reach_distance": max(r["distance"] for r in rows),
     }
 
 

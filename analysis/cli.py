@@ -385,7 +385,11 @@ def chosen(df: pd.DataFrame, law: str, how: str) -> tuple[pd.DataFrame, str, dic
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``lab-analyze predict PATH|--from fit.json``: the loss at target runs; predict.json."""
-    runs = None
+    runs = metric_fit = None
+    if args.from_fit and args.metric:
+        raise ValueError(
+            "--metric fits the metric's law on the runs: give PATH (the runs), not --from"
+        )
     if args.from_fit:
         source = Path(args.from_fit)
         try:
@@ -398,7 +402,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         if not args.path:
             raise ValueError("give PATH (runs to fit) or --from fit.json (a saved fit)")
-        runs, law, choice = chosen(_load(args), args.law, args.choose)
+        loaded = _load(args)
+        if args.metric:  # before the loss fit: a bad column is one line, early
+            from analysis.downstream import fit_metric
+
+            metric_fit = fit_metric(loaded, args.metric, args.level, seed=args.seed)
+        runs, law, choice = chosen(loaded, args.law, args.choose)
         study = analyze(runs, law, args.bootstrap, args.seed, warn=False, level=args.level)
         study.result["choice"] = choice
         saved_fit = predict.saved(study)
@@ -406,10 +415,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
     target = predict.targets(args.at, args.targets, args.budgets, saved_fit)
     result = predict.predict(saved_fit, target, args.level, args.seed)
+    if metric_fit is not None:
+        result = predict.with_metric(result, metric_fit, args.seed)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "predict.json"
     write_text_atomic(path, json.dumps(result, indent=2, default=_json_default) + "\n")
     written = plot.save_figure(predict.figure(result, runs), out / "predict", formats=(".png",))
+    if metric_fit is not None:
+        fig = predict.metric_figure(result, loaded)
+        written += plot.save_figure(fig, out / "predict_metric", formats=(".png",))
     print(predict.table(result))
     print(f"predict: {path}")
     for f in written:
@@ -704,6 +718,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="backtest (default): which runs to fit on (all, without the least-trained, "
         "without the smallest size) and, with --law auto, free or tied exponents, chosen by "
         "the ladder's own backtest; none: the runs and law as given",
+    )
+    pr.add_argument(
+        "--metric",
+        metavar="COLUMN",
+        help="also predict this error or accuracy column of the runs: its law in the loss, "
+        "y = epsilon - k*exp(-gamma*L) (Gadre et al. 2024), chained with the predicted loss",
     )
     pr.set_defaults(func=cmd_predict)
     t = sub.add_parser("table", help="print every run of a sweep, any status")

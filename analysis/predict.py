@@ -177,16 +177,54 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
     }
 
 
+def with_metric(result: dict, metric_fit, seed: int = 0) -> dict:
+    """Each prediction's metric (``--metric COLUMN``): the metric's law in the loss chained
+    with the predicted loss and its interval (``analysis.downstream``)."""
+    p = result["predictions"]
+    pred, low, high = metric_fit.chain(
+        [r["predicted"] for r in p],
+        [r["low"] for r in p],
+        [r["high"] for r in p],
+        result["level"],
+        seed,
+    )
+    for r, y, lo, hi in zip(p, pred, low, high):
+        r["metric"] = {"column": metric_fit.column, "predicted": y, "low": lo, "high": hi}
+    result["metric"] = metric_fit.summary()
+    result["notes"] += metric_fit.notes
+    return result
+
+
 def table(result: dict) -> str:
     """The predictions, one line each, for a terminal."""
     level = int(result["level"] * 100)
-    lines = [f"{'N':>9} {'D':>9} {'C':>9} {'loss':>7} {f'{level}% interval':>17}  ×N     ×D     ×C"]
+    metric = result.get("metric")
+    head = f"{'N':>9} {'D':>9} {'C':>9} {'loss':>7} {f'{level}% interval':>17}  ×N     ×D     ×C"
+    if metric:
+        head += f"     {metric['column']:>8} {f'{level}% interval':>17}"
+    lines = [head]
     for r in result["predictions"]:
-        lines.append(
+        line = (
             f"{r['n_params']:9.3g} {r['tokens']:9.3g} {r['compute']:9.3g} {r['predicted']:7.4f} "
             f"[{r['low']:7.4f}, {r['high']:7.4f}]  {r['x_largest_n_params']:<6.3g} "
             f"{r['x_largest_tokens']:<6.3g} {r['x_largest_compute']:<6.3g}"
-            + ("  beyond the backtests" if r["beyond_backtests"] else "")
+        )
+        if metric:
+            m = r["metric"]
+            line += f" {m['predicted']:8.4f} [{m['low']:7.4f}, {m['high']:7.4f}]"
+        lines.append(line + ("  beyond the backtests" if r["beyond_backtests"] else ""))
+    if metric:
+        bt = metric["backtest"]
+        par = ", ".join(f"{k} = {v:.4g}" for k, v in metric["params"].items())
+        check = (
+            f"; its backtest: {bt['coverage']:.0%} of {bt['checked']} inside, median width "
+            f"{bt['median_width']:.3g}"
+            if bt.get("coverage") is not None
+            else ""
+        )
+        lines.append(
+            f"{metric['column']} from the loss: {metric['form']}, {par} on {metric['runs']} "
+            f"runs (scatter {metric['sigma']:.3g}){check}"
         )
     if (result.get("choice") or {}).get("text"):
         lines.append(result["choice"]["text"])
@@ -228,6 +266,49 @@ def figure(result: dict, runs: pd.DataFrame | None = None):
     ax.set_title(
         f"{result['law']}: predicted loss with {int(result['level'] * 100)}% prediction intervals",
         fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_figure(result: dict, runs: pd.DataFrame | None = None):
+    """The metric against the loss (``--metric``): the runs, the fitted law and each
+    target's chained prediction with both intervals (loss across, metric up)."""
+    from analysis.downstream import value
+    from analysis.plot import plt
+
+    metric = result["metric"]
+    col = metric["column"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    p = result["predictions"]
+    xs = [r["low"] for r in p] + [r["high"] for r in p]
+    if runs is not None and col in runs:
+        ax.scatter(runs["loss"], runs[col], s=12, c="0.5", label="runs")
+        xs += runs["loss"].tolist()
+    grid = np.linspace(min(xs), max(xs), 200)
+    ax.plot(grid, value(metric["params"], grid), c="C0", lw=1, label=metric["form"])
+    x = np.array([r["predicted"] for r in p])
+    y = np.array([r["metric"]["predicted"] for r in p])
+    ax.errorbar(
+        x,
+        y,
+        xerr=np.array([[r["predicted"] - r["low"], r["high"] - r["predicted"]] for r in p]).T,
+        yerr=np.array(
+            [
+                [m["predicted"] - m["low"], m["high"] - m["predicted"]]
+                for m in (r["metric"] for r in p)
+            ]
+        ).T,
+        fmt="o",
+        color="C3",
+        capsize=3,
+        label="targets",
+    )
+    ax.set_xlabel("loss")
+    ax.set_ylabel(col)
+    ax.set_title(
+        f"{col} from the loss, {int(result['level'] * 100)}% intervals of both steps", fontsize=9
     )
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -23,7 +23,9 @@ optionally compute, run, budget, unique_tokens), for every command.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -431,6 +433,163 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(args, ladder, conventions: dict) -> dict[str, float]:
+    """The candidate model sizes: --sizes (the lab's model names or numbers), else every
+    size of the lab's ladder, under the runs' N convention."""
+    lab = ladder["sizes"]() if ladder else {}
+    total = "total" in str(conventions.get("n_params", ""))
+    given = [x.strip() for x in args.sizes.split(",") if x.strip()] if args.sizes else list(lab)
+    if not given:
+        raise ValueError("give --sizes N,N,... (the model sizes the next runs may have)")
+    out = {}
+    for x in given:
+        if x in lab:
+            out[x] = float(lab[x]["total" if total else "non_embedding"])
+            continue
+        try:
+            out[x] = float(x)
+        except ValueError:
+            raise ValueError(
+                f"--sizes {x!r}: neither a number nor a model of the lab ({', '.join(lab)})"
+            ) from None
+        if not out[x] > 0:
+            raise ValueError(f"--sizes {x!r}: a size must be positive")
+    return out
+
+
+def _like(args, ladder) -> tuple[str | None, dict | None]:
+    """The ladder's own sweep (--like NAME, or the one its sweep folder was run from) and
+    its settings, which the design's runs copy."""
+    from analysis.design import like_settings
+
+    name = args.like
+    if name is None:
+        runs_file = Path(args.path) / "multirun.yaml"
+        if runs_file.is_file():
+            found = re.search(r"\+sweeps=([\w-]+)", runs_file.read_text())
+            name = found.group(1) if found else None
+    if name is None or not ladder:
+        return None, None
+    path = Path(ladder["sweeps_dir"]()) / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"--like {name}: no sweep file {path}")
+    return name, like_settings(path.read_text())
+
+
+def _write_sweep(files: dict[str, str], root: Path) -> list[Path]:
+    from analysis import design
+
+    """Write the design's sweep files under ``root``, refusing links and files that a
+    design did not write (a sweep of the researcher's own is never overwritten)."""
+    paths = []
+    for rel in files:
+        path = root / rel
+        for p in (path, path.parent):
+            if p.is_symlink():
+                raise ValueError(f"{p} is a link: the design writes only files it made")
+        if path.exists() and not path.read_text().startswith("# @package _global_\n" + design.MARK):
+            raise ValueError(
+                f"{path} exists and was not written by lab-analyze design: choose --sweep NAME"
+            )
+        paths.append(path)
+    group = root / next(iter(files)).split("/")[0]
+    if group.is_dir():  # runs of an earlier design with this name
+        for old in group.glob("run*.yaml"):
+            if old.read_text().startswith("# @package _global_\n" + design.MARK):
+                old.unlink()
+    for path, text in zip(paths, files.values()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+    return paths
+
+
+def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
+    """``lab-analyze design PATH --target N D --budget C``: the next runs, a sweep file."""
+    from analysis import design
+    from analysis.fitting import fit as fit_runs
+    from analysis.study import flops_per_param_token
+
+    n_t, d_t = args.target
+    if not (n_t > 0 and d_t > 0 and args.budget > 0):
+        raise ValueError("--target N D and --budget C must be positive")
+    df = _load(args)
+    law = LAWS[args.law]
+    if set(law.variables) != {"n_params", "tokens"}:
+        raise ValueError(f"design needs a law of N and D; {args.law!r} is of {law.variables}")
+    sizes = _sizes(args, ladder, df.attrs.get("conventions", {}))
+    fit = fit_runs(df, law, resamples=args.bootstrap, seed=args.seed)
+    k = flops_per_param_token(df)
+    proposal = design.propose(fit, df, (n_t, d_t), args.budget, sizes, k)
+    if not proposal["runs"]:
+        raise ValueError("no run within the budget shrinks the target's interval")
+    proposed = pd.DataFrame(proposal["runs"])
+    uniform = design.uniform_grid(sizes, len(proposed), proposal["compute"], k)
+    proposal["expected_sd_uniform"] = design.expected_sd(fit, df, (n_t, d_t), uniform)
+    result = {
+        "target": {"n_params": n_t, "tokens": d_t},
+        "law": law.name,
+        **proposal,
+        "uniform_grid": uniform.to_dict("records"),
+        "flops_per_param_token": k,
+        "source": str(args.path),
+    }
+    if args.simulate:
+        result["simulation"] = design.simulate(
+            fit,
+            df,
+            (n_t, d_t),
+            {"proposed": proposed, "uniform grid": uniform},
+            reps=args.simulate,
+            resamples=min(args.bootstrap, 100),
+            seed=args.seed,
+            k=k,
+        )
+    src = Path(args.path)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"design for the loss at N = {n_t:.3g}, D = {d_t:.3g} within C = {args.budget:.3g} "
+        f"FLOPs ({law.name}, {len(df)} runs so far):",
+        f"  {'model':>8} {'N':>9} {'D':>9} {'D/N':>6} {'C':>9}",
+    ]
+    for r in proposal["runs"]:
+        lines.append(
+            f"  {r['label']:>8} {r['n_params']:9.3g} {r['tokens']:9.3g} "
+            f"{r['tokens'] / r['n_params']:6.0f} {r['compute']:9.3g}"
+        )
+    lines.append(
+        f"  {len(proposed)} runs, C = {proposal['compute']:.3g} "
+        f"({proposal['compute'] / args.budget:.0%} of the budget); the target's expected log "
+        f"sd {proposal['expected_sd_before']:.4f} -> {proposal['expected_sd_after']:.4f} "
+        f"(a uniform grid of the same compute: {proposal['expected_sd_uniform']:.4f})"
+    )
+    for name, s in result.get("simulation", {}).items():
+        lines.append(
+            f"  simulated ({args.simulate} ladders from the fit), {name} ({s['runs']} runs): "
+            f"the law's {int(args.level * 100)}% interval at the target {s['median_law_width']:.2%} "
+            f"wide, a new run's {s['median_width']:.2%}; error {s['median_abs_error']:.2%}; "
+            f"held the law's loss {s['covered']:.0%}"
+        )
+    like_name, like = _like(args, ladder)
+    if ladder and all(r["label"] in ladder["sizes"]() for r in proposal["runs"]):
+        note = (
+            f"{design.MARK[2:]} from {args.path}: the runs that most shrink the "
+            f"interval of the loss at N = {n_t:.3g}, D = {d_t:.3g} within C = {args.budget:.3g}"
+            + (f";\nsettings as sweeps/{like_name}.yaml" if like_name else "")
+        )
+        files = design.sweep_files(args.sweep, proposal["runs"], like, note)
+        written = _write_sweep(files, Path(ladder["sweeps_dir"]()))
+        result["sweep"] = [str(p) for p in written]
+        lines.append(f"  sweep: {written[-1]} (lab-sweep {args.sweep})")
+    else:
+        lines.append("  no sweep file: the sizes are not all models of the lab (numbers)")
+    path = out / "design.json"
+    write_text_atomic(path, json.dumps(result, indent=2, default=_json_default) + "\n")
+    print("\n".join(lines))
+    print(f"design: {path}")
+    return 0
+
+
 def cmd_noise(args: argparse.Namespace) -> int:
     """``lab-analyze noise PATH``: the seed standard deviation per config; noise.json."""
     result = seed_noise(args.path, args.loss)
@@ -726,14 +885,51 @@ def build_parser() -> argparse.ArgumentParser:
         "y = epsilon - k*exp(-gamma*L) (Gadre et al. 2024), chained with the predicted loss",
     )
     pr.set_defaults(func=cmd_predict)
+    de = sub.add_parser(
+        "design", help="the next runs within a compute budget that most shrink a target's interval"
+    )
+    de.add_argument("path", help="the runs so far (as for fit)")
+    de.add_argument("--target", type=float, nargs=2, metavar=("N", "D"), required=True)
+    de.add_argument(
+        "--budget", type=float, required=True, metavar="C", help="FLOPs for the new runs"
+    )
+    de.add_argument("--law", default="chinchilla", choices=list(LAWS))
+    de.add_argument(
+        "--sizes",
+        help="the model sizes the new runs may have: the lab's model names or numbers, "
+        "comma-separated (default: every model in conf/model)",
+    )
+    de.add_argument("--sweep", default="design", help="the sweep file to write: sweeps/NAME.yaml")
+    de.add_argument(
+        "--like",
+        metavar="SWEEP",
+        help="train the new runs with this sweep's settings (default: the sweep PATH was run from)",
+    )
+    de.add_argument(
+        "--simulate",
+        type=int,
+        default=8,
+        metavar="R",
+        help="synthetic ladders drawn from the fit to check the design against a uniform grid "
+        "of the same compute (0: none)",
+    )
+    de.add_argument("--level", type=float, default=0.95)
+    _common_options(de, compute=False)
+    de.set_defaults(bootstrap=200)
+    de.add_argument("--all-runs", action="store_true", help="as for fit")
+    de.set_defaults(func=cmd_design)
     t = sub.add_parser("table", help="print every run of a sweep, any status")
     t.add_argument("path")
     t.set_defaults(func=cmd_table)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, ladder: dict | None = None) -> int:
+    """The ``lab-analyze`` command; ``ladder``, the lab's model sizes and sweep folder
+    (``lab.cli.ladder.LADDER``; the console command passes it), for ``design``."""
     args = build_parser().parse_args(argv)
+    if args.func is cmd_design:
+        args.func = functools.partial(cmd_design, ladder=ladder)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:

@@ -86,8 +86,9 @@ def _interruptible(command: str):
 def lab_analyze() -> int:
     check_packages("lab-analyze")
     from analysis.cli import main
+    from lab.cli.ladder import LADDER
 
-    return main()
+    return main(ladder=LADDER)
 
 
 def lab_generate() -> int:

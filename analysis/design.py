@@ -1,0 +1,289 @@
+"""The next runs worth training (``lab-analyze design``): within a compute budget, the runs
+(N, D) that most shrink the prediction interval of the loss at a target run.
+
+The criterion is the variance of the target's log prediction after the new runs, by the
+linearised least-squares information of the law (a c-optimal design: Atkinson, Donev &
+Tobias 2007, "Optimum Experimental Designs, with SAS", ch. 10):
+
+    Var = gᵀ (Σ_i J_i J_iᵀ / σ²)⁻¹ g,
+
+J_i the gradient of a run's log loss in the law's parameters, g the target's, σ the runs'
+log scatter. The gradients depend on the parameters, which are uncertain, so the variance
+is averaged over the bootstrap refits (a pseudo-Bayesian design). Runs are added greedily,
+each the candidate that still fits in the budget and removes the most expected variance per
+FLOP, or in all; each of these two designs, and a uniform grid of the budget, is then
+improved by exchanging runs (Fedorov 1972, "Theory of Optimal Experiments"), and the best
+kept: never worse by the criterion than the uniform grid.
+
+Candidates are the given model sizes, each at token budgets from 2.5 to 640 tokens per
+parameter (up to the span of Gadre et al. 2024's over-training), and the uniform grid's runs;
+a candidate may be chosen twice (a second seed). ``simulate`` checks a
+design: synthetic runs drawn from the fit (its law plus its scatter) at the proposed runs and
+at a uniform grid of the same compute, refitted, and the target's prediction interval
+compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.calibration import residual_sigma
+from analysis.fitting import fit as fit_runs
+from analysis.fitting import log_bootstrap, residuals
+
+TOKENS_PER_PARAM = np.geomspace(2.5, 640, 9)
+MAX_RUNS = 12
+MARK = "# Written by lab-analyze design"  # the files a design may overwrite start so
+STEP = 1e-4  # relative step of the numerical gradients
+
+
+def gradients(law, params: dict, n, d) -> np.ndarray:
+    """∂ log L / ∂ log p (∂p where p ≤ 0) for each free parameter, at runs (n, d): (runs,
+    parameters)."""
+    n, d = np.atleast_1d(np.asarray(n, float)), np.atleast_1d(np.asarray(d, float))
+    cols = []
+    for k, p in params.items():
+        up, down = dict(params), dict(params)
+        if p > 0:
+            up[k], down[k], h = p * np.exp(STEP), p * np.exp(-STEP), 2 * STEP
+        else:
+            up[k], down[k], h = p + STEP, p - STEP, 2 * STEP
+        diff = np.log(law.predict(up, n_params=n, tokens=d)) - np.log(
+            law.predict(down, n_params=n, tokens=d)
+        )
+        cols.append(diff / h)
+    return np.column_stack(cols)
+
+
+def candidates(sizes: dict[str, float], budget: float, k: float) -> pd.DataFrame:
+    """Every size at each tokens-per-parameter ratio whose run fits in ``budget``."""
+    rows = [
+        {"label": name, "n_params": n, "tokens": float(round(r * n)), "compute": k * n * r * n}
+        for name, n in sizes.items()
+        for r in TOKENS_PER_PARAM
+        if k * n * r * n <= budget
+    ]
+    return pd.DataFrame(rows, columns=["label", "n_params", "tokens", "compute"])
+
+
+def propose(
+    fit, df: pd.DataFrame, target: tuple[float, float], budget: float, sizes: dict, k: float
+) -> dict:
+    """The design (module docstring) for a fit with bootstrap refits: its runs, their
+    compute, and the target's expected log-prediction sd before and after."""
+    law = fit.law
+    sigma = max(residual_sigma(residuals(df, fit), law.n_params), 1e-4)
+    draws = [fit.params, *fit.samples[:40]]
+    grid = candidates(sizes, budget, k)
+    if grid.empty:
+        smallest = min(sizes.values())
+        raise ValueError(
+            f"--budget {budget:.3g}: no candidate run fits in it (the smallest size, "
+            f"N = {smallest:.3g}, at {TOKENS_PER_PARAM[0]:.0f} tokens per parameter costs "
+            f"{k * smallest * TOKENS_PER_PARAM[0] * smallest:.3g} FLOPs)"
+        )
+    uniform = uniform_grid(sizes, MAX_RUNS, budget, k)
+    uniform = uniform[uniform["tokens"] >= TOKENS_PER_PARAM[0] * uniform["n_params"] * 0.999]
+    cand = pd.concat([grid, uniform]).drop_duplicates(["n_params", "tokens"]).reset_index(drop=True)
+    cost = cand["compute"].to_numpy()
+    base, outer, g = [], [], []
+    for p in draws:
+        j0 = gradients(law, p, df["n_params"], df["tokens"])
+        info = j0.T @ j0 / sigma**2
+        base.append(info + np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0))
+        jc = gradients(law, p, cand["n_params"], cand["tokens"])
+        outer.append(np.einsum("ci,cj->cij", jc, jc) / sigma**2)
+        g.append(gradients(law, p, *target)[0])
+    base, outer, g = np.array(base), np.array(outer), np.array(g)
+
+    def variance(chosen: list[int]) -> float:
+        m = base + outer[:, chosen].sum(axis=1) if chosen else base
+        return float(np.mean(np.einsum("bi,bi->b", g, np.linalg.solve(m, g[..., None])[..., 0])))
+
+    def greedy(per_flop: bool) -> list[int]:
+        chosen, left = [], budget
+        while len(chosen) < MAX_RUNS:
+            now = variance(chosen)
+            ok = [c for c in range(len(cand)) if cost[c] <= left and c not in chosen]
+            if not ok:
+                break
+            gains = np.array([now - variance([*chosen, c]) for c in ok])
+            score = gains / cost[ok] if per_flop else gains
+            best = int(np.argmax(score))
+            if gains[best] < 1e-4 * now:
+                break
+            chosen.append(ok[best])
+            left -= cost[ok[best]]
+        return chosen
+
+    def exchange(chosen: list[int]) -> list[int]:
+        """Swap a run for another, or add one, while the variance falls and the budget
+        holds (Fedorov's exchange, first improvement)."""
+        best, improved = variance(chosen), True
+        while improved:
+            improved = False
+            moves = [(i, c) for i in range(len(chosen)) for c in range(len(cand))]
+            if len(chosen) < MAX_RUNS:
+                moves += [(None, c) for c in range(len(cand))]
+            for i, c in moves:
+                trial = [*chosen, c] if i is None else [*chosen[:i], c, *chosen[i + 1 :]]
+                if cost[trial].sum() > budget:
+                    continue
+                v = variance(trial)
+                if v < best * (1 - 1e-6):
+                    chosen, best, improved = trial, v, True
+                    break
+        return chosen
+
+    uniform_idx = [int(i) for i in cand.index[len(grid.drop_duplicates(["n_params", "tokens"])) :]]
+    starts = [greedy(True), greedy(False)]
+    if cost[uniform_idx].sum() <= budget * (1 + 1e-9) and len(uniform_idx) == MAX_RUNS:
+        starts.append(uniform_idx)
+    chosen = min((exchange(st) for st in starts), key=variance)
+    runs = cand.iloc[chosen].reset_index(drop=True)
+    return {
+        "runs": runs.to_dict("records"),
+        "compute": float(runs["compute"].sum()),
+        "budget": budget,
+        "sigma": sigma,
+        "expected_sd_before": float(np.sqrt(variance([]))),
+        "expected_sd_after": float(np.sqrt(variance(chosen))),
+    }
+
+
+def expected_sd(fit, df: pd.DataFrame, target, extra: pd.DataFrame | None = None) -> float:
+    """The target's log-prediction sd by the linearised information of ``df``'s runs and
+    ``extra`` ones, averaged over the bootstrap refits (the criterion ``propose`` lowers)."""
+    law = fit.law
+    sigma = max(residual_sigma(residuals(df, fit), law.n_params), 1e-4)
+    runs = df if extra is None else pd.concat([df[["n_params", "tokens"]], extra])
+    out = []
+    for p in [fit.params, *fit.samples[:40]]:
+        j = gradients(law, p, runs["n_params"], runs["tokens"])
+        info = j.T @ j / sigma**2
+        info += np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0)
+        g = gradients(law, p, *target)[0]
+        out.append(g @ np.linalg.pinv(info) @ g)
+    return float(np.sqrt(np.mean(out)))
+
+
+def uniform_grid(sizes: dict[str, float], count: int, compute: float, k: float) -> pd.DataFrame:
+    """``count`` runs at sizes spread evenly in log N over ``sizes`` (the nearest given
+    size to each even point), all at one tokens-per-parameter ratio, the one that spends
+    ``compute`` (a grid as a ladder is usually laid out: same D/N, sizes evenly apart); the
+    largest sizes are left out while that ratio would be below 2.5."""
+    names = sorted(sizes, key=sizes.get)
+    while True:  # the largest sizes left out until every run gets 2.5 tokens per parameter
+        logs = np.log([sizes[n] for n in names])
+        even = np.linspace(logs[0], logs[-1], count)
+        picks = [names[int(np.argmin(np.abs(logs - x)))] for x in even]
+        n = np.array([sizes[m] for m in picks])
+        ratio = compute / (k * np.sum(n**2))
+        if ratio >= TOKENS_PER_PARAM[0] or len(names) == 1:
+            break
+        names = names[:-1]
+    return pd.DataFrame(
+        {"label": picks, "n_params": n, "tokens": ratio * n, "compute": k * ratio * n**2}
+    )
+
+
+def simulate(
+    fit,
+    df: pd.DataFrame,
+    target: tuple[float, float],
+    designs: dict[str, pd.DataFrame],
+    reps: int = 8,
+    resamples: int = 100,
+    seed: int = 0,
+    level: float = 0.95,
+    k: float = 6.0,
+) -> dict:
+    """For each design (a frame of n_params, tokens), and for the runs as they are, over
+    ``reps`` synthetic ladders drawn from the fit (every run's loss the law's times its log
+    scatter): the median relative width of the target's prediction interval (a new run's
+    loss: the law's uncertainty and the runs' scatter, which no design shrinks) and of the
+    law's own interval there (the bootstrap refits' predictions), the median error of the
+    refit's prediction against the law's loss, and how often the interval held it."""
+    law = fit.law
+    sigma = residual_sigma(residuals(df, fit), law.n_params)
+    truth = float(
+        law.predict(fit.params, n_params=np.array([target[0]]), tokens=np.array([target[1]]))[0]
+    )
+    rng = np.random.default_rng(seed)
+    base = df[["n_params", "tokens"]].reset_index(drop=True)
+    out = {}
+    for name, extra in {"runs so far": None, **designs}.items():
+        runs = base if extra is None else pd.concat([base, extra[["n_params", "tokens"]]])
+        runs = runs.reset_index(drop=True)
+        widths, law_widths, errors, held = [], [], [], []
+        for r in range(reps):
+            mean = law.predict(
+                fit.params, n_params=runs["n_params"].to_numpy(), tokens=runs["tokens"].to_numpy()
+            )
+            sim = runs.assign(loss=mean * np.exp(rng.normal(0, sigma, len(runs))))
+            sim["compute"] = k * sim["n_params"] * sim["tokens"]
+            refit = fit_runs(sim, law, resamples=resamples, seed=seed + r)
+            p = refit.predict_interval(*target, level=level)
+            widths.append((p.high - p.low) / p.predicted)
+            held.append(p.low <= truth <= p.high)
+            at = {"n_params": np.array([target[0]]), "tokens": np.array([target[1]])}
+            boot = log_bootstrap(law, refit.samples, at)[:, 0]
+            tail = (1 - level) / 2 * 100
+            lo, hi = np.percentile(boot, [tail, 100 - tail])
+            law_widths.append(float(np.exp(hi) - np.exp(lo)) / p.predicted)
+            errors.append(abs(p.predicted / truth - 1))
+        out[name] = {
+            "runs": len(runs),
+            "median_width": float(np.median(widths)),
+            "median_law_width": float(np.median(law_widths)),
+            "median_abs_error": float(np.median(errors)),
+            "covered": float(np.mean(held)),
+        }
+    return out
+
+
+def sweep_files(name: str, runs: list[dict], like: dict | None, note: str) -> dict[str, str]:
+    """The sweep file ``sweeps/NAME.yaml`` that trains ``runs`` (labels are the lab's
+    model names) and one file per run under ``sweeps/NAME_runs/``, as the demo's sizes are
+    written; ``like``, the settings of the ladder's own sweep, copied so the new runs are
+    trained as the old ones were. Returns relative path → text."""
+    import yaml
+
+    group = f"{name}_runs"
+    files, seen = {}, {}
+    for i, r in enumerate(runs):
+        key = (r["label"], int(round(r["tokens"])))
+        repeat = seen[key] = seen.get(key, -1) + 1  # a run chosen twice: another seed
+        files[f"{group}/run{i}.yaml"] = (
+            "# @package _global_\n"
+            f"{MARK}: N = {r['n_params']:.4g}, D = {r['tokens']:.4g}, C = {r['compute']:.3g}\n"
+            "defaults:\n"
+            f"  - override /model: {r['label']}\n"
+            "data:\n"
+            f"  tokens: {key[1]}\n" + (f"train:\n  seed: {repeat}\n" if repeat else "")
+        )
+    settings = dict(like or {})
+    hydra = {
+        **settings.pop("hydra", {}),
+        "mode": "MULTIRUN",
+        "sweep": {"dir": f"runs/{name}"},
+        "sweeper": {"params": {f"+{group}": ",".join(f"run{i}" for i in range(len(runs)))}},
+    }
+    body = yaml.safe_dump({**settings, "hydra": hydra}, sort_keys=False)
+    comment = "".join(f"# {line}\n" for line in note.splitlines())
+    files[f"{name}.yaml"] = "# @package _global_\n" + comment + body
+    return files
+
+
+def like_settings(sweep_text: str) -> dict:
+    """A sweep file's settings without its sweep: what a design's runs copy from it."""
+    import yaml
+
+    data = yaml.safe_load(sweep_text) or {}
+    data.pop("defaults", None)
+    hydra = data.pop("hydra", None) or {}
+    kept = {k: v for k, v in hydra.items() if k not in ("mode", "sweep", "sweeper")}
+    if kept:
+        data["hydra"] = kept
+    return data

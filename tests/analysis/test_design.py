@@ -1,0 +1,84 @@
+"""``lab-analyze design``: the next runs within a budget that most shrink a target's
+interval, better than a uniform grid of the same compute by its criterion and in
+simulation, written as a sweep file the lab composes; bad inputs refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_sweep
+
+from analysis.cli import main as analyze_main
+from lab.cli.ladder import model_sizes
+
+SIZES = "nano,micro,tiny,mini,small"
+TARGET = ["--target", "2.7e6", "1e8"]
+
+
+def test_design_beats_a_uniform_grid_and_writes_a_sweep_the_lab_composes(tmp_path, capsys):
+    from lab.config.composition import compose
+    from lab.config.schema import register_configs
+
+    sweep = synthetic_sweep(tmp_path / "runs")
+    sweeps = tmp_path / "sweeps"
+    name = f"design_{tmp_path.name.replace('-', '_')}"
+    ladder = {"sizes": model_sizes, "sweeps_dir": lambda: sweeps}
+    argv = ["design", str(sweep), *TARGET, "--budget", "3e14", "--sizes", SIZES]
+    argv += ["--simulate", "0", "--bootstrap", "60", "--sweep", name]
+    assert analyze_main([*argv, "--out", str(tmp_path / "o")], ladder=ladder) == 0
+    result = json.loads((tmp_path / "o" / "design.json").read_text())
+    assert 0 < result["compute"] <= 3e14 and len(result["runs"]) >= 2
+    assert result["expected_sd_after"] < result["expected_sd_uniform"]
+    assert result["expected_sd_after"] < 0.8 * result["expected_sd_before"]
+    assert "lab-sweep " + name in capsys.readouterr().out
+    # the sweep composes into the runs proposed: each model and token budget, repeats as seeds
+    register_configs(sweeps_dir=sweeps)
+    files = sorted((sweeps / f"{name}_runs").glob("run*.yaml"))
+    assert len(files) == len(result["runs"])
+    seen = set()
+    for i, proposed in enumerate(result["runs"]):
+        cfg = compose([f"+sweeps={name}", f"+{name}_runs=run{i}"])
+        assert cfg.model.name == proposed["label"]
+        assert cfg.data.tokens == round(proposed["tokens"])
+        key = (cfg.model.name, cfg.data.tokens, cfg.train.seed)
+        assert key not in seen  # a run chosen twice trains twice, with another seed
+        seen.add(key)
+    # a second design of that name replaces it; a sweep of the researcher's is never touched
+    assert analyze_main([*argv, "--out", str(tmp_path / "o")], ladder=ladder) == 0
+    (sweeps / "mine.yaml").write_text("# @package _global_\nmodel:\n  context: 32\n")
+    mine = [*argv[:-1], "mine", "--out", str(tmp_path / "o")]
+    assert analyze_main(mine, ladder=ladder) == 2
+    assert "not written by lab-analyze design" in capsys.readouterr().err
+    assert (sweeps / "mine.yaml").read_text().endswith("context: 32\n")
+
+
+@pytest.mark.slow  # 6 synthetic ladders x 3 designs, each refitted with bootstrap: ~40 s
+def test_in_simulation_the_design_shrinks_the_law_interval_more_than_a_uniform_grid(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "runs")
+    ladder = {"sizes": model_sizes, "sweeps_dir": lambda: tmp_path / "sweeps"}
+    argv = ["design", str(sweep), *TARGET, "--budget", "3e14", "--sizes", SIZES]
+    argv += ["--simulate", "6", "--bootstrap", "60", "--out", str(tmp_path / "o")]
+    assert analyze_main(argv, ladder=ladder) == 0
+    sim = json.loads((tmp_path / "o" / "design.json").read_text())["simulation"]
+    assert sim["proposed"]["median_law_width"] < sim["uniform grid"]["median_law_width"]
+    assert sim["proposed"]["median_law_width"] < sim["runs so far"]["median_law_width"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget", "1e3", "--sizes", SIZES], "no candidate run fits"),
+        (["--budget", "3e14", "--sizes", "nano,huge"], "'huge': neither a number nor a model"),
+        (["--budget", "-1"], "must be positive"),
+    ],
+)
+def test_bad_design_inputs_are_one_line(tmp_path, capsys, extra, message):
+    sweep = synthetic_sweep(tmp_path / "runs")
+    ladder = {"sizes": model_sizes, "sweeps_dir": lambda: Path(tmp_path / "sweeps")}
+    argv = ["design", str(sweep), *TARGET, *extra, "--simulate", "0", "--bootstrap", "20"]
+    assert analyze_main(argv, ladder=ladder) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+    assert not (tmp_path / "sweeps").exists()

@@ -223,8 +223,7 @@ def _run(args: argparse.Namespace, figures: str) -> int:
         budgets = [row["compute"] for row in study.result.get("compute_optimal", [])]
         budgets = budgets or default_budgets(df)
         study.result["sensitivity"] = sensitivity(args.path, study.fit.law.name, budgets, args.loss)
-    src = Path(args.path)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     fit_path = out / "fit.json"
     write_text_atomic(fit_path, json.dumps(study.result, indent=2, default=_json_default) + "\n")
@@ -281,8 +280,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare.compare(
         df, args.by, args.law, args.bootstrap, args.seed, all_runs=args.all_runs
     )
-    src = Path(args.path)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    out = _out_dir(args)
     json_path, png = compare.write(result, out)
     print(compare.table(result))
     print(f"compare: {json_path}")
@@ -296,7 +294,7 @@ def cmd_lr(args: argparse.Namespace) -> int:
     from analysis import lr
 
     src = Path(args.path)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    out = _out_dir(args)
     if src.is_file() and not is_lab_table(read_table(src)):
         table = _load(args, all_runs=True)
         result = lr.analyze_lr_frame(
@@ -385,6 +383,12 @@ def chosen(df: pd.DataFrame, law: str, how: str) -> tuple[pd.DataFrame, str, dic
     return kept, choice["law"], choice
 
 
+def _out_dir(args: argparse.Namespace) -> Path:
+    """Where a command writes: --out, else PATH/analysis (beside PATH for a table file)."""
+    src = Path(args.path)
+    return Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """``lab-analyze predict PATH|--from fit.json``: the loss at target runs; predict.json."""
     runs = metric_fit = None
@@ -413,8 +417,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         study = analyze(runs, law, args.bootstrap, args.seed, warn=False, level=args.level)
         study.result["choice"] = choice
         saved_fit = predict.saved(study)
-        src = Path(args.path)
-        out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+        out = _out_dir(args)
     target = predict.targets(args.at, args.targets, args.budgets, saved_fit)
     result = predict.predict(saved_fit, target, args.level, args.seed)
     if metric_fit is not None:
@@ -476,9 +479,14 @@ def _like(args, ladder) -> tuple[str | None, dict | None]:
     return name, like_settings(path.read_text())
 
 
-def _write_sweep(files: dict[str, str], root: Path) -> list[Path]:
+def _by_design(path: Path) -> bool:
+    """Whether a sweep file was written by ``lab-analyze design`` (which may replace it)."""
     from analysis import design
 
+    return path.read_text().startswith("# @package _global_\n" + design.MARK)
+
+
+def _write_sweep(files: dict[str, str], root: Path) -> list[Path]:
     """Write the design's sweep files under ``root``, refusing links and files that a
     design did not write (a sweep of the researcher's own is never overwritten)."""
     paths = []
@@ -487,7 +495,7 @@ def _write_sweep(files: dict[str, str], root: Path) -> list[Path]:
         for p in (path, path.parent):
             if p.is_symlink():
                 raise ValueError(f"{p} is a link: the design writes only files it made")
-        if path.exists() and not path.read_text().startswith("# @package _global_\n" + design.MARK):
+        if path.exists() and not _by_design(path):
             raise ValueError(
                 f"{path} exists and was not written by lab-analyze design: choose --sweep NAME"
             )
@@ -495,7 +503,7 @@ def _write_sweep(files: dict[str, str], root: Path) -> list[Path]:
     group = root / next(iter(files)).split("/")[0]
     if group.is_dir():  # runs of an earlier design with this name
         for old in group.glob("run*.yaml"):
-            if old.read_text().startswith("# @package _global_\n" + design.MARK):
+            if _by_design(old):
                 old.unlink()
     for path, text in zip(paths, files.values()):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -517,6 +525,7 @@ def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
     if set(law.variables) != {"n_params", "tokens"}:
         raise ValueError(f"design needs a law of N and D; {args.law!r} is of {law.variables}")
     sizes = _sizes(args, ladder, df.attrs.get("conventions", {}))
+    like_name, like = _like(args, ladder)  # a bad --like is one line before any fit
     fit = fit_runs(df, law, resamples=args.bootstrap, seed=args.seed)
     k = flops_per_param_token(df)
     proposal = design.propose(fit, df, (n_t, d_t), args.budget, sizes, k)
@@ -544,8 +553,7 @@ def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
             seed=args.seed,
             k=k,
         )
-    src = Path(args.path)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "analysis"
+    out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         f"design for the loss at N = {n_t:.3g}, D = {d_t:.3g} within C = {args.budget:.3g} "
@@ -570,7 +578,6 @@ def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
             f"wide, a new run's {s['median_width']:.2%}; error {s['median_abs_error']:.2%}; "
             f"held the law's loss {s['covered']:.0%}"
         )
-    like_name, like = _like(args, ladder)
     if ladder and all(r["label"] in ladder["sizes"]() for r in proposal["runs"]):
         note = (
             f"{design.MARK[2:]} from {args.path}: the runs that most shrink the "

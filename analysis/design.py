@@ -56,6 +56,35 @@ def gradients(law, params: dict, n, d) -> np.ndarray:
     return np.column_stack(cols)
 
 
+BOOT_DRAWS = 40  # bootstrap refits the criterion averages over, beside the fit itself
+
+
+def _sigma(fit, df: pd.DataFrame) -> float:
+    """The runs' log scatter about the fit (floored: a perfect fit carries no information)."""
+    return max(residual_sigma(residuals(df, fit), fit.law.n_params), 1e-4)
+
+
+def _draws(fit) -> list[dict]:
+    return [fit.params, *fit.samples[:BOOT_DRAWS]]
+
+
+def _information(fit, draws: list[dict], n, d, sigma: float) -> np.ndarray:
+    """The linearised information of runs (n, d) under each draw of the parameters, with a
+    small ridge so a design that cannot identify the law still has a variance: (draws,
+    parameters, parameters)."""
+    out = []
+    for p in draws:
+        j = gradients(fit.law, p, n, d)
+        info = j.T @ j / sigma**2
+        out.append(info + np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0))
+    return np.array(out)
+
+
+def _variance(info: np.ndarray, g: np.ndarray) -> float:
+    """The target's log-prediction variance gᵀ I⁻¹ g, averaged over the draws."""
+    return float(np.mean(np.einsum("bi,bi->b", g, np.linalg.solve(info, g[..., None])[..., 0])))
+
+
 def candidates(sizes: dict[str, float], budget: float, k: float) -> pd.DataFrame:
     """Every size at each tokens-per-parameter ratio whose run fits in ``budget``."""
     rows = [
@@ -73,8 +102,7 @@ def propose(
     """The design (module docstring) for a fit with bootstrap refits: its runs, their
     compute, and the target's expected log-prediction sd before and after."""
     law = fit.law
-    sigma = max(residual_sigma(residuals(df, fit), law.n_params), 1e-4)
-    draws = [fit.params, *fit.samples[:40]]
+    sigma, draws = _sigma(fit, df), _draws(fit)
     grid = candidates(sizes, budget, k)
     if grid.empty:
         smallest = min(sizes.values())
@@ -87,19 +115,13 @@ def propose(
     uniform = uniform[uniform["tokens"] >= TOKENS_PER_PARAM[0] * uniform["n_params"] * 0.999]
     cand = pd.concat([grid, uniform]).drop_duplicates(["n_params", "tokens"]).reset_index(drop=True)
     cost = cand["compute"].to_numpy()
-    base, outer, g = [], [], []
-    for p in draws:
-        j0 = gradients(law, p, df["n_params"], df["tokens"])
-        info = j0.T @ j0 / sigma**2
-        base.append(info + np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0))
-        jc = gradients(law, p, cand["n_params"], cand["tokens"])
-        outer.append(np.einsum("ci,cj->cij", jc, jc) / sigma**2)
-        g.append(gradients(law, p, *target)[0])
-    base, outer, g = np.array(base), np.array(outer), np.array(g)
+    base = _information(fit, draws, df["n_params"], df["tokens"], sigma)
+    jc = [gradients(law, p, cand["n_params"], cand["tokens"]) for p in draws]
+    outer = np.array([np.einsum("ci,cj->cij", j, j) / sigma**2 for j in jc])
+    g = np.array([gradients(law, p, *target)[0] for p in draws])
 
     def variance(chosen: list[int]) -> float:
-        m = base + outer[:, chosen].sum(axis=1) if chosen else base
-        return float(np.mean(np.einsum("bi,bi->b", g, np.linalg.solve(m, g[..., None])[..., 0])))
+        return _variance(base + outer[:, chosen].sum(axis=1) if chosen else base, g)
 
     def greedy(per_flop: bool) -> list[int]:
         chosen, left = [], budget
@@ -155,17 +177,11 @@ def propose(
 def expected_sd(fit, df: pd.DataFrame, target, extra: pd.DataFrame | None = None) -> float:
     """The target's log-prediction sd by the linearised information of ``df``'s runs and
     ``extra`` ones, averaged over the bootstrap refits (the criterion ``propose`` lowers)."""
-    law = fit.law
-    sigma = max(residual_sigma(residuals(df, fit), law.n_params), 1e-4)
     runs = df if extra is None else pd.concat([df[["n_params", "tokens"]], extra])
-    out = []
-    for p in [fit.params, *fit.samples[:40]]:
-        j = gradients(law, p, runs["n_params"], runs["tokens"])
-        info = j.T @ j / sigma**2
-        info += np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0)
-        g = gradients(law, p, *target)[0]
-        out.append(g @ np.linalg.pinv(info) @ g)
-    return float(np.sqrt(np.mean(out)))
+    draws = _draws(fit)
+    info = _information(fit, draws, runs["n_params"], runs["tokens"], _sigma(fit, df))
+    g = np.array([gradients(fit.law, p, *target)[0] for p in draws])
+    return float(np.sqrt(_variance(info, g)))
 
 
 def uniform_grid(sizes: dict[str, float], count: int, compute: float, k: float) -> pd.DataFrame:
@@ -206,11 +222,11 @@ def simulate(
     law's own interval there (the bootstrap refits' predictions), the median error of the
     refit's prediction against the law's loss, and how often the interval held it."""
     law = fit.law
-    sigma = residual_sigma(residuals(df, fit), law.n_params)
-    truth = float(
-        law.predict(fit.params, n_params=np.array([target[0]]), tokens=np.array([target[1]]))[0]
-    )
+    sigma = residual_sigma(residuals(df, fit), law.n_params)  # the scatter as fitted, unfloored
+    at = {"n_params": np.array([target[0]]), "tokens": np.array([target[1]])}
+    truth = float(law.predict(fit.params, **at)[0])
     rng = np.random.default_rng(seed)
+    tail = (1 - level) / 2 * 100
     base = df[["n_params", "tokens"]].reset_index(drop=True)
     out = {}
     for name, extra in {"runs so far": None, **designs}.items():
@@ -227,9 +243,7 @@ def simulate(
             p = refit.predict_interval(*target, level=level)
             widths.append((p.high - p.low) / p.predicted)
             held.append(p.low <= truth <= p.high)
-            at = {"n_params": np.array([target[0]]), "tokens": np.array([target[1]])}
             boot = log_bootstrap(law, refit.samples, at)[:, 0]
-            tail = (1 - level) / 2 * 100
             lo, hi = np.percentile(boot, [tail, 100 - tail])
             law_widths.append(float(np.exp(hi) - np.exp(lo)) / p.predicted)
             errors.append(abs(p.predicted / truth - 1))

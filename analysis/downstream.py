@@ -41,7 +41,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from analysis.calibration import Calibration, conformal_quantile
+from analysis.calibration import Calibration, scale
 
 FORM = "y(L) = epsilon - k*exp(-gamma*L)"
 GAMMA_BOUNDS = (1e-3, 1e2)  # per nat of loss
@@ -129,7 +129,7 @@ class MetricFit:
         loss = np.atleast_1d(np.asarray(loss, dtype=float))
         d = np.maximum(0.0, self.lowest_loss - loss)
         kappa = self.calibration.kappa if self.calibration else 0.0
-        return np.sqrt(self.sigma**2 + _boot_var(self.samples, loss) + (kappa * d) ** 2)
+        return scale(self.sigma, _boot_var(self.samples, loss), d, kappa)
 
     def measured_tails(self, level: float) -> bool:
         """Whether the backtests hold enough scores to measure the quantile at ``level``;
@@ -149,21 +149,22 @@ class MetricFit:
         ``level``: its point prediction and the interval of both steps together."""
         rng = np.random.default_rng(seed)
         z = NormalDist().inv_cdf((1 + level) / 2)
-        pred, out_lo, out_hi = [], [], []
         tail = (1 - level) / 2 * 100
-        for p, lo, hi in zip(np.atleast_1d(predicted), np.atleast_1d(low), np.atleast_1d(high)):
+        measured = self.measured_tails(level)
+        predicted = np.atleast_1d(np.asarray(predicted, dtype=float))
+        out_lo, out_hi = [], []
+        for p, lo, hi in zip(predicted, np.atleast_1d(low), np.atleast_1d(high)):
             sd = (math.log(hi) - math.log(lo)) / (2 * z)
-            loss = float(p) * np.exp(sd * rng.standard_normal(draws))
-            if self.measured_tails(level):
+            loss = p * np.exp(sd * rng.standard_normal(draws))
+            if measured:
                 t = rng.choice(self.calibration.scores, draws) * rng.choice([-1.0, 1.0], draws)
             else:
                 t = rng.standard_normal(draws)
             y = self.predict(loss) + self.scale(loss) * t
             a, b = np.percentile(y, [tail, 100 - tail])
-            pred.append(float(self.predict(float(p))[()]))
             out_lo.append(float(a))
             out_hi.append(float(b))
-        return np.array(pred), np.array(out_lo), np.array(out_hi)
+        return self.predict(predicted), np.array(out_lo), np.array(out_hi)
 
     def summary(self) -> dict:
         """What predict.json records of the metric's law."""
@@ -214,40 +215,31 @@ def rolling_backtest(df: pd.DataFrame, column: str, level: float, resamples: int
     if "n_params" not in df:
         return None
     cuts = backtest_cuts(df, SimpleNamespace(variables=("n_params",), n_params=N_PARAMS + 1))
-    rows = []
+    if not cuts:
+        return None
+    folds, e, sigma, boot_var, d = [], [], [], [], []
     for i, cut in enumerate(cuts):
         train, test = df[df["n_params"] <= cut], df[df["n_params"] > cut]
         lt, yt = train["loss"].to_numpy(float), train[column].to_numpy(float)
         params, _ = fit_form(lt, yt)
-        samples = _bootstrap(lt, yt, resamples, seed=i)
         ls = test["loss"].to_numpy(float)
-        e = test[column].to_numpy(float) - value(params, ls)
-        sigma, bv = _sigma(lt, yt, params), _boot_var(samples, ls)
-        d = np.maximum(0.0, lt.min() - ls)
-        for j in range(len(test)):
-            rows.append(
-                {
-                    "fold": cut,
-                    "e": float(e[j]),
-                    "sigma": sigma,
-                    "boot_var": float(bv[j]),
-                    "d": float(d[j]),
-                }
-            )
-    if not rows:
-        return None
-    cols = [np.array([r[k] for r in rows]) for k in ("e", "sigma", "boot_var", "d")]
+        folds.append(np.full(len(test), cut))
+        e.append(test[column].to_numpy(float) - value(params, ls))
+        sigma.append(np.full(len(test), _sigma(lt, yt, params)))
+        boot_var.append(_boot_var(_bootstrap(lt, yt, resamples, seed=i), ls))
+        d.append(np.maximum(0.0, lt.min() - ls))
+    folds = np.concatenate(folds)
+    cols = [np.concatenate(c) for c in (e, sigma, boot_var, d)]
     cal = Calibration.from_errors(*cols, folds=len(cuts))
     inside, widths = [], []
     for fold in cuts:  # each fold's predictions against the other folds' calibration
-        mine = np.array([r["fold"] == fold for r in rows])
+        mine = folds == fold
         if mine.all():
             continue
         other = Calibration.from_errors(*(c[~mine] for c in cols), folds=len(cuts) - 1)
-        q = conformal_quantile(other.scores, level)[0]
-        s = np.sqrt(cols[1][mine] ** 2 + cols[2][mine] + (other.kappa * cols[3][mine]) ** 2)
-        inside += list(np.abs(cols[0][mine]) <= q * s)
-        widths += list(2 * q * s)
+        half = other.q(level)[0] * scale(*(c[mine] for c in cols[1:]), other.kappa)
+        inside += list(np.abs(cols[0][mine]) <= half)
+        widths += list(2 * half)
     return {
         "calibration": cal,
         "folds": len(cuts),

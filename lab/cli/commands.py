@@ -169,6 +169,8 @@ def _run_job(cfg: Config, out_dir: Path, multirun: bool) -> dict | None:
             raise
         log.exception("run failed")
         return _record_failure(cfg, out_dir, e)
+    if os.environ.get("RANK", "0") != "0":
+        return record  # one line per run: rank 0's, whose record this is
     log.info(
         "%s: val loss %.4f, train loss %.4f, %.1fs; record: %s",
         record["status"],

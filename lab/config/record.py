@@ -14,6 +14,7 @@ import math
 RECORD_NAME = "result.json"  # a run's record
 METRICS_NAME = "metrics.jsonl"  # a run's loss curve, one JSON object per line
 CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint (torch.save, weights_only loads)
+SHARDED_NAME = "checkpoint.dcp"  # train.parallel=fsdp: its tensors, one folder per step
 SWEEP_TABLE = "runs.csv"  # a sweep's flat table of its runs
 
 STATUS_RUNNING, STATUS_OK, STATUS_FAILED, STATUS_DIVERGED, STATUS_SKIPPED = (
@@ -60,6 +61,7 @@ ADDED_FIELDS = {
     "model.base_d_model": 0,
     "model.readout_zero_init": False,
     "optim.lr_law": None,
+    "train.parallel": "ddp",
 }
 
 # Config fields that do not change what a run computes: left out of the config hash (the
@@ -73,6 +75,7 @@ HASH_EXCLUDED = (
     "train.loggers",
     "train.tracker_project",
     "train.overwrite",
+    "train.activation_checkpointing",  # the same gradients, recomputed
 )
 
 

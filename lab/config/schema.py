@@ -71,6 +71,13 @@ CooldownShape = _choice("CooldownShape", ("linear", "cosine", "sqrt"))
 BinDtype = _choice("BinDtype", ("uint16", "uint32"))
 Device = _choice("Device", ("auto", "cpu", "cuda"))
 Backend = _choice("Backend", BACKENDS)
+# how several processes share the work: ddp (a full model on each, gradients all-reduced) or
+# fsdp (FSDP2's fully_shard per block and on the root: parameters, gradients and optimizer
+# state sharded over the processes, Zhao et al. 2023; torchtitan's layout)
+Parallel = _choice("Parallel", ("ddp", "fsdp"))
+# block: recompute each block's activations in the backward pass instead of keeping them
+# (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost")
+ActivationCheckpointing = _choice("ActivationCheckpointing", ("none", "block"))
 
 
 @functools.cache
@@ -223,6 +230,11 @@ class TrainConfig:
     backend: Backend = Backend.auto  # kernel backend for every op
     backend_ops: dict[str, Backend] = field(default_factory=dict)  # per op: {linear: triton}
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    # with several processes (torchrun): ddp | fsdp (sharded; on CUDA its parameters are
+    # gathered in bf16 and gradients reduced in fp32); fsdp checkpoints are sharded
+    # (torch.distributed.checkpoint) and load at any number of processes
+    parallel: Parallel = Parallel.ddp
+    activation_checkpointing: ActivationCheckpointing = ActivationCheckpointing.none
     skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
     # train in a folder that holds a finished run of another config, replacing it (else
     # that is an error naming both configs' hashes)

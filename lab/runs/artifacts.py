@@ -11,7 +11,7 @@ from lab.config.record import CHECKPOINT_NAME
 from lab.config.schema import ModelConfig
 from lab.data.tokenizer import ByteTokenizer, from_payload
 from lab.model.gpt import GPT
-from lab.runs.checkpoint import load_checkpoint
+from lab.runs.checkpoint import load_checkpoint, load_sharded
 from lab.runs.hf_format import LAB_MODEL, WEIGHTS, from_hf
 
 
@@ -30,7 +30,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, object]:
         raise FileNotFoundError(f"no checkpoint to load: {where}")
     payload = load_checkpoint(file, map_location=device)
     model = GPT(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["model"])
+    if payload.get("sharded"):  # train.parallel=fsdp: its tensors in checkpoint.dcp/
+        load_sharded(payload, file.parent, model)
+    else:
+        model.load_state_dict(payload["model"])
     tok = payload.get("tokenizer")
     return model.to(device).eval(), from_payload(tok) if isinstance(tok, dict) else ByteTokenizer()
 

@@ -137,7 +137,15 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
 
 
 # What the lab writes in a run folder: none of them may be a link it did not make.
-RUN_FILES = ("result.json", "metrics.jsonl", "checkpoint.pt", ".lock", "snapshot.pt", "tensorboard")
+RUN_FILES = (
+    "result.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "checkpoint.dcp",
+    ".lock",
+    "snapshot.pt",
+    "tensorboard",
+)
 
 
 def refuse_links(folder: Path) -> None:

@@ -1,13 +1,21 @@
-"""Several processes through torchrun: DDP with gloo on the CPU, NCCL on GPUs.
+"""Several processes through torchrun: DDP or FSDP2, with gloo on the CPU, NCCL on GPUs.
 
 ``torchrun --nproc_per_node=K -m lab ...`` starts K copies of ``lab-train``; each reads
 RANK / WORLD_SIZE / LOCAL_RANK from the environment. Every rank draws the same global batch
 and trains on its slice of the rows, so K processes follow the trajectory one process
-would with the same global batch. Only rank 0 writes records, metrics and checkpoints.
+would with the same global batch. Only rank 0 writes records and metrics; checkpoints are
+rank 0's file under DDP, and every rank's shard under FSDP (``lab.runs.checkpoint``).
+
+``train.parallel=fsdp`` shards as torchtitan does: FSDP2's ``fully_shard`` on each block
+(its parameters are gathered for its forward and backward, then freed) and on the root
+(embeddings, final norm, tied head); on CUDA parameters are gathered in bf16 and gradients
+reduce-scattered in fp32 (``MixedPrecisionPolicy``). Gradients are averaged over the ranks
+under both, so a step's loss scaling is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -53,9 +61,48 @@ def teardown(info: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, info: Dist, device: torch.device) -> torch.nn.Module:
-    """The module a step calls: the model itself, or DDP around it with several processes."""
+def wrap(
+    model: torch.nn.Module, info: Dist, device: torch.device, parallel: str = "ddp"
+) -> torch.nn.Module:
+    """The module a step calls: the model itself with one process; with several, DDP around
+    it, or (``parallel="fsdp"``) the model sharded in place (``fully_shard`` per block, then
+    the root: build the optimizer after this, on the sharded parameters)."""
     if info.world == 1:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy()  # fp32 on the CPU, where the lab trains in fp32
+        if device.type == "cuda":
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for block in model.blocks:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def is_sharded(net: torch.nn.Module) -> bool:
+    """Whether ``net`` is an FSDP2 module (its parameters are DTensor shards)."""
+    return hasattr(net, "set_requires_gradient_sync")
+
+
+def gradient_sync(net: torch.nn.Module, sync: bool):
+    """A context for one micro-batch's backward: gradients reduced over the ranks when
+    ``sync`` (the last micro-batch of a step), kept local otherwise (DDP's ``no_sync``,
+    FSDP2's ``set_requires_gradient_sync``)."""
+    if is_sharded(net):
+        net.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if sync else net.no_sync()
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor (a DTensor's local shard; a plain tensor itself)."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole of a tensor (a DTensor gathered; a plain tensor itself)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t

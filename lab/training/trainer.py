@@ -4,7 +4,6 @@ and the WSD branches (``lab.training.branches``) reuse it."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -20,7 +19,15 @@ from lab.config.schema import Config, to_dict
 from lab.data.corpus import Corpus, random_batch
 from lab.model.gpt import GPT
 from lab.model.parametrization import build_optimizer
-from lab.runs.checkpoint import capture_rng, restore_rng, save_checkpoint
+from lab.runs.checkpoint import (
+    capture_rng,
+    full_state,
+    load_full_state,
+    load_sharded,
+    restore_rng,
+    save_checkpoint,
+    save_sharded,
+)
 from lab.training import distributed
 from lab.training.device import MFU, autocast
 from lab.training.evaluation import Evaluator
@@ -60,7 +67,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.rng = np.random.default_rng([cfg.train.seed, 1])
         self.model = GPT(cfg.model).to(device)
-        self.net = distributed.wrap(self.model, dist, device)
+        self.model.checkpoint_blocks = cfg.train.activation_checkpointing == "block"
+        self.sharded = cfg.train.parallel == "fsdp"  # sharded checkpoints, at any world size
+        self.net = distributed.wrap(self.model, dist, device, str(cfg.train.parallel))
         if cfg.train.compile:
             self.net = torch.compile(self.net)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -98,8 +107,7 @@ class Trainer:
             micro = torch.tensor_split(mine, t.grad_accum)
         local_sum = 0.0
         for i, rows in enumerate(micro):
-            sync = i == len(micro) - 1 or world == 1
-            ctx = contextlib.nullcontext() if sync else self.net.no_sync()
+            ctx = distributed.gradient_sync(self.net, i == len(micro) - 1 or world == 1)
             xb = x[rows].to(self.device, non_blocking=True)
             yb = y[rows].to(self.device, non_blocking=True)
             with ctx, self.autocast:
@@ -110,7 +118,7 @@ class Trainer:
                     ignore_index=-1,
                     reduction="sum",
                 )
-                # DDP averages gradients over ranks: scale so the result is the global mean
+                # DDP and FSDP average gradients over ranks: scale to the global mean
                 (loss_sum * (world / n_tokens)).backward()
             local_sum += loss_sum.item()
         loss = self.dist.all_sum(local_sum, self.device) / n_tokens
@@ -131,7 +139,9 @@ class Trainer:
     def grad_norm(self) -> float:
         """The global gradient norm of the last step, before clipping (read when logged, so
         the step itself never waits for it)."""
-        return float("nan") if self._grad_norm is None else float(self._grad_norm)
+        if self._grad_norm is None:
+            return float("nan")
+        return float(distributed.full(self._grad_norm))
 
     def parts(self, trackers, checkpoints: bool = True, branch_points=None, watch=None) -> list:
         """The loop's parts for this run, in the order they act after a step."""
@@ -147,9 +157,16 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def payload(self) -> dict:
+        """Everything a checkpoint holds, the model and optimizer states whole (under fsdp
+        gathered to rank 0's CPU: a WSD snapshot, or the main run's state kept in memory)."""
+        if self.sharded:
+            model_state, optim_state = full_state(self.model, self.optimizer)
+        else:
+            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
+        return {"model": model_state, "optimizer": optim_state, **self._meta()}
+
+    def _meta(self) -> dict:
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
             "rng": capture_rng(self.rng),
             "config_hash": self.key,
@@ -157,17 +174,33 @@ class Trainer:
             "tokenizer": self.corpus.tokenizer.to_payload(),
         }
 
+    def weights_finite(self) -> bool:
+        """Whether every weight is finite, on every rank (each checks its own shards)."""
+        bad = sum(
+            int((~torch.isfinite(distributed.local(p))).sum()) for p in self.model.parameters()
+        )
+        return self.dist.all_sum(float(bad), self.device) == 0
+
     def save(self) -> None:
         """Checkpoint, unless the weights went non-finite: the last good one stays."""
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        if not self.weights_finite():
             log.warning("non-finite weights at step %d: checkpoint not written", self.state.step)
             return
-        if self.dist.main:
+        if self.sharded:  # every rank writes its shards
+            save_sharded(
+                self.out, self.state.step, self.model, self.optimizer, self._meta(), self.dist.main
+            )
+        elif self.dist.main:
             save_checkpoint(self.out / CHECKPOINT_NAME, self.payload())
         self.saved_step = self.state.step
 
     def load(self, payload: dict) -> None:
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("sharded"):  # written under fsdp at any number of processes
+            load_sharded(payload, self.out, self.model, self.optimizer)
+        elif self.sharded:
+            load_full_state(self.model, self.optimizer, payload["model"], payload["optimizer"])
+        else:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
         self.state = LoopState(**payload["state"])
         restore_rng(self.rng, payload["rng"])

@@ -103,3 +103,20 @@ def test_bad_mixer_settings_are_one_clear_line(overrides, match):
         return
     with pytest.raises(ValueError, match=match):
         validate(compose(overrides))
+
+
+def test_parallel_settings_in_the_config_hash():
+    """fsdp is another config (its checkpoints and its reductions differ); ddp keeps the
+    hash runs had before the field existed; block checkpointing computes the same run."""
+    from dataclasses import replace
+
+    from lab.config.schema import Config, config_hash
+
+    base = Config()
+    assert base.train.parallel == "ddp"
+    fsdp = replace(base, train=replace(base.train, parallel="fsdp"))
+    recompute = replace(base, train=replace(base.train, activation_checkpointing="block"))
+    assert config_hash(fsdp) != config_hash(base)
+    assert config_hash(recompute) == config_hash(base)
+    with pytest.raises(ValueError, match="train.parallel must be one of"):
+        replace(base.train, parallel="zero3")

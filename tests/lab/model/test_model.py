@@ -136,3 +136,35 @@ def test_conv_mixer_sees_exactly_its_receptive_field():
     near = x.clone()
     near[0, 4] = (x[0, 4] + 1) % 20  # within K = 4 of t = 6
     assert (model(near)[0][:, 6] - model(x)[0][:, 6]).abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("mixer", ["attention", "conv"])
+def test_block_checkpointing_gives_the_same_gradients_and_keeps_fewer_activations(mixer):
+    cfg = ModelConfig(n_layer=4, n_head=2, d_model=32, context=24, vocab_size=97, mixer=mixer)
+    cfg.dropout = 0.1  # the recomputed forward must draw the same dropout masks
+    torch.manual_seed(0)
+    x = torch.randint(0, 97, (3, 24))
+    results = {}
+    for recompute in (False, True):
+        torch.manual_seed(1)
+        model = GPT(cfg)
+        model.checkpoint_blocks = recompute
+        saved = []
+
+        def keep(t, saved=saved):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        torch.manual_seed(2)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            _, loss = model(x, x)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results[recompute] = (loss.item(), grads, sum(saved))
+    (loss_a, grads_a, kept_a), (loss_b, grads_b, kept_b) = results[False], results[True]
+    assert loss_b == pytest.approx(loss_a, abs=1e-6)
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, atol=1e-6, rtol=1e-5)
+    assert kept_b < 0.5 * kept_a, (kept_a, kept_b)
+    with torch.no_grad():  # evaluation is not recomputed
+        model(x)

@@ -113,17 +113,76 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
         json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
 
 
-def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(tmp_path):
-    args = [*TINY_RUN, "data.tokens=20000", "train.eval_every=20"]
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(tmp_path, parallel):
+    # WSD with a cooldown branch: the snapshot, the branch and the main run's state restored
+    # after it go through the parallel wrapper too
+    args = [*TINY_RUN, "data.tokens=20000", "train.eval_every=20", "optim.schedule=wsd"]
+    args += ["data.branches=[12800]", f"train.parallel={parallel}"]
     one = lab_train(*args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
     two = lab_train(*args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path, nproc=2)
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
-    ma, mb = metrics(tmp_path / "one"), metrics(tmp_path / "two")
-    assert [r["step"] for r in ma] == [r["step"] for r in mb] and len(ma) >= 4
-    for ra, rb in zip(ma, mb):
-        assert rb["val_loss"] == pytest.approx(ra["val_loss"], abs=1e-4)
-        assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4)
+    for run in ("", "branch_D=12800"):
+        ma, mb = metrics(tmp_path / "one" / run), metrics(tmp_path / "two" / run)
+        assert [r["step"] for r in ma] == [r["step"] for r in mb] and len(ma) >= (
+            3 if not run else 1
+        )
+        for ra, rb in zip(ma, mb):
+            assert rb["val_loss"] == pytest.approx(ra["val_loss"], abs=1e-4)
+            assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4)
+    a = json.loads((tmp_path / "one" / "result.json").read_text())
+    b = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
+    assert b["branches"][0]["val_loss"] == pytest.approx(a["branches"][0]["val_loss"], abs=1e-4)
+    assert (two.stdout + two.stderr).count("ok: val loss") == 1  # rank 0 reports the run
+    if parallel == "fsdp":  # every rank wrote its shard; the checkpoint reads as one model
+        (step,) = (tmp_path / "two" / "checkpoint.dcp").iterdir()
+        assert len(list(step.glob("*.distcp"))) == 2
+        from lab.runs.artifacts import load_model
+
+        wa = load_model(tmp_path / "one")[0].state_dict()
+        wb = load_model(tmp_path / "two")[0].state_dict()
+        assert wa.keys() == wb.keys()
+        flat_a = torch.cat([w.flatten() for w in wa.values()])
+        flat_b = torch.cat([wb[name].flatten() for name in wa])
+        # Adam's steps move rounding-level differences a little; a wrong load is O(1)
+        assert float((flat_b - flat_a).norm() / flat_a.norm()) < 1e-3
+
+
+def test_an_fsdp_checkpoint_written_by_two_processes_resumes_in_one(tmp_path):
+    """Preempted (SIGTERM to torchrun, which passes it on) while 2 processes train under
+    FSDP, the run's sharded checkpoint continues in 1 process and ends as an uninterrupted
+    run does."""
+    args = [*TINY_RUN, "data.tokens=200000", "train.eval_every=100", "train.checkpoint_every=20"]
+    args.append("train.parallel=fsdp")
+    whole = lab_train(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    folder = tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "lab", *args, f"hydra.run.dir={folder}"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name >= "step-000000040" for p in (folder / "checkpoint.dcp").glob("step-*")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert "interrupted by SIGTERM" in output, output[-2000:]
+    cut_at = load_checkpoint(folder / "checkpoint.pt")["state"]["step"]
+    assert 40 <= cut_at < 782, "stopped mid-run"
+    resumed = lab_train(*args, f"hydra.run.dir={folder}", cwd=tmp_path)  # one process
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "whole" / "result.json").read_text())
+    b = json.loads((folder / "result.json").read_text())
+    assert b["resumed_from_step"] == cut_at and a["steps"] == b["steps"]
+    assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
+    assert len(list((folder / "checkpoint.dcp").iterdir())) == 1  # older steps removed
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):

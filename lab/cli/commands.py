@@ -21,6 +21,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -224,31 +225,74 @@ def available_sweeps() -> list[str]:
 
 
 def sweep_main(argv: list[str] | None = None) -> None:
-    """``lab-sweep NAME [--plan] [overrides]``: run sweeps/NAME.yaml as a Hydra multirun, or
-    with ``--plan`` print its runs (N, D, C, estimated time) and launch nothing."""
+    """``lab-sweep NAME [--plan [--device D] [--gpus K]] [overrides]``: run sweeps/NAME.yaml
+    as a Hydra multirun, or with ``--plan`` print its runs (N, D, D/N, steps, C, memory,
+    estimated time; GPU-hours for a GPU) and launch nothing."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
-        print("usage: lab-sweep NAME [--plan] [hydra overrides...]")
+        print(
+            "usage: lab-sweep NAME [--plan [--device h200|h100|a100|cpu] [--gpus K]] "
+            "[hydra overrides...]"
+        )
         print(f"sweeps: {', '.join(available_sweeps())}")
         sys.exit(0 if args else 2)
-    name, overrides = args[0], [a for a in args[1:] if a != "--plan"]
+    name, rest = args[0], args[1:]
+    try:
+        options, overrides = _plan_options(rest)
+    except ValueError as e:
+        print(f"lab-sweep: error: {e}", file=sys.stderr)
+        sys.exit(2)
     if name not in available_sweeps():
         print(
             f"lab-sweep: error: unknown sweep {name!r}; available: {', '.join(available_sweeps())}",
             file=sys.stderr,
         )
         sys.exit(2)
-    if "--plan" in args:
+    if options["plan"]:
         from lab.cli.plan import format_plan, plan
 
         try:
-            print(format_plan(name, plan(name, overrides)))
-        except (ValueError, FileNotFoundError) as e:
-            print(f"lab-sweep: error: {e}", file=sys.stderr)
+            rows = plan(name, overrides, device=options["device"], gpus=options["gpus"])
+            print(format_plan(name, rows))
+        except (ValueError, FileNotFoundError, HydraException) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"lab-sweep: error: {first}", file=sys.stderr)
             sys.exit(2)
         return
+    if options["device"] or options["gpus"] != 1:
+        print("lab-sweep: error: --device and --gpus go with --plan", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *normalize_overrides(overrides)]
     _hydra_app()
+
+
+def _plan_options(args: list[str]) -> tuple[dict, list[str]]:
+    """``--plan``, ``--device D`` and ``--gpus K`` (or ``--device=D``) out of a sweep's
+    arguments; the rest are Hydra overrides."""
+    options = {"plan": False, "device": None, "gpus": 1}
+    rest, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg.partition("=")
+        if arg == "--plan":
+            options["plan"] = True
+        elif key in ("--device", "--gpus"):
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ValueError(f"{key} needs a value")
+                i += 1
+                value = args[i]
+            if key == "--gpus":
+                try:
+                    options["gpus"] = int(value)
+                except ValueError:
+                    raise ValueError(f"--gpus must be a whole number, got {value!r}") from None
+            else:
+                options["device"] = value.lower()
+        else:
+            rest.append(arg)
+        i += 1
+    return options, rest
 
 
 class SweepTable(Callback):

@@ -241,6 +241,39 @@ def test_plan_prints_every_run_and_launches_nothing(tmp_path):
     assert not (tmp_path / "planned").exists() and not (tmp_path / "runs").exists()
 
 
+def test_a_gpu_plan_from_a_cpu_machine_gives_memory_time_and_gpu_hours(tmp_path):
+    r = lab("lab-sweep", "gpu_ladder", "--plan", "--device", "h200", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "plan for sweep 'gpu_ladder': 13 runs" and "GPU-h" in lines[1]
+    rows = lines[2:-1]
+    assert len(rows) == 13 and all("GB" in row and "(" not in row for row in rows)  # all fit
+    assert "GPU-hours" in lines[-1] and "MFU 0.40 (a default" in lines[-1]
+    # on 80 GB, the small models' micro-batches do not fit: the plan says what does, and
+    # with that setting the run fits
+    r = lab("lab-sweep", "gpu_ladder", "--plan", "--device=h100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "+gpu_runs=25m_x20" in line)
+    fix = row.split("(fits with ")[1].rstrip(")")
+    r = lab("lab-sweep", "gpu_ladder", "--plan", "--device=h100", *fix.split(), cwd=tmp_path)
+    row = next(line for line in r.stdout.splitlines() if "+gpu_runs=25m_x20" in line)
+    assert "(" not in row, row
+    # the 7B target: not on one GPU unsharded; FSDP over enough GPUs
+    r = lab(
+        "lab-sweep",
+        "gpu_target",
+        "--plan",
+        "--device",
+        "a100",
+        "train.parallel=ddp",
+        "train.activation_checkpointing=none",
+        cwd=tmp_path,
+    )
+    assert "needs train.parallel=fsdp on" in r.stdout, r.stdout
+    r = lab("lab-sweep", "gpu_ladder", "--plan", "--device", "tpu", cwd=tmp_path)
+    assert r.returncode == 2 and "--device must be one of" in r.stderr
+
+
 def test_wsd_sweep_records_every_branch_as_its_own_result(tmp_path):
     sweep = tmp_path / "sweep"
     r = lab(

@@ -43,10 +43,35 @@ def test_every_sweep_composes_and_every_run_validates(name, tmp_path, monkeypatc
         "parametrization": "sp",
         "law": {"params": {"c": {"value": 0.1}, "gamma": {"value": 0.3}}},
     }
-    (tmp_path / "runs" / "lr" / "analysis").mkdir(parents=True)
-    (tmp_path / "runs" / "lr" / "analysis" / "lr.json").write_text(json.dumps(law))
+    for sweep in ("lr", "gpu_lr"):  # the laws the sweep files read
+        (tmp_path / "runs" / sweep / "analysis").mkdir(parents=True)
+        (tmp_path / "runs" / sweep / "analysis" / "lr.json").write_text(json.dumps(law))
     for job in jobs:
         validate(compose(list(job)))
+
+
+def test_the_gpu_ladder_composes_from_25m_to_1_4b_at_chinchilla_optimal_and_beyond():
+    from lab.config.counting import param_counts
+
+    gpu = sorted(p.stem for p in (CONF_DIR / "model" / "gpu").glob("*.yaml"))
+    for size in gpu:
+        cfg = compose([f"model=gpu/{size}"])
+        validate(cfg)
+        assert cfg.model.name == f"gpu-{size}" and cfg.model.vocab_size == 50304
+        assert 64 <= cfg.model.d_model // cfg.model.n_head <= 128
+        assert cfg.model.context in (1024, 2048)
+    runs = [compose(job) for job in expand_sweep("gpu_ladder")]
+    totals = {c.model.name: param_counts(c.model)["total"] for c in runs}
+    non_embedding = [param_counts(c.model)["non_embedding"] for c in runs]
+    assert min(non_embedding) < 30e6 and 1.2e9 < max(non_embedding) < 1.6e9
+    multipliers = sorted({round(c.data.tokens / totals[c.model.name]) for c in runs})
+    assert multipliers == [20, 80, 320]
+    for c in runs:  # every size has its D = 20 N run, at the law's learning rate
+        assert c.optim.lr_law == "runs/gpu_lr/analysis/lr.json"
+        assert c.train.batch_size % c.train.grad_accum == 0
+    assert {c.model.name for c in runs if round(c.data.tokens / totals[c.model.name]) == 20} == set(
+        totals
+    )
 
 
 def test_demo_sweep_gives_each_size_its_own_budget_and_cooldowns():

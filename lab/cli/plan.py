@@ -62,18 +62,23 @@ DEVICES = (*GPUS, "cpu")
 # small under torch.compile on an H200 (lab/BENCHMARKS.md), and typical of published
 # ladders' 35-50% (Chowdhery et al. 2022, table 3).
 DEFAULT_MFU = 0.40
-# lab/BENCHMARKS.md records a measured figure as a line "planner MFU, H200: 0.45"
+# a measured figure is a line "planner MFU, H200: 0.45" in lab/BENCHMARKS.md (where the
+# GPT-2 step is benchmarked) or kernels/BENCHMARKS.md
 MFU_RECORD = re.compile(r"^planner MFU, (\w+): ([0-9.]+)\s*$", re.MULTILINE)
+BENCHMARKS = (ROOT / "lab" / "BENCHMARKS.md", ROOT / "kernels" / "BENCHMARKS.md")
 RECOMPUTE = 4 / 3  # block checkpointing: forward (2N) again on top of 6N
 
 
-def measured_mfu(gpu: str, benchmarks: Path = ROOT / "lab" / "BENCHMARKS.md") -> float | None:
-    """The lab's own MFU on ``gpu`` as lab/BENCHMARKS.md records it, or None."""
-    try:
-        text = benchmarks.read_text()
-    except OSError:
-        return None
-    found = {name.lower(): float(v) for name, v in MFU_RECORD.findall(text)}
+def measured_mfu(gpu: str, files: tuple[Path, ...] = BENCHMARKS) -> float | None:
+    """The lab's own MFU on ``gpu`` as the benchmark files record it (the last one said),
+    or None."""
+    found = {}
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        found.update({name.lower(): float(v) for name, v in MFU_RECORD.findall(text)})
     return found.get(gpu)
 
 

@@ -18,11 +18,11 @@
 - **transient**: the loss's backward (the fp32 logits' gradient and the bf16 one, 6·V a
   token) on top of everything kept.
 
-``measure`` checks the activation and weight terms: the same model built under PyTorch's
-``FakeTensorMode`` on the CPU (no memory is allocated), one forward and backward and one
-AdamW step, counting the bytes of every parameter, gradient and optimizer state and of the
-distinct storages autograd saves for the backward. It does not see the allocator's
-fragmentation or the kernels' workspaces: the planner adds ``HEADROOM`` for those.
+``lab.model.footprint.measure`` checks the weight and saved terms: the same model built
+under PyTorch's ``FakeTensorMode`` on the CPU (no memory is allocated), one forward and
+backward and one AdamW step, counting the bytes of every parameter, gradient and optimizer
+state and of the distinct storages autograd saves for the backward. Neither sees the
+allocator's fragmentation or the kernels' workspaces: the planner adds ``HEADROOM``.
 """
 
 from __future__ import annotations
@@ -112,47 +112,3 @@ def estimate(
         kept = cfg.n_layer * per["per_layer"] + per["head"]
     transient = (FP32 + a) * cfg.vocab_size * tokens
     return Memory(weights=weights, saved=casts + kept * tokens, transient=transient)
-
-
-def measure(cfg: ModelConfig, micro_batch: int, bf16: bool = True) -> dict[str, int]:
-    """PyTorch's own count for ``cfg`` (the estimate's check): built under ``FakeTensorMode``
-    on the CPU, one forward and backward (under CPU bf16 autocast when ``bf16``, as a GPU's)
-    and one AdamW step. Bytes of the parameters, gradients and optimizer state, and of the
-    distinct storages autograd saved for the backward (bf16 weight copies included)."""
-    import torch
-    import torch.nn.functional as F
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from lab.model.gpt import GPT
-
-    with FakeTensorMode():
-        model = GPT(cfg)
-        params = {p.untyped_storage()._cdata for p in model.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(t):
-            storage = t.untyped_storage()
-            saved.setdefault(storage._cdata, storage.nbytes())
-            return t
-
-        x = torch.randint(0, cfg.vocab_size, (micro_batch, cfg.context))
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits, _ = model(x)
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), x.view(-1))
-        loss.backward()
-        optimizer = torch.optim.AdamW(model.parameters())
-        optimizer.step()
-        out = {
-            "params": sum(p.numel() * p.element_size() for p in model.parameters()),
-            "grads": sum(p.grad.numel() * p.grad.element_size() for p in model.parameters()),
-            "optimizer": sum(
-                v.numel() * v.element_size()
-                for state in optimizer.state.values()
-                for v in state.values()
-                if torch.is_tensor(v) and v.dim() > 0
-            ),
-            # a parameter itself (fp32, no autocast) is counted already
-            "saved": sum(nbytes for key, nbytes in saved.items() if key not in params),
-        }
-    return out

@@ -310,3 +310,13 @@ def test_optuna_sweeper_minimises_the_returned_validation_loss(tmp_path):
     assert len(losses) == 2
     best = (sweep / "optimization_results.yaml").read_text()
     assert f"best_value: {min(losses)}" in best
+
+
+def test_the_planner_times_a_gpu_at_the_lab_s_measured_mfu(tmp_path):
+    from lab.cli.plan import measured_mfu
+
+    record = tmp_path / "BENCHMARKS.md"
+    record.write_text("## GPT-2 small\n\nplanner MFU, H200: 0.47\n")
+    assert measured_mfu("h200", (record,)) == 0.47
+    assert measured_mfu("a100", (record,)) is None
+    assert measured_mfu("h200", (tmp_path / "missing.md",)) is None

@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 
 from lab.config.composition import compose
-from lab.config.memory import estimate, measure
+from lab.config.memory import estimate
 from lab.config.schema import CONF_DIR, ModelConfig
+from lab.model.footprint import measure
 
 GPU_SIZES = sorted(p.stem for p in (CONF_DIR / "model" / "gpu").glob("*.yaml"))
 CPU_SIZES = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -50,3 +51,33 @@ def test_what_scales_the_memory():
     assert recompute.saved < one.saved / 3
     with pytest.raises(ValueError, match="attention blocks"):
         estimate(replace(cfg, mixer="conv"), 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("recompute", ["none", "block"])
+def test_the_estimate_against_the_allocator_peak_on_a_gpu(recompute):
+    """What the allocator reaches in one training step of a GPU ladder size on CUDA (bf16
+    autocast, the lab's default backend there) against the estimate's total."""
+    import torch
+    import torch.nn.functional as F
+
+    from lab.model.gpt import GPT
+
+    cfg = compose(["model=gpu/85m"]).model
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    model = GPT(cfg).cuda()
+    model.checkpoint_blocks = recompute == "block"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, cfg.vocab_size, (4, cfg.context), device="cuda")
+    for _ in range(2):  # the second step holds the optimizer's moments
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, _ = model(x)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), x.view(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+    peak = torch.cuda.max_memory_allocated() - base
+    planned = estimate(cfg, 4, checkpointing=recompute)
+    assert planned.total == pytest.approx(peak, rel=0.25), (planned, peak)

@@ -168,3 +168,26 @@ def test_block_checkpointing_gives_the_same_gradients_and_keeps_fewer_activation
     assert kept_b < 0.5 * kept_a, (kept_a, kept_b)
     with torch.no_grad():  # evaluation is not recomputed
         model(x)
+
+
+@pytest.mark.gpu
+def test_block_checkpointing_on_cuda_with_the_triton_kernels():
+    """On a GPU, bf16 autocast and the Triton kernels: the recomputed blocks give the
+    gradients the kept ones do (to bf16 rounding)."""
+    import kernels
+
+    cfg = ModelConfig(n_layer=3, n_head=4, d_model=256, context=256, vocab_size=1000)
+    cfg.positions, cfg.norm, cfg.mlp, cfg.activation = "rope", "rmsnorm", "gated", "silu"
+    x = torch.randint(0, 1000, (4, 256), device="cuda")
+    grads = []
+    with kernels.use_backend("triton"):
+        for recompute in (False, True):
+            torch.manual_seed(0)
+            model = GPT(cfg).cuda()
+            model.checkpoint_blocks = recompute
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                _, loss = model(x, x)
+            loss.backward()
+            grads.append({n: p.grad.float() for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=2e-2, rtol=2e-2, msg=name)

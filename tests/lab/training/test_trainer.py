@@ -150,6 +150,7 @@ def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(tmp_pa
         assert float((flat_b - flat_a).norm() / flat_a.norm()) < 1e-3
 
 
+@pytest.mark.slow  # make test-slow: 30 s of two processes on two cores
 def test_an_fsdp_checkpoint_written_by_two_processes_resumes_in_one(tmp_path):
     """Preempted (SIGTERM to torchrun, which passes it on) while 2 processes train under
     FSDP, the run's sharded checkpoint continues in 1 process and ends as an uninterrupted
@@ -183,6 +184,24 @@ def test_an_fsdp_checkpoint_written_by_two_processes_resumes_in_one(tmp_path):
     assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
     assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)
     assert len(list((folder / "checkpoint.dcp").iterdir())) == 1  # older steps removed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs"
+)
+def test_fsdp_on_two_gpus_follows_one_gpu(tmp_path):
+    """NCCL, bf16 gathering and fp32 reduce-scatter: the losses of one GPU to bf16's
+    precision."""
+    args = [a for a in TINY_RUN if not a.startswith("train.device")]
+    args += ["data.tokens=20000", "train.eval_every=20", "train.device=cuda"]
+    one = lab_train(*args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    two = lab_train(
+        *args, "train.parallel=fsdp", f"hydra.run.dir={tmp_path}/two", cwd=tmp_path, nproc=2
+    )
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    for ra, rb in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+        assert rb["val_loss"] == pytest.approx(ra["val_loss"], abs=2e-2)
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-BYTE_VOCAB = 257
-
 
 @functools.cache
 def model_sizes() -> dict[str, dict[str, int]]:
@@ -20,11 +18,12 @@ def model_sizes() -> dict[str, dict[str, int]]:
     from lab.config.composition import compose
     from lab.config.counting import param_counts
     from lab.config.schema import CONF_DIR
+    from lab.data.tokenizer import ByteTokenizer
 
     out = {}
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
         model = compose([f"model={path.stem}"]).model
-        counts = param_counts(replace(model, vocab_size=BYTE_VOCAB))
+        counts = param_counts(replace(model, vocab_size=ByteTokenizer.vocab_size))
         out[path.stem] = {"non_embedding": counts["non_embedding"], "total": counts["total"]}
     return out
 

@@ -36,12 +36,13 @@ from lab.config.counting import below_one_context, budget_tokens, flops_per_toke
 from lab.config.memory import HEADROOM, estimate
 from lab.config.record import format_si
 from lab.config.schema import ROOT, Config
+from lab.data.tokenizer import ByteTokenizer
 from lab.model.gpt import GPT
 from lab.model.parametrization import param_groups
 from lab.training.device import resolve_device
 
 PROBE_STEPS = 3
-BYTE_VOCAB = 257
+BYTE_VOCAB = ByteTokenizer.vocab_size  # a config's vocab_size 0: the default tokenizer's
 
 
 @dataclass(frozen=True)
@@ -182,16 +183,16 @@ def plan(
     if gpus < 1:
         raise ValueError(f"--gpus must be at least 1, got {gpus}")
     gpu = GPUS.get(device or "")
-    mfu = (measured_mfu(device) or DEFAULT_MFU) if gpu else None
+    measured = measured_mfu(device) if gpu else None
+    mfu = (measured or DEFAULT_MFU) if gpu else None
     rows, speeds = [], {}
     for job in expand_sweep(name, overrides):
         cfg = compose(job)
-        if gpu:  # planned for a GPU from here: the run's device setting is that GPU's
-            cfg = replace(cfg, train=replace(cfg.train, device="auto"))
         model = replace(cfg.model, vocab_size=cfg.model.vocab_size or BYTE_VOCAB)
         cfg = replace(cfg, model=model)
         swept = [o for o in job if not o.startswith("+sweeps=")]
-        n = param_counts(model)["non_embedding"]
+        counts = param_counts(model)
+        n = counts["non_embedding"]
         skip = below_one_context(cfg)
         tokens = budget_tokens(model, cfg.data.budget) if cfg.data.budget else cfg.data.tokens
         per_token = flops_per_token(model)
@@ -202,7 +203,7 @@ def plan(
             "run": ",".join(swept),
             "model": model.name,
             "N": n,
-            "N_total": param_counts(model)["total"],
+            "N_total": counts["total"],
             "D": tokens,
             "D_per_N": tokens / n,
             "steps": math.ceil(tokens / (t.batch_size * model.context)),
@@ -233,7 +234,7 @@ def plan(
             row["tokens_per_s"] = speeds[key]
         rows.append(row)
     for row in rows:
-        row.update(device=device or "this machine", gpus=gpus, mfu=mfu)
+        row.update(device=device or "this machine", gpus=gpus, mfu=mfu, mfu_measured=bool(measured))
     return rows
 
 
@@ -258,28 +259,27 @@ def format_plan(name: str, rows: list[dict]) -> str:
             + (f" {r['gpu_hours']:>8.4g}" if gpu and r["gpu_hours"] is not None else "")
             + f"  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}"
         )
-    memory_note = (
-        f"memory per device: lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a "
-        "GPU, fp32 on the CPU)"
+    conventions = (
+        "N non-embedding, C = 6ND + attention FLOPs (the analysis's default); memory per "
+        f"device: lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a GPU, fp32 "
+        "on the CPU)"
     )
     if gpu:
         source = (
-            "the lab's, lab/BENCHMARKS.md"
-            if rows[0]["mfu"] != DEFAULT_MFU
+            "the lab's, measured (BENCHMARKS.md)"
+            if rows[0]["mfu_measured"]
             else "a default: the lab has no MFU measured on this GPU yet"
         )
         lines.append(
             f"total: {hours:.4g} GPU-hours, about {_duration(total)} one run after another on "
             f"{where}; times at MFU {rows[0]['mfu']:.2f} ({source}) of {gpu.peak / 1e12:.0f} "
             f"TFLOP/s bf16 (FLOPs with the head's), memory against {gpu.memory / 1e9:.0f} GB; "
-            f"N non-embedding, C = 6ND + attention FLOPs (the analysis's default); {memory_note}"
+            f"{conventions}"
         )
     else:
         lines.append(
-            f"total: about {_duration(total)} run one after another (basic launcher); "
-            f"N non-embedding, C = 6ND + attention FLOPs (the analysis's default); times from a "
-            f"{PROBE_STEPS}-step "
-            f"throughput probe; {memory_note}"
+            f"total: about {_duration(total)} run one after another (basic launcher); times "
+            f"from a {PROBE_STEPS}-step throughput probe; {conventions}"
         )
     return "\n".join(lines)
 

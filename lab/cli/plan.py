@@ -188,6 +188,8 @@ def plan(
     rows, speeds = [], {}
     for job in expand_sweep(name, overrides):
         cfg = compose(job)
+        if device == "cpu":  # probed on the CPU even where train.device=auto finds a GPU
+            cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
         model = replace(cfg.model, vocab_size=cfg.model.vocab_size or BYTE_VOCAB)
         cfg = replace(cfg, model=model)
         swept = [o for o in job if not o.startswith("+sweeps=")]

@@ -219,7 +219,13 @@ def test_a_sweep_worker_ends_with_its_main_process(tmp_path):
     script.write_text(
         "import os, signal, sys, time\n"
         "from lab.cli.commands import end_with_parent\n"
-        "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('term'), sys.exit(0)))\n"
+        # written then renamed: the test reads the marker as soon as it exists
+        "def on_term(*a):\n"
+        "    with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+        "        f.write('term')\n"
+        "    os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
         "assert end_with_parent()\n"
         "open(sys.argv[1] + '.ready', 'w').close()\n"
         "time.sleep(60)\n"

@@ -62,6 +62,7 @@ ADDED_FIELDS = {
     "model.readout_zero_init": False,
     "optim.lr_law": None,
     "train.parallel": "ddp",
+    "data.vocab_size": 0,
 }
 
 # Config fields that do not change what a run computes: left out of the config hash (the
@@ -76,6 +77,8 @@ HASH_EXCLUDED = (
     "train.tracker_project",
     "train.overwrite",
     "train.activation_checkpointing",  # the same gradients, recomputed
+    "train.final_eval_se",  # how precisely the trained model is measured, not the model
+    "train.final_eval_share",
 )
 
 

@@ -33,6 +33,7 @@ def validate(cfg: Config) -> None:
         "model.vocab_size": m.vocab_size,
         "model.max_positions": m.max_positions,
         "data.max_bytes": d.max_bytes,
+        "data.vocab_size": d.vocab_size,
         "train.eval_every": t.eval_every,
         "train.threads": t.threads,
         "train.early_stop_patience": t.early_stop_patience,
@@ -47,6 +48,8 @@ def validate(cfg: Config) -> None:
         "model.attn_dropout": (m.attn_dropout, 0.0, 1.0, False),
         "optim.min_lr_ratio": (o.min_lr_ratio, 0.0, 1.0, True),
         "optim.warmup_fraction": (o.warmup_fraction, 0.0, 1.0, False),
+        "train.final_eval_se": (t.final_eval_se, 0.0, 1.0, False),
+        "train.final_eval_share": (t.final_eval_share, 0.0, 1.0, False),
     }
     for key, value in at_least_one.items():
         if value < 1:

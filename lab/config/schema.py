@@ -166,11 +166,10 @@ class DataConfig:
     path: str | None = None  # file, folder, glob, .jsonl/.parquet, .bin; None: the stdlib corpus
     max_bytes: int = 4_000_000  # cap on the text read (bytes); 0: no cap
     val_fraction: float = 0.1  # share of documents held out for validation
-    # held-out tokens of a run's final evaluation (its record's val_loss, with a standard
-    # error over windows); capped by the validation split; periodic evaluations use
-    # train.eval_batches batches. 320k (5·2^16): at the demo's sizes the standard error is
-    # then 0.0064-0.0067 nats, at most 0.43% of the loss (2^17 gave 0.010, 0.7%); the
-    # demo's 15 evaluations take about 37 s of its 5 minutes after the install
+    # at most this many held-out tokens in a run's final evaluation (its record's val_loss,
+    # with a standard error over windows), which stops earlier at train.final_eval_se or
+    # train.final_eval_share; capped by the validation split. Periodic evaluations read up
+    # to train.eval_batches batches
     eval_tokens: int = 327_680
     tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
     budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
@@ -180,6 +179,9 @@ class DataConfig:
     bpe_train_bytes: int = 50_000_000  # tokenizer=bpe: train on at most this much text
     text_field: str = "text"  # JSONL / Parquet: the field holding the text
     bin_dtype: BinDtype = BinDtype.uint16  # pre-tokenized .bin files
+    # pre-tokenized .bin files: their vocabulary size (GPT-2's: 50257); 0: a tokenizer.json
+    # beside them (or data.tokenizer=PATH), else the largest id + 1
+    vocab_size: int = 0
     # tokenized corpora and BPE tokenizers; None: $LAB_CACHE_DIR or ~/.cache/scaling-lab
     cache_dir: str | None = None
 
@@ -216,6 +218,12 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step (per process)
     eval_every: int = 0  # steps between evaluations; 0: about 4 per run
     eval_batches: int = 8  # batches of held-out windows per evaluation
+    # the final evaluation (the record's val_loss) reads held-out windows until the standard
+    # error of the loss is at most this share of it (0: read all data.eval_tokens) ...
+    final_eval_se: float = 0.005
+    # ... or until it has taken this share of the run's time (0: no time limit); it reads
+    # at least 32 windows and at most data.eval_tokens tokens either way
+    final_eval_share: float = 0.15
     early_stop_patience: int = 0  # stop after this many evaluations without a better val loss
     # steps between checkpoints; 0: at every evaluation. On a preemptible cluster a
     # SIGTERM or SIGUSR2 checkpoints at the next step anyway; this bounds what a SIGKILL

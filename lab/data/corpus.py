@@ -32,30 +32,21 @@ import numpy as np
 import torch
 
 from lab.config.schema import DataConfig
-from lab.data.sources import BinSource, TextSource, open_source
-from lab.data.tokenizer import ByteTokenizer, cached_bpe, load_tokenizer_file
+from lab.data.sources import (
+    MAX_SKIPPED_SHARE,
+    BinSource,
+    TextSource,
+    is_validation,
+    open_source,
+)
+from lab.data.tokenizer import ByteTokenizer, IdTokenizer, cached_bpe, load_tokenizer_file
+
+__all__ = ["Corpus", "ByteTokenizer", "is_validation", "load_corpus", "read_documents"]
 
 log = logging.getLogger("lab.data")
 
 ENCODE_BATCH_BYTES = 8_000_000  # documents tokenized per batch (BPE runs a batch in parallel)
 HASH_CHUNK = 16 << 20
-
-
-class IdTokenizer:
-    """Token ids as they are (pre-tokenized .bin corpora): no text to encode or decode."""
-
-    name = "ids"
-    eot = None
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-        self.ident = f"ids{vocab_size}"
-
-    def decode(self, ids) -> str:
-        return " ".join(str(int(i)) for i in ids)
-
-    def to_payload(self) -> dict:
-        return {"kind": "ids", "vocab_size": self.vocab_size}
 
 
 @dataclass
@@ -92,12 +83,6 @@ class Corpus:
 def cache_root(cfg: DataConfig) -> Path:
     root = cfg.cache_dir or os.environ.get("LAB_CACHE_DIR") or "~/.cache/scaling-lab"
     return Path(root).expanduser()
-
-
-def is_validation(name: str, val_fraction: float) -> bool:
-    """The split rule: a document is held out when a hash of its name falls below the
-    fraction. Stable across runs, machines and corpus growth."""
-    return zlib.crc32(name.encode()) % 10_000 < val_fraction * 10_000
 
 
 def read_documents(cfg: DataConfig) -> tuple[list[tuple[str, bytes]], list[str], str]:
@@ -138,14 +123,24 @@ def _load_text(src: TextSource, cfg: DataConfig) -> Corpus:
         names.append(name)
         n_bytes += len(data)
     skipped = list(src.skipped)
+    where = cfg.path or "the standard library"
     if not names:
-        where = cfg.path or "the standard library"
         raise ValueError(
             f"data.path: no UTF-8 text found in {where}"
             + (f" ({len(skipped)} binary or non-UTF-8 files skipped)" if skipped else "")
         )
+    read = n_bytes + src.skipped_bytes
+    if src.skipped_bytes > MAX_SKIPPED_SHARE * read:
+        shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        raise ValueError(
+            f"data.path: {src.skipped_bytes / read:.1%} of the {read:,} bytes read from "
+            f"{where} were skipped as binary or non-UTF-8 ({len(skipped)} files or records: "
+            f"{shown}); this is not a text corpus. Name its text files with a glob, or give "
+            "a Hugging Face dataset's save_to_disk folder, .parquet/.arrow/.jsonl files, or "
+            ".bin token files"
+        )
     content_hash = digest.hexdigest()[:16]
-    val = {n for n in names if is_validation(n, cfg.val_fraction)}
+    val = {n for n in names if src.held_out(n, cfg.val_fraction)}
     if not val and len(names) > 1:  # a tiny corpus: hold out its last document
         val = {names[-1]}
     tokenizer = _tokenizer(cfg, src, content_hash, val)
@@ -334,6 +329,7 @@ def _load_bin(src: BinSource, cfg: DataConfig) -> Corpus:
         raise ValueError(f"data.path: {src.train} holds no tokens")
     max_id = max(_max_id(train), _max_id(val) if val.size else 0)
     files = [src.train] + ([src.val] if src.val is not None else [])
+    tokenizer = _bin_tokenizer(cfg, Path(src.train).parent, max_id)
     return Corpus(
         train=train,
         val=val,
@@ -342,9 +338,47 @@ def _load_bin(src: BinSource, cfg: DataConfig) -> Corpus:
         n_bytes=sum(f.stat().st_size for f in files),
         n_docs_train=1,
         n_docs_val=1 if val.size else 0,
-        tokenizer=IdTokenizer(max_id + 1),
+        tokenizer=tokenizer,
         max_token_id=max_id,
     )
+
+
+def _bin_tokenizer(cfg: DataConfig, folder: Path, max_id: int):
+    """The vocabulary of pre-tokenized ids: a ``tokenizer.json`` named by data.tokenizer or
+    lying beside the .bin files (text in and out, as for any run), else ``data.vocab_size``,
+    else the largest id + 1, with a warning (GPT-2's ids stop at 50,256 in most text, one
+    short of its 50,257). Raises ValueError when an id does not fit the vocabulary."""
+    if cfg.tokenizer == "bpe":
+        raise ValueError(
+            "data.tokenizer=bpe trains a tokenizer on text, and data.path holds token ids; "
+            "give the ids' tokenizer.json, or data.vocab_size"
+        )
+    if cfg.tokenizer != "bytes":
+        tokenizer, origin = load_tokenizer_file(cfg.tokenizer), f"data.tokenizer={cfg.tokenizer}"
+    elif (folder / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer_file(folder / "tokenizer.json")
+        origin = f"{folder / 'tokenizer.json'}"
+    elif cfg.vocab_size:
+        tokenizer, origin = IdTokenizer(cfg.vocab_size), f"data.vocab_size={cfg.vocab_size}"
+    else:
+        log.warning(
+            "data.path: pre-tokenized ids with no vocabulary given: taking the largest id + 1 "
+            "= %d; set data.vocab_size (GPT-2's is 50257) or put the tokenizer.json beside "
+            "the .bin files",
+            max_id + 1,
+        )
+        return IdTokenizer(max_id + 1)
+    if cfg.vocab_size and cfg.vocab_size != tokenizer.vocab_size:
+        raise ValueError(
+            f"data.vocab_size={cfg.vocab_size} but the tokenizer ({origin}) has "
+            f"{tokenizer.vocab_size:,} tokens"
+        )
+    if max_id >= tokenizer.vocab_size:
+        raise ValueError(
+            f"data.path: token ids in {folder} reach {max_id}, beyond the {tokenizer.vocab_size:,}"
+            f" tokens of {origin}"
+        )
+    return tokenizer
 
 
 def _max_id(tokens: np.ndarray, chunk: int = 1 << 26) -> int:

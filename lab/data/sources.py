@@ -5,28 +5,66 @@ files, never loaded whole.
 - nothing: the Python standard library's ``.py`` files (sorted paths), the default corpus;
 - a text file (cut into documents of about 16 KB at line ends), a folder (every file a
   document), or a glob (``'~/books/*.txt'``);
-- ``.jsonl`` / ``.ndjson`` or ``.parquet`` files (or folders or globs of them): one document
-  per record, its text in ``data.text_field``;
+- ``.jsonl`` / ``.ndjson``, ``.parquet`` or ``.arrow`` files (or folders or globs of them):
+  one document per record, its text in ``data.text_field``. A folder holding any of these
+  is read for them only (a dataset snapshot's README and licence are not text to train on);
+- a Hugging Face dataset saved with ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``),
+  read through the ``datasets`` library (the ``datasets`` extra), as are ``.arrow`` files.
+  A ``DatasetDict`` with a ``train`` split and a ``validation`` (or ``valid``, ``val``,
+  ``test``) split keeps its split; otherwise documents are held out by the hash rule;
 - pre-tokenized ``.bin`` token files in nanoGPT's layout (a folder with ``train.bin`` and
   ``val.bin``, or one ``.bin`` file), read through a memory map (see ``lab.data.corpus``).
 
 Binary and non-UTF-8 files, and JSONL lines that are not JSON objects with a text field, are
-skipped and counted. ``data.max_bytes`` caps the text read (0: no cap).
+skipped and counted; a corpus whose bytes were mostly skipped is an error naming the share
+(``MAX_SKIPPED_SHARE``). ``data.max_bytes`` caps the text read (0: no cap).
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import json
+import logging
 import os
 import stat
 import sysconfig
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+log = logging.getLogger("lab.data")
+
 SINGLE_FILE_DOC_BYTES = 16_384
-RECORD_SUFFIXES = {".jsonl", ".ndjson", ".parquet"}
+RECORD_SUFFIXES = {".jsonl", ".ndjson", ".parquet", ".arrow"}
 BATCH_ROWS = 4096
+MAX_SKIPPED_SHARE = 0.5  # more of the bytes read skipped than this: not a text corpus
+VALIDATION_SPLITS = ("validation", "valid", "val", "test")  # a DatasetDict's held-out split
+DATASETS_EXTRA = "pip install -e '.[datasets]'"
+
+
+def is_validation(name: str, val_fraction: float) -> bool:
+    """The split rule: a document is held out when a hash of its name falls below the
+    fraction. Stable across runs, machines and corpus growth."""
+    return zlib.crc32(name.encode()) % 10_000 < val_fraction * 10_000
+
+
+def is_dataset_folder(path: Path) -> bool:
+    """A folder ``datasets``' ``save_to_disk`` wrote: a DatasetDict or a Dataset."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(
+            "data.path: reading a Hugging Face dataset needs the datasets library: "
+            + DATASETS_EXTRA
+        ) from None
+    datasets.disable_progress_bars()
+    return datasets
 
 
 def stdlib_root() -> Path:
@@ -78,14 +116,23 @@ class TextSource:
         self.files, self.root, self.description = files, root, description
         self.max_bytes, self.text_field, self.split_single = max_bytes, text_field, split_single
         self.skipped: list[str] = []
+        self.skipped_bytes = 0  # of the bytes read, those skipped (binary, bad records)
+        self.held_out_split: str | None = None  # a DatasetDict's validation split, once seen
         self._left: int | None = None  # bytes still to read under max_bytes
+
+    def held_out(self, name: str, val_fraction: float) -> bool:
+        """Whether the document ``name`` is for validation: a dataset's own validation
+        split when it has one, else the hash rule."""
+        if self.held_out_split is not None:
+            return name.startswith(self.held_out_split + "#")
+        return is_validation(name, val_fraction)
 
     def _name(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() if path != self.root else path.name
 
     def documents(self) -> Iterator[tuple[str, bytes]]:
         """(name, UTF-8 bytes) for every document, in a fixed order, up to max_bytes."""
-        self.skipped = []
+        self.skipped, self.skipped_bytes = [], 0
         total = 0
         for path in self.files:
             self._left = self.max_bytes - total if self.max_bytes else None
@@ -100,14 +147,19 @@ class TextSource:
     def _file_documents(self, path: Path) -> Iterator[tuple[str, bytes]]:
         suffix = path.suffix.lower()
         name = self._name(path)
-        if suffix in (".jsonl", ".ndjson"):
+        if path.is_dir():  # a dataset save_to_disk wrote
+            yield from self._dataset_folder(path)
+        elif suffix in (".jsonl", ".ndjson"):
             yield from self._jsonl(path, name)
         elif suffix == ".parquet":
             yield from self._parquet(path, name)
+        elif suffix == ".arrow":
+            yield from self._rows(_datasets().Dataset.from_file(str(path)), name, path)
         else:
             data = _read(path, self._left)
             if not _is_text(data, cut=self._left is not None and len(data) == self._left):
                 self.skipped.append(name)
+                self.skipped_bytes += len(data)
             elif data.strip():
                 yield from (_cut(name, data) if self.split_single else [(name, data)])
 
@@ -120,6 +172,7 @@ class TextSource:
                     record = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     self.skipped.append(f"{name}#L{i + 1}")
+                    self.skipped_bytes += len(line)
                     continue
                 if not isinstance(record, dict) or self.text_field not in record:
                     if i == 0:
@@ -127,6 +180,7 @@ class TextSource:
                             f"data.text_field: {self.text_field!r} is not a field of the records in {path}"
                         )
                     self.skipped.append(f"{name}#L{i + 1}")
+                    self.skipped_bytes += len(line)
                     continue
                 text = record[self.text_field]
                 if isinstance(text, str) and text.strip():
@@ -144,6 +198,34 @@ class TextSource:
         row = 0
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[self.text_field]):
             for text in batch.column(0).to_pylist():
+                row += 1
+                if isinstance(text, str) and text.strip():
+                    yield f"{name}#R{row}", text.encode("utf-8")
+
+    def _dataset_folder(self, path: Path) -> Iterator[tuple[str, bytes]]:
+        """A saved Dataset's rows, or a DatasetDict's, split by split (``train`` first);
+        with a validation split beside ``train``, that split is the held-out one."""
+        loaded = _datasets().load_from_disk(str(path))
+        if not hasattr(loaded, "keys"):  # one Dataset
+            yield from self._rows(loaded, "train", path)
+            return
+        splits = sorted(loaded.keys(), key=lambda k: (k != "train", k))
+        held = next((v for v in VALIDATION_SPLITS if v in splits), None)
+        if "train" in splits and held is not None:
+            self.held_out_split = held
+            splits = ["train", held]  # a third split (test beside validation) is left out
+        for split in splits:
+            yield from self._rows(loaded[split], split, path)
+
+    def _rows(self, dataset, name: str, path: Path) -> Iterator[tuple[str, bytes]]:
+        if self.text_field not in dataset.column_names:
+            raise ValueError(
+                f"data.text_field: {self.text_field!r} is not a column of {path} "
+                f"(columns: {dataset.column_names})"
+            )
+        row = 0
+        for batch in dataset.select_columns([self.text_field]).iter(batch_size=BATCH_ROWS):
+            for text in batch[self.text_field]:
                 row += 1
                 if isinstance(text, str) and text.strip():
                     yield f"{name}#R{row}", text.encode("utf-8")
@@ -196,12 +278,35 @@ def open_source(path: str | None, max_bytes: int, text_field: str = "text"):
                 p / "val.bin" if (p / "val.bin").exists() else None,
                 str(p.resolve()),
             )
+        if is_dataset_folder(p):
+            return TextSource([p], p, f"dataset:{p.resolve()}", max_bytes, text_field)
         files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.as_posix())
-        return TextSource(files, p, str(p.resolve()), max_bytes, text_field)
+        return TextSource(_record_files(files, p), p, str(p.resolve()), max_bytes, text_field)
     if p.suffix == ".bin":
         return _bin_source([p])
     single_text = p.suffix.lower() not in RECORD_SUFFIXES
     return TextSource([p], p, str(p.resolve()), max_bytes, text_field, split_single=single_text)
+
+
+def _record_files(files: list[Path], folder: Path) -> list[Path]:
+    """A folder's files to read: its record files (JSONL, Parquet, Arrow) alone when it has
+    any (a dataset snapshot's README and licence left out, in one warning), else all;
+    datasets' own metadata (state.json, dataset_info.json) never."""
+    records = [f for f in files if f.suffix.lower() in RECORD_SUFFIXES]
+    if not records:
+        return files
+    others = [f.relative_to(folder).as_posix() for f in files if f not in set(records)]
+    shown = [o for o in others if Path(o).name not in ("state.json", "dataset_info.json")]
+    if shown:
+        log.warning(
+            "data.path: %s holds record files (%d); reading those only, %d other files left "
+            "out: %s",
+            folder,
+            len(records),
+            len(shown),
+            ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else ""),
+        )
+    return records
 
 
 def _bin_source(files: list[Path]) -> BinSource:

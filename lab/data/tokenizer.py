@@ -47,6 +47,23 @@ class ByteTokenizer:
         return np.ones(self.vocab_size, dtype=np.int64)
 
 
+class IdTokenizer:
+    """Token ids as they are (pre-tokenized .bin corpora): no text to encode or decode."""
+
+    name = "ids"
+    eot = None
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.ident = f"ids{vocab_size}"
+
+    def decode(self, ids) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    def to_payload(self) -> dict:
+        return {"kind": "ids", "vocab_size": self.vocab_size}
+
+
 class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer (BPE trained here, or a user's JSON)."""
 
@@ -104,6 +121,8 @@ def from_payload(payload: dict):
         from tokenizers import Tokenizer
 
         return HFTokenizer(Tokenizer.from_str(payload["json"]), payload.get("name", "json"))
+    if payload.get("kind") == "ids":  # pre-tokenized ids: a vocabulary size, no text
+        return IdTokenizer(int(payload["vocab_size"]))
     return ByteTokenizer()
 
 

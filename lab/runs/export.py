@@ -60,6 +60,27 @@ def _save_tokenizer(tokenizer, model_cfg: ModelConfig, out: Path) -> None:
     )
 
 
+def refuse_mismatched_tokenizer(tokenizer, cfg: ModelConfig) -> None:
+    """Raise ValueError, with the reason, when the run's tokenizer cannot go with its model:
+    none (pre-tokenized ids), or one with more tokens than the model's vocabulary (its ids
+    past the embedding would index nothing; transformers would generate garbage)."""
+    from lab.data.tokenizer import IdTokenizer
+
+    if isinstance(tokenizer, IdTokenizer):
+        raise ValueError(
+            f"this model was trained on pre-tokenized ids ({tokenizer.vocab_size:,} of them) "
+            "with no tokenizer: there is no tokenizer to export. Train with the ids' "
+            "tokenizer.json beside the .bin files (or data.tokenizer=PATH), or export with "
+            "--to safetensors"
+        )
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(
+            f"the run's tokenizer ({getattr(tokenizer, 'name', '?')}) has "
+            f"{tokenizer.vocab_size:,} tokens and its model's vocabulary {cfg.vocab_size:,}: "
+            "they were not trained together"
+        )
+
+
 def export(run: str | Path, out: str | Path, to: str = "hf", force: bool = False) -> Path:
     """Write the model of ``run`` (a run folder or checkpoint) to ``out``, every file with
     the umask's mode. Raises ValueError for a model transformers cannot hold faithfully
@@ -72,6 +93,8 @@ def export(run: str | Path, out: str | Path, to: str = "hf", force: bool = False
     model, tokenizer = load_model(run)
     _warn_if_unfinished(Path(run))
     cfg, out = model.cfg, Path(out)
+    if to == "hf":
+        refuse_mismatched_tokenizer(tokenizer, cfg)
     _clear(out, force)
     if to == "hf":
         weights, config = to_gpt2(model) if architecture(cfg) == "gpt2" else to_llama(model)

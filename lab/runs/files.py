@@ -18,9 +18,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 
 def atomic_temp(path: Path) -> tuple[int, str]:
@@ -91,6 +93,8 @@ TEXT_COLUMNS = (
 def typed_table(table: pd.DataFrame) -> pd.DataFrame:
     """The runs table with a type per column: text as strings, every other column numeric
     (float, NaN where a run has no value)."""
+    import pandas as pd
+
     out = table.copy()
     for column in out.columns:
         if column in TEXT_COLUMNS:

@@ -8,10 +8,12 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lab.config.record import ADDED_FIELDS, RECORD_NAME, TABLE_COLUMNS, canonical_config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def read_record(run_dir: Path) -> dict | None:
@@ -56,6 +58,8 @@ def hparams_digest(config: dict | None, drop: tuple[str, ...] = ()) -> str | Non
 def read_records(root: str | Path, config_keys: tuple[str, ...] = ()) -> pd.DataFrame:
     """Every run record under ``root`` (any status) as one flat row per run, with a column
     per dotted key of ``config_keys`` (``config_value``) after the table's columns."""
+    import pandas as pd
+
     rows = []
     for path in find_records(root):
         rec = read_record(path.parent)

@@ -26,7 +26,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from lab.training.evaluation import Stop, window_budget
+from lab.training.record import process_seconds
+
 log = logging.getLogger("lab.train")
+_loops_run = 0  # loops this process has run (a sweep's runs share one)
 
 
 class Part:
@@ -65,8 +69,13 @@ class Loop:
         s, tokens_per_step = self.trainer.state, self.trainer.plan.tokens_per_step
         self.trainer.data_seconds = self.trainer.evaluator.seconds = 0.0
         self._call("start")
+        global _loops_run
+        first_in_process, _loops_run = _loops_run == 0, _loops_run + 1
+        self.first_step_after = None  # seconds from the process's start to its first step
         try:
             while s.step < self.steps and not self.stop:
+                if first_in_process and self.first_step_after is None:
+                    self.first_step_after = process_seconds()
                 self._call("before_step")
                 n = min(tokens_per_step, self.budget - s.step * tokens_per_step)
                 self.lr = self.lr_fn(s.step)
@@ -94,9 +103,16 @@ class Loop:
         return self.trainer.state.step == self.steps
 
     def evaluate(self) -> None:
-        """Validation loss now, into the state; then every part's ``after_eval``."""
-        s = self.trainer.state
-        self.last_eval = self.trainer.evaluate("val")
+        """Validation loss now, into the state; then every part's ``after_eval``. The first
+        evaluation is sized (``sized_stop``, for the tokens trained so far); the later ones
+        read as many windows as it did."""
+        s, evaluator = self.trainer.state, self.trainer.evaluator
+        if not evaluator.periodic_windows:  # half the final evaluation's share
+            share = self.trainer.cfg.train.final_eval_share / 2
+            self.last_eval = self.trainer.evaluate("val", self.sized_stop(share, s.tokens))
+            evaluator.periodic_windows = self.last_eval["windows"]
+        else:
+            self.last_eval = self.trainer.evaluate("val", limit=evaluator.periodic_windows)
         s.val_loss = self.last_eval["loss"]
         self.evaluated_at = s.step
         self._call("after_eval")
@@ -124,14 +140,28 @@ class Loop:
         else:
             log.error("run diverged: %s; the checkpoint of step %d is kept", self.error, kept)
 
+    def sized_stop(self, share: float, tokens: int, part: float = 1.0) -> Stop:
+        """An evaluation's rule: the standard-error target ``train.final_eval_se``, or
+        ``part`` of the windows that cost ``share`` of a run of ``tokens`` tokens."""
+        t, dist = self.trainer.cfg.train, self.trainer.dist
+
+        def agree(flag: bool) -> bool:  # every process stops at the same window
+            if dist.world == 1:
+                return flag
+            return dist.all_sum(1.0 if flag else 0.0, self.trainer.device) > 0
+
+        windows = window_budget(share, tokens, self.trainer.cfg.model.context)
+        return Stop(t.final_eval_se, max(1, int(part * windows)) if windows else 0, agree=agree)
+
     def _result(self) -> dict:
         """How the run ended, with final validation and training losses when it ended well."""
         t, s = self.trainer, self.trainer.state
         train_loss, final, on_train = float("nan"), {}, {}
-        if self.status == "ok" and not self.interrupted:  # on data.eval_tokens held-out tokens
-            final = t.evaluate("final")
+        if self.status == "ok" and not self.interrupted:  # sized by train.final_eval_*
+            share, d = t.cfg.train.final_eval_share, s.tokens  # 3/4 to validation, 1/4 train
+            final = t.evaluate("final", self.sized_stop(share, d, 0.75))
             s.val_loss = final["loss"]
-            on_train = t.evaluate("train")
+            on_train = t.evaluate("train", self.sized_stop(share, d, 0.25))
             train_loss = on_train["loss"]
         tps = s.tokens / s.elapsed if s.elapsed > 0 else None
         run_seconds = time.perf_counter() - self.session_start
@@ -149,6 +179,7 @@ class Loop:
             "mfu": t.mfu(tps),
             "data_wait_fraction": t.data_seconds / max(1e-9, run_seconds),
             "eval_fraction": t.evaluator.seconds / max(1e-9, run_seconds),
+            "first_step_after_s": self.first_step_after,
         }
         if final:
             result.update(
@@ -157,6 +188,7 @@ class Loop:
                 val_bpb_se=final["bpb_se"],
                 train_bpb=on_train["bpb"],
                 eval_tokens=final["tokens"],
+                eval_stopped_by=final["stopped_by"],
                 eval_se_over=f"{final['tokens'] // self.trainer.cfg.model.context} windows "
                 "of one context",
             )
@@ -218,8 +250,8 @@ class Metrics(Part):
     """Metrics rows to the run's loggers (``lab.runs.trackers``): every ``every`` steps the training
     loss (smoothed, and the last batch's), learning rate, gradient norm, tokens/s and elapsed
     time; at each evaluation the validation loss too, in the same row when both fall on one
-    step (steps in the file stay strictly increasing). A log line per evaluation when stderr
-    is not a terminal (the progress bar shows it there)."""
+    step (steps in the file stay strictly increasing). A log line per evaluation (on a
+    terminal written above the progress bar; in the run's log file either way)."""
 
     def __init__(self, trackers, every: int, enabled: bool = True):
         self.trackers, self.every, self.enabled = trackers, every, enabled
@@ -228,7 +260,7 @@ class Metrics(Part):
     def after_eval(self, loop: Loop) -> None:
         s = loop.trainer.state
         self.pending = {"val_loss": s.val_loss, "val_bpb": loop.last_eval.get("bpb")}
-        if self.enabled and not sys.stderr.isatty():
+        if self.enabled:
             log.info(
                 "step %d  tokens %s  train %.4f  val %.4f  lr %.2e  %.0f tok/s",
                 s.step,
@@ -262,15 +294,20 @@ class Metrics(Part):
 
 
 class Progress(Part):
-    """A tqdm bar on an interactive terminal (main process only); nothing in logs."""
+    """A tqdm bar on an interactive terminal (main process only); nothing in logs. While it
+    shows, console log lines go through ``tqdm.write`` (tqdm's ``logging_redirect_tqdm``),
+    so they stay above the bar instead of being drawn over."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.bar = enabled and sys.stderr.isatty(), None
+        self.enabled, self.bar, self.redirect = enabled and sys.stderr.isatty(), None, None
 
     def start(self, loop: Loop) -> None:
         if self.enabled:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            self.redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+            self.redirect.__enter__()
             self.bar = tqdm(
                 total=loop.steps,
                 initial=loop.trainer.state.step,
@@ -287,6 +324,9 @@ class Progress(Part):
     def end(self, loop: Loop) -> None:
         if self.bar:
             self.bar.close()
+        if self.redirect:
+            self.redirect.__exit__(None, None, None)
+            self.redirect = None
 
 
 class Interruption(Part):

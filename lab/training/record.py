@@ -20,6 +20,7 @@ from lab.config.record import (
     N_CONVENTIONS,
     N_EMBEDDING_KEY,
     RECORD_NAME,
+    format_si,
 )
 from lab.config.schema import Config, to_dict
 from lab.runs.files import write_json_atomic
@@ -142,3 +143,42 @@ def record_failure(record: dict, error: Exception, out: Path, main: bool) -> Non
         write(record, out, main)
     except OSError as write_error:
         log.error("could not record the failure in %s: %s", out, write_error)
+
+
+def header(record: dict, trainer) -> list[str]:
+    """The lines a run logs before its first step: what is about to run, on what, from
+    which data, into which folder."""
+    cfg, plan, state = trainer.cfg, trainer.plan, trainer.state
+    n, d = record["n_params_non_embedding"], record["tokens"]
+    corpus = record["corpus"]
+    backends = sorted(set(record["backends"].values()))
+    dist = trainer.dist
+    where = f"{record['device']}" + (
+        f" x {dist.world} processes ({cfg.train.parallel})" if dist.world > 1 else ""
+    )
+    resumed = f", resuming at step {state.step:,}" if state.step else ""
+    return [
+        f"run {trainer.out.name} -> {trainer.out}",
+        f"model {cfg.model.name}: N {format_si(n)} non-embedding "
+        f"({format_si(record['n_params_total'])} in all), context {cfg.model.context}",
+        f"D {format_si(d)} tokens (D/N {d / max(n, 1):.3g}), C {format_si(record['flops_6N'])} "
+        f"FLOPs (6ND); {plan.total_steps:,} steps of {plan.tokens_per_step:,} tokens{resumed}",
+        f"device {where}, kernels {'/'.join(backends)}, lr {cfg.optim.lr:.3g} "
+        f"({cfg.optim.schedule})",
+        f"data {corpus['source']} (hash {corpus['content_hash']}, "
+        f"{format_si(corpus['tokens_train'])} training tokens, {record['epochs']:.3g} epochs), "
+        f"tokenizer {corpus['tokenizer']} ({corpus['vocab_size']:,} tokens)",
+    ]
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux's /proc), None where that is unknown."""
+    import os
+
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started / ticks)

@@ -21,6 +21,7 @@ training. In the run folder:
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from lab.config.record import METRICS_NAME
@@ -34,6 +35,8 @@ from lab.training.schedule import lr_at
 from lab.training.setup import prepare
 from lab.training.signals import Interrupted, Watch
 from lab.training.trainer import Trainer
+
+log = logging.getLogger("lab.train")
 
 
 def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) -> dict:
@@ -52,6 +55,9 @@ def train(cfg: Config, out_dir: str | Path, tracker_group: str | None = None) ->
         trainer = Trainer(cfg, run.corpus, run.device, out, run.dist, run.key)
         resume(trainer, run.resume_from, rec)
         record.write(rec, out, main)
+        if main:
+            for line in record.header(rec, trainer):
+                log.info(line)
         trackers.start(record.run_info(cfg, out, rec, tracker_group))
         with Watch() as watch:  # SIGTERM, SIGUSR2, SIGINT: checkpoint at the next step
             branches = Branches(trainer, cfg, run.resume_from is not None, watch)

@@ -131,9 +131,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def evaluate(self, which: str = "val") -> dict:
-        """The model's loss statistics on the ``which`` windows (``Evaluator.stats``)."""
-        return self.evaluator.stats(self.model, which)
+    def evaluate(self, which: str = "val", stop=None, limit: int = 0) -> dict:
+        """The model's loss statistics on the ``which`` windows (``Evaluator.stats``),
+        read until ``stop`` says so (an ``evaluation.Stop``) or the first ``limit``."""
+        return self.evaluator.stats(self.model, which, stop, limit)
 
     @property
     def grad_norm(self) -> float:

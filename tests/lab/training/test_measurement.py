@@ -14,12 +14,15 @@ from lab.data.tokenizer import ByteTokenizer, HFTokenizer, train_bpe
 from lab.training.run import train
 
 
-def small(**data_kw) -> Config:
+def small(train_kw: dict | None = None, **data_kw) -> Config:
+    """A tiny run whose final evaluation reads all of data.eval_tokens (unless
+    ``train_kw`` sizes it)."""
+    sizing = {"final_eval_se": 0.0, "final_eval_share": 0.0} | (train_kw or {})
     return Config(
         model=ModelConfig(name="t", n_layer=1, n_head=2, d_model=16, context=32),
         data=DataConfig(**{"max_bytes": 300_000, "tokens": 4 * 32 * 40} | data_kw),
         optim=OptimConfig(lr=3e-3),
-        train=TrainConfig(batch_size=4, eval_batches=1, device="cpu", threads=1),
+        train=TrainConfig(batch_size=4, eval_batches=1, device="cpu", threads=1, **sizing),
     )
 
 
@@ -31,6 +34,45 @@ def test_byte_runs_report_bits_per_byte_as_loss_over_ln2_with_standard_errors(tm
     assert 0 < record["val_loss_se"] < 0.05 * record["val_loss"]
     assert record["val_bpb_se"] == pytest.approx(record["val_loss_se"] / math.log(2), rel=1e-6)
     assert 0 < record["eval_fraction"] < 1
+
+
+def test_spread_order_is_a_permutation_whose_prefixes_cover_the_split():
+    from lab.training.evaluation import spread_order
+
+    for n in (1, 2, 7, 64, 1000):
+        order = spread_order(n)
+        assert sorted(order.tolist()) == list(range(n))
+    order = spread_order(1000)
+    for k in (8, 32, 100):  # the first k windows leave no gap wider than about 2n/k
+        gaps = np.diff(np.sort(np.r_[-1, order[:k], 1000]))
+        assert gaps.max() <= 2 * 1000 / k + 1, (k, gaps.max())
+
+
+def test_the_final_evaluation_stops_at_its_standard_error_target(tmp_path):
+    cap = 32 * 512  # 512 windows of 32 tokens
+    loose = train(small({"final_eval_se": 0.01}, eval_tokens=cap), tmp_path / "loose")
+    assert loose["eval_stopped_by"] == "standard error"
+    assert 32 * 32 <= loose["eval_tokens"] < cap
+    assert loose["val_loss_se"] <= 0.01 * loose["val_loss"]
+    exact = train(small({"final_eval_se": 1e-6}, eval_tokens=cap), tmp_path / "exact")
+    assert exact["eval_stopped_by"] == "all windows" and exact["eval_tokens"] == cap
+    # the windows read first spread over the split: the two estimates agree
+    assert loose["val_loss"] == pytest.approx(exact["val_loss"], abs=4 * loose["val_loss_se"])
+
+
+def test_the_final_evaluation_costs_at_most_its_share_of_the_compute_on_any_machine(tmp_path):
+    from lab.training.evaluation import window_budget
+
+    cfg = small({"final_eval_share": 0.15}, eval_tokens=32 * 4096)
+    a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    budget = window_budget(0.15, cfg.data.tokens, 32)
+    assert a["eval_stopped_by"] == "budget"
+    assert a["eval_tokens"] == 32 * int(0.75 * budget)  # 3/4 of it to the validation split
+    # a budget in FLOPs, not seconds: the same run measures the same windows again
+    assert (a["val_loss"], a["train_loss"]) == (b["val_loss"], b["train_loss"])
+    # forward passes over the windows: share/(1 - share) of the training's 3 passes a token
+    assert window_budget(0.15, 3000, 10) == int(0.15 / 0.85 * 3 * 300)
+    assert window_budget(0.0, 3000, 10) == 0
 
 
 def test_bpe_token_bytes_add_up_to_the_text():

@@ -14,6 +14,11 @@ from lab.cli.packages import check_packages
 
 def lab_train() -> None:
     check_packages("lab-train")
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):  # every key, from the schema's docs
+        from lab.config.docs import help_text
+
+        print(help_text())
+        return
     check_output_dirs("lab-train", sys.argv[1:])
     with _interruptible("lab-train"):
         from lab.cli.commands import train_main

@@ -106,33 +106,57 @@ class ModelConfig:
     """A GPT-style decoder: pre-norm blocks of attention and MLP."""
 
     name: str = "custom"
+    """the size's name in conf/model (runs tables and folders show it)"""
     n_layer: int = 2
+    """transformer blocks"""
     n_head: int = 2
+    """attention heads per block (d_model / n_head is the head dim)"""
     d_model: int = 64
-    d_ff: int = 0  # 0: 4·d_model (mlp=gated: 8/3·d_model, rounded up to a multiple of 8)
-    context: int = 128  # the training window length
-    max_positions: int = 0  # rows of the learned position table; 0: = context
-    vocab_size: int = 0  # 0 means the tokenizer's vocabulary size
-    dropout: float = 0.0  # on the residual branches
-    embd_dropout: float = 0.0  # on the embeddings
-    attn_dropout: float = 0.0  # on the attention probabilities
-    activation: ActivationName = ActivationName("gelu")  # any name in kernels.activations
-    mlp: Mlp = Mlp.plain  # plain: act(x W1) W2; gated: (act(x W_g) ⊙ x W_v) W2 (SwiGLU: silu)
+    """the residual stream's width"""
+    d_ff: int = 0
+    """the MLP's hidden width; 0: 4·d_model (mlp=gated: 8/3·d_model, rounded up to a multiple
+    of 8)"""
+    context: int = 128
+    """the training window length"""
+    max_positions: int = 0
+    """rows of the learned position table; 0: = context"""
+    vocab_size: int = 0
+    """rows of the embedding and the output layer; 0: the tokenizer's vocabulary size"""
+    dropout: float = 0.0
+    """on the residual branches"""
+    embd_dropout: float = 0.0
+    """on the embeddings"""
+    attn_dropout: float = 0.0
+    """on the attention probabilities"""
+    activation: ActivationName = ActivationName("gelu")
+    """any name in kernels.activations"""
+    mlp: Mlp = Mlp.plain
+    """plain: act(x W1) W2; gated: (act(x W_g) ⊙ x W_v) W2 (SwiGLU: silu)"""
     norm: NormKind = NormKind.layernorm
-    mixer: Mixer = Mixer.attention  # what mixes tokens in each block (then the MLP)
-    conv_kernel: int = 4  # mixer=conv: taps of the causal convolution (positions seen)
-    # mup: hidden init std / sqrt(m), attention logits · sqrt(base head dim) / head dim
-    # (1/d_head scaling, equal to SP's at the base width), output logits / m, Adam lr / m
-    # on hidden matrices, for the width multiplier m = d_model / base_d_model (lab/model/gpt.py)
+    """the norm before each block's branches and before the output layer"""
+    mixer: Mixer = Mixer.attention
+    """what mixes tokens in each block (then the MLP)"""
+    conv_kernel: int = 4
+    """mixer=conv: taps of the causal convolution (positions seen)"""
     parametrization: Parametrization = Parametrization.sp
-    base_d_model: int = 0  # mup: the base width (m = 1 there); required with mup
-    # an untied output layer starts at zero (μP's recommended readout init, Yang et al.
-    # 2022; its logits then start at 0 at every width), under either parametrization
+    """mup: hidden init std / sqrt(m), attention logits · sqrt(base head dim) / head dim (1/d_head
+    scaling, equal to SP's at the base width), output logits / m, Adam lr / m on hidden
+    matrices, for the width multiplier m = d_model / base_d_model (lab/model/gpt.py)
+    """
+    base_d_model: int = 0
+    """mup: the base width (m = 1 there); required with mup"""
     readout_zero_init: bool = False
+    """an untied output layer starts at zero (μP's recommended readout init, Yang et al. 2022; its
+    logits then start at 0 at every width), under either parametrization
+    """
     positions: Positions = Positions.learned
+    """a learned position table, or rotary embeddings on queries and keys"""
     rope_theta: float = 10000.0
+    """positions=rope: the rotation base"""
     bias: bool = True
+    """biases in the linear layers and layer norms"""
     tie_embeddings: bool = True
+    """the output layer shares the token embedding's weights"""
 
     def __post_init__(self) -> None:
         if self.activation == "swiglu":  # configs and checkpoints written before `mlp`
@@ -163,27 +187,41 @@ class ModelConfig:
 class DataConfig:
     """What the model reads and how much of it (the token budget D)."""
 
-    path: str | None = None  # file, folder, glob, .jsonl/.parquet, .bin; None: the stdlib corpus
-    max_bytes: int = 4_000_000  # cap on the text read (bytes); 0: no cap
-    val_fraction: float = 0.1  # share of documents held out for validation
-    # at most this many held-out tokens in a run's final evaluation (its record's val_loss,
-    # with a standard error over windows), which stops earlier at train.final_eval_se or
-    # train.final_eval_share; capped by the validation split. Periodic evaluations read up
-    # to train.eval_batches batches
+    path: str | None = None
+    """a text file, folder or glob; .jsonl/.parquet/.arrow records; a Hugging Face dataset's
+    save_to_disk folder; .bin token ids; None: the Python standard library (lab/data/sources.py)"""
+    max_bytes: int = 4_000_000
+    """cap on the text read (bytes); 0: no cap"""
+    val_fraction: float = 0.1
+    """share of documents held out for validation"""
     eval_tokens: int = 327_680
-    tokens: int = 1_000_000  # D: training tokens the run consumes, exactly
-    budget: float | None = None  # compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)
-    branches: list[int] = field(default_factory=list)  # WSD: also cool down at these D < tokens
-    tokenizer: str = "bytes"  # bytes | bpe | path to a tokenizer.json
-    bpe_vocab_size: int = 4096  # tokenizer=bpe: vocabulary size to train
-    bpe_train_bytes: int = 50_000_000  # tokenizer=bpe: train on at most this much text
-    text_field: str = "text"  # JSONL / Parquet: the field holding the text
-    bin_dtype: BinDtype = BinDtype.uint16  # pre-tokenized .bin files
-    # pre-tokenized .bin files: their vocabulary size (GPT-2's: 50257); 0: a tokenizer.json
-    # beside them (or data.tokenizer=PATH), else the largest id + 1
+    """at most this many held-out tokens in a run's final evaluation (its record's val_loss, with a
+    standard error over windows), which stops earlier at train.final_eval_se or
+    train.final_eval_share; capped by the validation split. Periodic evaluations read up to
+    train.eval_batches batches
+    """
+    tokens: int = 1_000_000
+    """D: training tokens the run consumes, exactly"""
+    budget: float | None = None
+    """compute C (FLOPs, C = 6·N·D); when set, D = C / (6·N)"""
+    branches: list[int] = field(default_factory=list)
+    """WSD: also cool down at these D < tokens"""
+    tokenizer: str = "bytes"
+    """bytes | bpe | path to a tokenizer.json"""
+    bpe_vocab_size: int = 4096
+    """tokenizer=bpe: vocabulary size to train"""
+    bpe_train_bytes: int = 50_000_000
+    """tokenizer=bpe: train on at most this much text"""
+    text_field: str = "text"
+    """JSONL, Parquet, Arrow and Hugging Face datasets: the field holding the text"""
+    bin_dtype: BinDtype = BinDtype.uint16
+    """pre-tokenized .bin files: the width of their ids"""
     vocab_size: int = 0
-    # tokenized corpora and BPE tokenizers; None: $LAB_CACHE_DIR or ~/.cache/scaling-lab
+    """pre-tokenized .bin files: their vocabulary size (GPT-2's: 50257); 0: a tokenizer.json beside
+    them (or data.tokenizer=PATH), else the largest id + 1
+    """
     cache_dir: str | None = None
+    """tokenized corpora and BPE tokenizers; None: $LAB_CACHE_DIR or ~/.cache/scaling-lab"""
 
     def __post_init__(self) -> None:
         _coerce_choices(self, "data")
@@ -194,19 +232,32 @@ class OptimConfig:
     """AdamW and its learning-rate schedule (see lab/training/schedule.py)."""
 
     lr: float = 3e-3
-    # a fitted lr*(N) (`lab-analyze lr` writes PATH/lr.json): the run's lr comes from it and
-    # its N instead of optim.lr (its record holds the law's path and the rate it gave)
+    """the peak learning rate (AdamW)"""
     lr_law: str | None = None
+    """a fitted lr*(N) (`lab-analyze lr` writes PATH/lr.json): the run's lr comes from it and its N
+    instead of optim.lr (its record holds the law's path and the rate it gave)
+    """
     schedule: Schedule = Schedule.cosine
-    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
-    warmup_fraction: float = 0.05  # share of the steps spent warming up
-    cooldown_fraction: float = 0.2  # wsd: share of the steps spent cooling down
-    cooldown_shape: CooldownShape = CooldownShape.sqrt  # wsd only
-    weight_decay: float = 0.1  # on matrices only; not on norms, biases, embeddings
+    """after the warmup: cosine to min_lr_ratio, constant, or wsd (warmup-stable-decay, cooled
+    down over cooldown_fraction of the steps)"""
+    min_lr_ratio: float = 0.1
+    """final lr = lr * min_lr_ratio"""
+    warmup_fraction: float = 0.05
+    """share of the steps spent warming up"""
+    cooldown_fraction: float = 0.2
+    """wsd: share of the steps spent cooling down"""
+    cooldown_shape: CooldownShape = CooldownShape.sqrt
+    """wsd: the learning rate's shape over the cooldown"""
+    weight_decay: float = 0.1
+    """on matrices only; not on norms, biases, embeddings"""
     beta1: float = 0.9
+    """AdamW's first-moment decay"""
     beta2: float = 0.95
+    """AdamW's second-moment decay"""
     eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    """AdamW's epsilon"""
+    grad_clip: float = 1.0
+    """max global grad norm; 0 turns clipping off"""
 
     def __post_init__(self) -> None:
         _coerce_choices(self, "optim")
@@ -214,44 +265,65 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32  # sequences per optimizer step, over all processes
-    grad_accum: int = 1  # micro-batches per step (per process)
-    eval_every: int = 0  # steps between evaluations; 0: about 4 per run
-    eval_batches: int = 8  # batches of held-out windows per evaluation
-    # the final evaluation (the record's val_loss) reads held-out windows until the standard
-    # error of the loss is at most this share of it (0: read all data.eval_tokens) ...
+    batch_size: int = 32
+    """sequences per optimizer step, over all processes"""
+    grad_accum: int = 1
+    """micro-batches per step (per process)"""
+    eval_every: int = 0
+    """steps between evaluations; 0: about 4 per run"""
+    eval_batches: int = 8
+    """batches of held-out windows per evaluation"""
     final_eval_se: float = 0.005
-    # ... or until it has taken this share of the run's time (0: no time limit); it reads
-    # at least 32 windows and at most data.eval_tokens tokens either way
+    """the final evaluation (the record's val_loss) reads held-out windows until the standard error
+    of the loss is at most this share of it (0: no such stop) ..."""
     final_eval_share: float = 0.15
-    early_stop_patience: int = 0  # stop after this many evaluations without a better val loss
-    # steps between checkpoints; 0: at every evaluation. On a preemptible cluster a
-    # SIGTERM or SIGUSR2 checkpoints at the next step anyway; this bounds what a SIGKILL
-    # (a node lost, KillWait passed) costs
+    """... or until its forward passes cost this share of the run's compute (0: no limit), the
+    periodic evaluations half of it; at least 32 windows and at most data.eval_tokens tokens"""
+    early_stop_patience: int = 0
+    """stop after this many evaluations without a better val loss"""
     checkpoint_every: int = 0
-    # continue from the run folder's checkpoint: auto (when it is there and of this config,
-    # so a rerun sweep or a requeued job picks up where it stopped) | true (it must be) | false
+    """steps between checkpoints; 0: at every evaluation. On a preemptible cluster a SIGTERM or
+    SIGUSR2 checkpoints at the next step anyway; this bounds what a SIGKILL (a node lost,
+    KillWait passed) costs
+    """
     resume: str = "auto"
-    compile: bool = False  # torch.compile the model
+    """continue from the run folder's checkpoint: auto (when it is there and of this config, so a
+    rerun sweep or a requeued job picks up where it stopped) | true (it must be) | false
+    """
+    compile: bool = False
+    """torch.compile the model"""
     seed: int = 0
+    """seeds the weights, the data order and dropout"""
     device: Device = Device.auto
-    backend: Backend = Backend.auto  # kernel backend for every op
-    backend_ops: dict[str, Backend] = field(default_factory=dict)  # per op: {linear: triton}
-    threads: int = 0  # torch CPU threads; 0 leaves torch's default
-    # with several processes (torchrun): ddp | fsdp (sharded; on CUDA its parameters are
-    # gathered in bf16 and gradients reduced in fp32); fsdp checkpoints are sharded
-    # (torch.distributed.checkpoint) and load at any number of processes
+    """where to train (auto: cuda when there is one)"""
+    backend: Backend = Backend.auto
+    """kernel backend for every op (auto: Triton on a GPU, PyTorch elsewhere)"""
+    backend_ops: dict[str, Backend] = field(default_factory=dict)
+    """a backend per op, over train.backend: {linear: triton}"""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default"""
     parallel: Parallel = Parallel.ddp
+    """with several processes (torchrun): ddp | fsdp (sharded; on CUDA its parameters are gathered
+    in bf16 and gradients reduced in fp32); fsdp checkpoints are sharded
+    (torch.distributed.checkpoint) and load at any number of processes
+    """
     activation_checkpointing: ActivationCheckpointing = ActivationCheckpointing.none
-    skip_done: bool = True  # in a sweep, keep a finished run whose config is unchanged
-    # train in a folder that holds a finished run of another config, replacing it (else
-    # that is an error naming both configs' hashes)
+    """block: recompute each block's activations in the backward pass (less memory, about a
+    third more compute)"""
+    skip_done: bool = True
+    """in a sweep, keep a finished run whose config is unchanged"""
     overwrite: bool = False
-    log_every: int = 0  # steps between metrics rows; 0: about 50 rows per run
-    # where metrics go (lab/runs/trackers.py): jsonl | tensorboard | wandb | mlflow, each tracker
-    # an optional extra (pip install -e '.[wandb]')
+    """train in a folder that holds a finished run of another config, replacing it (else that is an
+    error naming both configs' hashes)
+    """
+    log_every: int = 0
+    """steps between metrics rows; 0: about 50 rows per run"""
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
-    tracker_project: str = "scaling-lab"  # the project (W&B) or experiment (MLflow) name
+    """where metrics go (lab/runs/trackers.py): jsonl | tensorboard | wandb | mlflow, each tracker
+    an optional extra (pip install -e '.[wandb]')
+    """
+    tracker_project: str = "scaling-lab"
+    """the project (W&B) or experiment (MLflow) name"""
 
     def __post_init__(self) -> None:
         _coerce_choices(self, "train")

@@ -8,14 +8,24 @@ it starts. A sink that fails (its package missing, its server down, a full disk)
 and is switched off; the run goes on, and the other sinks with it.
 
 - ``jsonl``: ``<run>/metrics.jsonl``, one JSON object per row (strict JSON: NaN as null),
-  reopened for each row so a file deleted mid-run comes back.
+  reopened for each row so a file deleted mid-run comes back. Its flat names
+  (``train_loss``, ``val_loss``, ...) are the lab's file format, read by ``lab-analyze``.
+- the trackers get the names grouped as the field's trackers show them (``TRACKER_NAMES``:
+  ``train/loss``, ``val/loss``, ``val/bpb``, ``optim/lr``, ``optim/grad_norm``,
+  ``perf/tokens_per_s``, ``perf/mfu``), with ``tokens`` and ``flops`` (C so far, the lab's
+  default convention) as x-axes: W&B's ``define_metric`` (every chart over tokens by
+  default); in TensorBoard and MLflow, whose x-axis is an integer step, the losses again as
+  ``<name>_vs_tokens`` (step = tokens) and ``<name>_vs_mflops`` (step = C in MFLOPs). N, D
+  and C go in as hyperparameters with the config (TensorBoard's HParams, MLflow params, W&B
+  config), the run's record and its loss curve (``loss.png``) as artifacts when it ends.
 - ``tensorboard``: event files in ``<run>/tensorboard`` (``torch.utils.tensorboard``).
 - ``wandb``: one W&B run per lab run, grouped by sweep, config and final record attached;
   offline (files in ``<run>/wandb``) unless ``WANDB_API_KEY`` or ``WANDB_MODE`` says
   otherwise, so nothing reaches a network by default.
 - ``mlflow``: one MLflow run per lab run in an experiment named after the sweep, params
   from the config, metrics per step; the store is ``MLFLOW_TRACKING_URI``, else a file store
-  in ``<sweep>/mlruns`` (MLflow's file store is in maintenance mode but still works).
+  in ``<sweep>/mlruns`` (MLflow's file store is in maintenance mode; reading it needs
+  ``MLFLOW_ALLOW_FILE_STORE=true``, which the sink sets for itself).
 """
 
 from __future__ import annotations
@@ -27,10 +37,30 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.config.record import RECORD_NAME
+from lab.config.schema import LOGGERS
+from lab.runs.files import open_append, read_jsonl, write_atomic
+
 log = logging.getLogger("lab.train")
 
-from lab.runs.files import open_append
-from lab.config.schema import LOGGERS
+# metrics.jsonl's names → the trackers' (grouped as W&B, TensorBoard and MLflow show them)
+TRACKER_NAMES = {
+    "train_loss": "train/loss",
+    "batch_loss": "train/batch_loss",
+    "val_loss": "val/loss",
+    "val_bpb": "val/bpb",
+    "lr": "optim/lr",
+    "grad_norm": "optim/grad_norm",
+    "tokens_per_s": "perf/tokens_per_s",
+    "mfu": "perf/mfu",
+    "elapsed_s": "perf/elapsed_s",
+    "tokens": "tokens",
+    "flops": "flops",
+}
+X_AXES = ("tokens", "flops")
+AGAINST_X = ("train/loss", "val/loss", "val/bpb")  # also logged against tokens and FLOPs
+FINAL = ("val_loss", "val_loss_se", "val_bpb", "train_loss", "train_bpb", "wall_time_s")
+CURVE_NAME = "loss.png"
 
 
 @dataclass
@@ -57,6 +87,70 @@ def _scalars(row: dict) -> dict[str, float]:
         for k, v in row.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
+
+
+def tracker_row(row: dict) -> dict[str, float]:
+    """A metrics row's finite numbers under the trackers' names (the step left out: it is
+    each tracker's own x-axis)."""
+    return {TRACKER_NAMES.get(k, k): v for k, v in _scalars(row).items() if k != "step"}
+
+
+def against_x(values: dict[str, float]) -> list[tuple[str, float, int]]:
+    """(name, value, integer step) of the losses again against tokens and MFLOPs, for the
+    trackers whose x-axis is an integer step (C itself passes int64 past 9e18 FLOPs)."""
+    out = []
+    for axis, unit, scale in (("tokens", "tokens", 1.0), ("flops", "mflops", 1e-6)):
+        if axis in values:
+            x = int(round(values[axis] * scale))
+            out += [(f"{k}_vs_{unit}", values[k], x) for k in AGAINST_X if k in values]
+    return out
+
+
+def final_metrics(record: dict) -> dict[str, float]:
+    """The record's final numbers, as ``final/<key>``."""
+    return {f"final/{k}": v for k, v in _scalars(json_safe(record)).items() if k in FINAL}
+
+
+def hyperparameters(run: RunInfo) -> dict[str, int | float | str | bool]:
+    """N, D, C and the config, flat (``model.d_model``), as trackers' hyperparameters."""
+    params = {k: v for k, v in run.summary.items() if isinstance(v, int | float | str)}
+    params.update(_flat(run.config))
+    return params
+
+
+def loss_curve(out: Path) -> Path | None:
+    """``<run>/loss.png``: the run's training and validation loss against tokens (from
+    metrics.jsonl), for the trackers to keep; None when there are no rows to draw."""
+    if not (out / "metrics.jsonl").is_file():
+        return None
+    rows, _ = read_jsonl(out / "metrics.jsonl")
+    train = [(r["tokens"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
+    val = [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    for points, label in ((train, "train (smoothed)"), (val, "validation")):
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if label == "validation" else None)
+    ax.set(xlabel="tokens", ylabel="loss (nats/token)", title=out.name)
+    ax.legend()
+    fig.tight_layout()
+    path = out / CURVE_NAME
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+    return path
+
+
+def artifacts(out: Path) -> list[Path]:
+    """What a tracker keeps of a finished run: its record and its loss curve."""
+    found = [out / RECORD_NAME] if (out / RECORD_NAME).is_file() else []
+    curve = loss_curve(out)
+    return found + ([curve] if curve else [])
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, str]:
@@ -103,19 +197,35 @@ class TensorBoardSink(Sink):
     def start(self, run: RunInfo) -> None:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
+        self.run = run
         self.writer = SummaryWriter(log_dir=str(run.out / "tensorboard"))
         self.writer.add_text("config", "```\n" + json.dumps(run.config, indent=2) + "\n```")
 
     def log(self, row: dict, step: int) -> None:
-        for key, value in _scalars(row).items():
-            if key not in ("step",):
-                self.writer.add_scalar(key, value, step)
+        values = tracker_row(row)
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        for key, value, x in against_x(values):
+            self.writer.add_scalar(key, value, x)
 
     def finish(self, record: dict) -> None:
-        for key in ("val_loss", "train_loss"):
-            value = record.get(key)
-            if isinstance(value, float) and math.isfinite(value):
-                self.writer.add_scalar(f"final/{key}", value, record.get("steps", 0))
+        from torch.utils.tensorboard.summary import hparams
+
+        final = final_metrics(record)
+        for key, value in final.items():
+            self.writer.add_scalar(key, value, record.get("steps", 0))
+        # HParams: N, D, C and the config against the final numbers, in this run's folder
+        # (SummaryWriter.add_hparams would write a second run beside it)
+        params = {k: v for k, v in hyperparameters(self.run).items() if v is not None}
+        for summary in hparams(params, final):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.add_text("record", "```\n" + json.dumps(json_safe(record), indent=2) + "\n```")
+        curve = loss_curve(self.run.out)
+        if curve is not None:
+            import matplotlib.image
+
+            image = matplotlib.image.imread(curve)[..., :3]
+            self.writer.add_image("loss_curve", image, dataformats="HWC")
         self.writer.close()
 
 
@@ -126,6 +236,7 @@ class WandbSink(Sink):
         import wandb
 
         online = os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online"
+        self.info = run
         self.run = wandb.init(
             project=run.project,
             group=run.group,
@@ -135,12 +246,25 @@ class WandbSink(Sink):
             mode=os.environ.get("WANDB_MODE") or ("online" if online else "offline"),
             reinit="finish_previous",
         )
+        for axis in X_AXES:  # tokens and FLOPs as x-axes; every chart over tokens by default
+            self.run.define_metric(axis)
+        for group in ("train", "val", "optim", "perf"):
+            self.run.define_metric(f"{group}/*", step_metric="tokens")
 
     def log(self, row: dict, step: int) -> None:
-        self.run.log(_scalars(row), step=step)
+        self.run.log(tracker_row(row), step=step)
 
     def finish(self, record: dict) -> None:
+        import wandb
+
         self.run.summary.update({k: v for k, v in json_safe(record).items() if k != "config"})
+        self.run.summary.update(final_metrics(record))
+        kept = artifacts(self.info.out)
+        if kept:
+            artifact = wandb.Artifact(f"run-{self.run.id}", type="run")
+            for path in kept:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
         self.run.finish()
 
 
@@ -155,19 +279,22 @@ class MlflowSink(Sink):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri(store.resolve().as_uri())
         mlflow.set_experiment(run.group or run.project)
-        self.mlflow = mlflow
+        self.mlflow, self.info = mlflow, run
         self.active = mlflow.start_run(run_name=run.name)
-        params = _flat(run.config)
-        params.update({k: v for k, v in run.summary.items() if isinstance(v, int | float | str)})
+        params = hyperparameters(run)
         for i in range(0, len(params), 100):  # MLflow takes params in batches
             mlflow.log_params(dict(list(params.items())[i : i + 100]))
 
     def log(self, row: dict, step: int) -> None:
-        self.mlflow.log_metrics({k: v for k, v in _scalars(row).items() if k != "step"}, step=step)
+        values = tracker_row(row)
+        self.mlflow.log_metrics(values, step=step)
+        for key, value, x in against_x(values):
+            self.mlflow.log_metric(key, value, step=x)
 
     def finish(self, record: dict) -> None:
-        final = {f"final_{k}": v for k, v in _scalars(json_safe(record)).items()}
-        self.mlflow.log_metrics(final)
+        self.mlflow.log_metrics(final_metrics(record))
+        for path in artifacts(self.info.out):
+            self.mlflow.log_artifact(str(path))
         self.mlflow.end_run(status="FINISHED" if record.get("status") == "ok" else "FAILED")
 
 

@@ -280,6 +280,7 @@ class Metrics(Part):
         row = {
             "step": s.step,
             "tokens": s.tokens,
+            "flops": s.tokens * t.flops_per_token,  # C so far (lab.config.record's default)
             "train_loss": s.running,
             "batch_loss": loop.loss,
             "lr": loop.lr,

@@ -16,6 +16,7 @@ from lab.config.counting import param_counts, training_flops
 from lab.config.record import (
     C_CONVENTIONS,
     CHECKPOINT_NAME,
+    DEFAULT_C_CONVENTION,
     METRICS_NAME,
     N_CONVENTIONS,
     N_EMBEDDING_KEY,
@@ -150,7 +151,7 @@ def header(record: dict, trainer) -> list[str]:
     which data, into which folder."""
     cfg, plan, state = trainer.cfg, trainer.plan, trainer.state
     n, d = record["n_params_non_embedding"], record["tokens"]
-    corpus = record["corpus"]
+    c, corpus = record[C_CONVENTIONS[DEFAULT_C_CONVENTION]], record["corpus"]
     backends = sorted(set(record["backends"].values()))
     dist = trainer.dist
     where = f"{record['device']}" + (
@@ -161,8 +162,8 @@ def header(record: dict, trainer) -> list[str]:
         f"run {trainer.out.name} -> {trainer.out}",
         f"model {cfg.model.name}: N {format_si(n)} non-embedding "
         f"({format_si(record['n_params_total'])} in all), context {cfg.model.context}",
-        f"D {format_si(d)} tokens (D/N {d / max(n, 1):.3g}), C {format_si(record['flops_6N'])} "
-        f"FLOPs (6ND); {plan.total_steps:,} steps of {plan.tokens_per_step:,} tokens{resumed}",
+        f"D {format_si(d)} tokens (D/N {d / max(n, 1):.3g}), C {format_si(c)} FLOPs "
+        f"(6ND + attention); {plan.total_steps:,} steps of {plan.tokens_per_step:,} tokens{resumed}",
         f"device {where}, kernels {'/'.join(backends)}, lr {cfg.optim.lr:.3g} "
         f"({cfg.optim.schedule})",
         f"data {corpus['source']} (hash {corpus['content_hash']}, "

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.config.record import CHECKPOINT_NAME
+from lab.config.counting import flops_per_token
+from lab.config.record import CHECKPOINT_NAME, DEFAULT_C_CONVENTION
 from lab.config.schema import Config, to_dict
 from lab.data.corpus import Corpus, random_batch
 from lab.model.gpt import GPT
@@ -77,6 +78,7 @@ class Trainer:
         self.autocast = autocast(device)
         self.evaluator = Evaluator(cfg, corpus, device, self.autocast)
         self.mfu = MFU(cfg.model, device)
+        self.flops_per_token = flops_per_token(cfg.model)[DEFAULT_C_CONVENTION]
         self.state = LoopState()
         self.saved_step: int | None = None  # step of the run folder's checkpoint
         self.data_seconds = 0.0  # time spent drawing batches, this session

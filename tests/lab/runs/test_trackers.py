@@ -49,13 +49,31 @@ def test_tensorboard_events_hold_every_logged_scalar(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(small(loggers=["jsonl", "tensorboard"]), tmp_path)
+    record = train(small(loggers=["jsonl", "tensorboard"]), tmp_path)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s"} <= tags
-    assert "final/val_loss" in tags
-    assert len(events.Scalars("train_loss")) == len(rows(tmp_path))
+    grouped = {"train/loss", "val/loss", "val/bpb", "optim/lr", "optim/grad_norm"}
+    assert grouped | {"perf/tokens_per_s", "tokens", "flops", "final/val_loss"} <= tags
+    metrics = rows(tmp_path)
+    assert len(events.Scalars("train/loss")) == len(metrics)
+    # the losses again over tokens and over C (MFLOPs): the x-axes of a scaling study
+    by_tokens = events.Scalars("val/loss_vs_tokens")
+    evals = [r for r in metrics if "val_loss" in r]
+    assert [e.step for e in by_tokens] == [r["tokens"] for r in evals]
+    assert by_tokens[-1].value == pytest.approx(evals[-1]["val_loss"], rel=1e-6)
+    by_c = events.Scalars("val/loss_vs_mflops")
+    assert by_c[-1].step == round(evals[-1]["flops"] / 1e6) > 0
+    # HParams: N, D, C and the config beside the final numbers, in the run's own folder
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = data.session_start_info.hparams
+    assert hp["n_params_non_embedding"].number_value == record["n_params_non_embedding"]
+    assert hp["tokens"].number_value == record["tokens"] and "flops_6N" in hp
+    assert hp["model.d_model"].number_value == 16
+    assert "loss_curve" in events.Tags()["images"] and (tmp_path / "loss.png").is_file()
 
 
 def _wandb_records(path):
@@ -112,7 +130,7 @@ def test_wandb_runs_offline_with_config_history_and_group(tmp_path, monkeypatch,
     assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     metrics = rows(run_dir)
     assert [step for step, _ in sent] == [r["step"] for r in metrics]
-    assert all({"train_loss", "lr", "grad_norm"} <= keys for _, keys in sent)
+    assert all({"train/loss", "optim/lr", "optim/grad_norm", "tokens", "flops"} <= k for _, k in sent)
 
     files = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1  # offline: nothing left the machine
@@ -127,6 +145,20 @@ def test_wandb_runs_offline_with_config_history_and_group(tmp_path, monkeypatch,
     assert history and set(history) <= {r["step"] for r in metrics}
     assert history[-1] == metrics[-1]["step"]
     assert any(r.WhichOneof("record_type") == "exit" for r in records)
+    # every chart over tokens by default; the record and the loss curve as an artifact
+    defined = {
+        r.metric.glob_name or r.metric.name: r.metric.step_metric
+        for r in records
+        if r.WhichOneof("record_type") == "metric"
+    }
+    assert defined.get("val/*") == "tokens" and defined.get("train/*") == "tokens"
+    assert "flops" in defined
+    kept = [
+        {e.path for e in r.artifact.manifest.contents}
+        for r in records
+        if r.WhichOneof("record_type") == "artifact"
+    ]
+    assert any({"result.json", "loss.png"} <= paths for paths in kept), kept
 
 
 def test_mlflow_file_store_holds_params_and_metrics(tmp_path, monkeypatch):
@@ -141,9 +173,14 @@ def test_mlflow_file_store_holds_params_and_metrics(tmp_path, monkeypatch):
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "model=t" and run.info.status == "FINISHED"
     assert run.data.params["model.d_model"] == "16" and "flops_6N" in run.data.params
-    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert run.data.params["tokens"] == str(record["tokens"])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == len(rows(run_dir))
-    assert run.data.metrics["final_val_loss"] == pytest.approx(record["val_loss"])
+    assert run.data.metrics["final/val_loss"] == pytest.approx(record["val_loss"])
+    by_tokens = client.get_metric_history(run.info.run_id, "val/loss_vs_tokens")
+    assert [m.step for m in by_tokens] == [r["tokens"] for r in rows(run_dir) if "val_loss" in r]
+    kept = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"result.json", "loss.png"} <= kept
 
 
 def test_a_tracker_that_is_missing_or_fails_warns_once_and_the_run_finishes(

@@ -108,9 +108,10 @@ def validate(cfg: Config) -> None:
             raise ValueError(too_small)
     if not 0.0 < d.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
-    if d.tokenizer not in ("bytes", "bpe") and not d.tokenizer.endswith(".json"):
+    if d.tokenizer not in ("bytes", "bpe", "gpt2") and not d.tokenizer.endswith(".json"):
         raise ValueError(
-            f"data.tokenizer must be 'bytes', 'bpe' or the path of a tokenizer.json, got {d.tokenizer!r}"
+            "data.tokenizer must be 'bytes', 'bpe', 'gpt2' or the path of a tokenizer.json, "
+            f"got {d.tokenizer!r}"
         )
     if d.bpe_vocab_size < 257:
         raise ValueError(

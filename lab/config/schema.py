@@ -207,7 +207,8 @@ class DataConfig:
     branches: list[int] = field(default_factory=list)
     """WSD: also cool down at these D < tokens"""
     tokenizer: str = "bytes"
-    """bytes | bpe | path to a tokenizer.json"""
+    """bytes | bpe (trained on the corpus) | gpt2 (GPT-2's 50,257 tokens, offline: the gpt2
+    extra) | a path to a tokenizer.json"""
     bpe_vocab_size: int = 4096
     """tokenizer=bpe: vocabulary size to train"""
     bpe_train_bytes: int = 50_000_000

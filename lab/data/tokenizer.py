@@ -153,8 +153,7 @@ def gpt2() -> HFTokenizer:
     merges = [tuple(line.split(" ")) for line in lines[1:] if line.strip()]
     if len(vocab) != 50257 or len(merges) != 50000:
         raise ValueError(
-            f"{folder}: {len(vocab)} tokens and {len(merges)} merges, not GPT-2's 50257 "
-            "and 50000"
+            f"{folder}: {len(vocab)} tokens and {len(merges)} merges, not GPT-2's 50257 and 50000"
         )
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -24,9 +24,7 @@ def test_gpt2_encodes_as_openais_reference_encoder():
     for text in texts:
         assert tok.encode(text.encode()).tolist() == reference.encode(text), text[:40]
     assert tok.encode(b"Hello world").tolist() == [15496, 995]  # GPT-2's ids
-    assert (
-        tok.decode(tok.encode("def f(x):\n    return x\n".encode())) == "def f(x):\n    return x\n"
-    )
+    assert tok.decode(tok.encode(b"def f(x):\n    return x\n")) == "def f(x):\n    return x\n"
 
 
 def test_a_run_with_gpt2_tokens_trains_and_exports_offline(tmp_path, monkeypatch):

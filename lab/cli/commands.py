@@ -208,10 +208,25 @@ def _hydra_app(dcfg: DictConfig) -> float:
     cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
     if "joblib" in str(OmegaConf.select(hc, "launcher._target_", default="")):
         end_with_parent()
+        cfg = share_cores(cfg, OmegaConf.select(hc, "launcher.n_jobs", default=-1))
     record = run_job(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
     loss = (record or {}).get("val_loss")
     ok = (record or {}).get("status") == "ok" and isinstance(loss, int | float)
     return float(loss) if ok else float("nan")
+
+
+def share_cores(cfg: Config, n_jobs) -> Config:
+    """A joblib worker's config with ``train.threads`` set to its share of the cores
+    (cores // n_jobs) when the config leaves threads to torch: n_jobs runs with every core's
+    threads each slow one another by ten times or more. An explicit train.threads stays."""
+    from dataclasses import replace
+
+    if cfg.train.threads:
+        return cfg
+    cores = os.cpu_count() or 1
+    n = int(n_jobs or -1)
+    jobs = max(1, cores + 1 + n if n < 0 else n)
+    return replace(cfg, train=replace(cfg.train, threads=max(1, cores // jobs)))
 
 
 def train_main() -> None:
@@ -231,7 +246,7 @@ def sweep_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: lab-sweep NAME [--plan [--device h200|h100|a100|cpu] [--gpus K]] "
+            "usage: lab-sweep NAME [--plan [--device h200|h100|a100|cpu] [--gpus K] [--reprobe]] "
             "[hydra overrides...]"
         )
         print(f"sweeps: {', '.join(available_sweeps())}")
@@ -252,15 +267,21 @@ def sweep_main(argv: list[str] | None = None) -> None:
         from lab.cli.plan import format_plan, plan
 
         try:
-            rows = plan(name, overrides, device=options["device"], gpus=options["gpus"])
+            rows = plan(
+                name,
+                overrides,
+                device=options["device"],
+                gpus=options["gpus"],
+                fresh=options["reprobe"],
+            )
             print(format_plan(name, rows))
         except (ValueError, FileNotFoundError, HydraException) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             print(f"lab-sweep: error: {first}", file=sys.stderr)
             sys.exit(2)
         return
-    if options["device"] or options["gpus"] != 1:
-        print("lab-sweep: error: --device and --gpus go with --plan", file=sys.stderr)
+    if options["device"] or options["gpus"] != 1 or options["reprobe"]:
+        print("lab-sweep: error: --device, --gpus and --reprobe go with --plan", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], "--multirun", f"+sweeps={name}", *normalize_overrides(overrides)]
     _hydra_app()
@@ -269,13 +290,15 @@ def sweep_main(argv: list[str] | None = None) -> None:
 def _plan_options(args: list[str]) -> tuple[dict, list[str]]:
     """``--plan``, ``--device D`` and ``--gpus K`` (or ``--device=D``) out of a sweep's
     arguments; the rest are Hydra overrides."""
-    options = {"plan": False, "device": None, "gpus": 1}
+    options = {"plan": False, "device": None, "gpus": 1, "reprobe": False}
     rest, i = [], 0
     while i < len(args):
         arg = args[i]
         key, eq, value = arg.partition("=")
         if arg == "--plan":
             options["plan"] = True
+        elif arg == "--reprobe":
+            options["reprobe"] = True
         elif key in ("--device", "--gpus"):
             if not eq:
                 if i + 1 >= len(args):

@@ -20,9 +20,14 @@ says which setting makes it fit.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import platform
 import re
+import statistics
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,17 +36,26 @@ import torch
 import kernels
 from lab.cli.bench import timed
 from lab.cli.sweeps import expand_sweep
-from lab.config.composition import compose
+from lab.config.composition import compose, compose_hydra, normalize_overrides
 from lab.config.counting import below_one_context, budget_tokens, flops_per_token, param_counts
 from lab.config.memory import HEADROOM, estimate
 from lab.config.record import format_si
 from lab.config.schema import ROOT, Config
+from lab.data.corpus import cache_root
 from lab.data.tokenizer import ByteTokenizer
 from lab.model.gpt import GPT
 from lab.model.parametrization import param_groups
+from lab.runs.files import write_json_atomic
 from lab.training.device import resolve_device
+from lab.training.schedule import cooldown_start
 
-PROBE_STEPS = 3
+PROBE_WARMUP = 2  # untimed steps first (allocator, kernels, caches)
+PROBE_MIN_STEPS = 5  # the spread is over the last this many timed steps
+PROBE_MAX_STEPS = 30
+PROBE_MAX_SECONDS = 5.0
+PROBE_SPREAD = 0.05  # interquartile range over the median at which the probe stops
+RUN_OVERHEAD_S = 0.6  # a run's own set-up in a sweep's process: model, optimizer, records
+PROCESS_START_S = 2.5  # a launcher process's imports before its first run
 BYTE_VOCAB = ByteTokenizer.vocab_size  # a config's vocab_size 0: the default tokenizer's
 
 
@@ -83,30 +97,159 @@ def measured_mfu(gpu: str, files: tuple[Path, ...] = BENCHMARKS) -> float | None
     return found.get(gpu)
 
 
-def measure_tokens_per_second(cfg: Config, steps: int = PROBE_STEPS) -> float:
-    """Training tokens per second of ``cfg``'s model, batch and device, over ``steps``
-    timed steps after one warm-up step, on random tokens."""
+@dataclass(frozen=True)
+class Probe:
+    """A measured throughput: the median of the timed steps, their spread (interquartile
+    range over the median) and how many were timed."""
+
+    tokens_per_s: float
+    spread: float
+    steps: int
+    cached: bool = False
+
+
+def probe_key(cfg: Config, threads: int) -> str:
+    """What a throughput depends on: the model, batch, context, device, backend, threads,
+    torch and the machine."""
+    model = hashlib.sha256(repr(cfg.model).encode()).hexdigest()[:12]
+    t = cfg.train
+    return (
+        f"{model}|b{t.batch_size}|t{cfg.model.context}|{t.device}|{t.backend}|threads{threads}"
+        f"|torch{torch.__version__}|{platform.node()}"
+    )
+
+
+def measure_tokens_per_second(cfg: Config, threads: int = 0) -> Probe:
+    """Training tokens per second of ``cfg``'s model, batch and device on random tokens:
+    ``PROBE_WARMUP`` untimed steps, then steps timed one by one until the spread of the
+    last ones is at most ``PROBE_SPREAD`` (or ``PROBE_MAX_STEPS`` / ``PROBE_MAX_SECONDS``
+    pass); the median step. ``threads``: torch's CPU threads for it (0: as they are)."""
     device = resolve_device(cfg.train.device)
     model_cfg = replace(cfg.model, vocab_size=cfg.model.vocab_size or BYTE_VOCAB)
     torch.manual_seed(0)
-    with kernels.use_backend(cfg.train.backend, **cfg.train.backend_ops):
-        model = GPT(model_cfg).to(device)
-        opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
-        shape = (cfg.train.batch_size, model_cfg.context)
-        x = torch.randint(0, model_cfg.vocab_size, shape, device=device)
-        y = torch.randint(0, model_cfg.vocab_size, shape, device=device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with kernels.use_backend(cfg.train.backend, **cfg.train.backend_ops):
+            model = GPT(model_cfg).to(device)
+            opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+            shape = (cfg.train.batch_size, model_cfg.context)
+            x = torch.randint(0, model_cfg.vocab_size, shape, device=device)
+            y = torch.randint(0, model_cfg.vocab_size, shape, device=device)
+            cuda = device.type == "cuda"
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
-        def step():
-            with autocast:
-                _, loss = model(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            def step():
+                with autocast:
+                    _, loss = model(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
 
-        step()
-        seconds_per_step = timed(step, steps, device)
-    return shape[0] * shape[1] / seconds_per_step
+            for _ in range(PROBE_WARMUP):
+                step()
+            times, started = [], time.perf_counter()
+            while True:
+                times.append(timed(step, 1, device))
+                spread = _spread(times[-PROBE_MIN_STEPS:])
+                enough = len(times) >= PROBE_MIN_STEPS and spread <= PROBE_SPREAD
+                spent = time.perf_counter() - started
+                if enough or len(times) >= PROBE_MAX_STEPS or spent >= PROBE_MAX_SECONDS:
+                    break
+    finally:
+        torch.set_num_threads(before)
+    median = statistics.median(times)
+    return Probe(shape[0] * shape[1] / median, _spread(times), len(times))
+
+
+def _spread(times: list[float]) -> float:
+    if len(times) < 2:
+        return float("inf")
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return (q[2] - q[0]) / statistics.median(times)
+
+
+class ProbeCache:
+    """Throughputs measured before, in ``<cache>/plan_probes.json`` (the corpus cache's
+    folder), by ``probe_key``: a plan of a sweep seen before is instant and says the same
+    thing twice. ``fresh``: measure again (and keep the new figures)."""
+
+    def __init__(self, root: Path, fresh: bool = False):
+        self.path, self.fresh = root / "plan_probes.json", fresh
+        try:
+            self.entries = json.loads(self.path.read_text())
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def get(self, cfg: Config, threads: int) -> Probe:
+        key = probe_key(cfg, threads)
+        hit = None if self.fresh else self.entries.get(key)
+        if isinstance(hit, dict) and {"tokens_per_s", "spread", "steps"} <= set(hit):
+            return Probe(hit["tokens_per_s"], hit["spread"], hit["steps"], cached=True)
+        probe = measure_tokens_per_second(cfg, threads)
+        self.entries[key] = {
+            "tokens_per_s": probe.tokens_per_s,
+            "spread": probe.spread,
+            "steps": probe.steps,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.changed = True
+        return probe
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.entries)
+        except OSError:  # a read-only cache: the plan is still right, only slower next time
+            pass
+
+
+def launcher_slots(name: str, overrides: list[str]) -> tuple[int, str]:
+    """How many of the sweep's runs its launcher runs at once, and the launcher's name:
+    joblib's ``n_jobs`` (-1: every core), submitit's ``array_parallelism``, else 1."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = OverridesParser.create().parse_overrides(
+        [f"+sweeps={name}", *normalize_overrides(overrides)]
+    )
+    cfg = compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
+    launcher = cfg.hydra.launcher
+    target = str(launcher.get("_target_", ""))
+    cores = os.cpu_count() or 1
+    if "joblib" in target:
+        n = int(launcher.get("n_jobs", -1) or -1)
+        return (max(1, cores + 1 + n) if n < 0 else n), "joblib"
+    if "submitit" in target:
+        return int(launcher.get("array_parallelism", 256) or 256), "submitit"
+    return 1, "basic"
+
+
+def eval_seconds(cfg: Config, tokens: int, tokens_per_s: float) -> float:
+    """The evaluations' time (``lab.training.loop``'s sizing, at its largest: no
+    standard-error stop): each periodic one at the windows the first gets, the final two in
+    their budget; a forward pass at a third of a training step's time a token."""
+    from lab.training.evaluation import MIN_FINAL_WINDOWS, window_budget
+    from lab.training.schedule import StepPlan
+
+    t, context = cfg.train, cfg.model.context
+    plan = StepPlan.of(replace(cfg, data=replace(cfg.data, tokens=tokens)))
+    share, periodic_cap = t.final_eval_share, t.eval_batches * t.batch_size
+    first = window_budget(share / 2, plan.eval_every * plan.tokens_per_step, context)
+    periodic = min(periodic_cap, max(MIN_FINAL_WINDOWS, first or periodic_cap))
+    n_evals = math.ceil(plan.total_steps / plan.eval_every)
+    final = window_budget(share, tokens, context)
+    val = min(cfg.data.eval_tokens // context, max(MIN_FINAL_WINDOWS, int(0.75 * final)))
+    if not final:
+        val = cfg.data.eval_tokens // context
+    train = min(periodic_cap, max(MIN_FINAL_WINDOWS, int(0.25 * final) or periodic_cap))
+    windows = n_evals * periodic + val + train
+    return windows * context / (3 * tokens_per_s)
 
 
 def machine_memory() -> float:
@@ -175,6 +318,7 @@ def plan(
     probe: bool = True,
     device: str | None = None,
     gpus: int = 1,
+    fresh: bool = False,
 ) -> list[dict]:
     """One row per run of sweeps/NAME.yaml: its overrides, model, N, D, D/N, steps, C,
     memory per device, estimated seconds (and GPU-hours for a GPU ``device``)."""
@@ -185,14 +329,18 @@ def plan(
     gpu = GPUS.get(device or "")
     measured = measured_mfu(device) if gpu else None
     mfu = (measured or DEFAULT_MFU) if gpu else None
-    rows, speeds = [], {}
-    for job in expand_sweep(name, overrides):
+    rows, speeds, cache = [], {}, None
+    slots, launcher = launcher_slots(name, overrides or [])
+    jobs = expand_sweep(name, overrides)
+    at_once = max(1, min(slots, len(jobs)))
+    for job in jobs:
         cfg = compose(job)
         if device == "cpu":  # probed on the CPU even where train.device=auto finds a GPU
             cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
         model = replace(cfg.model, vocab_size=cfg.model.vocab_size or BYTE_VOCAB)
         cfg = replace(cfg, model=model)
-        swept = [o for o in job if not o.startswith("+sweeps=")]
+        swept = [o for o in job if not o.startswith(("+sweeps=", "hydra.", "hydra/"))]
+        per_step = cfg.train.batch_size * model.context
         counts = param_counts(model)
         n = counts["non_embedding"]
         skip = below_one_context(cfg)
@@ -228,16 +376,44 @@ def plan(
             row["seconds"] = flops * recompute / (gpu.peak * mfu * gpus)
             row["gpu_hours"] = row["seconds"] * gpus / 3600
         elif probe and not skip:
-            key = (repr(model), t.batch_size, t.device, t.backend)
+            # a run's threads: its own setting, else the cores shared by the runs at once
+            threads = t.threads or max(1, (os.cpu_count() or 1) // at_once)
+            if cache is None:
+                cache = ProbeCache(cache_root(cfg.data), fresh)
+            key = probe_key(cfg, threads)
             if key not in speeds:
-                speeds[key] = measure_tokens_per_second(cfg)
-            evals = 5 * 2 * t.eval_batches  # forward-only batches, at ~1/3 of a step
-            row["seconds"] = (tokens + evals / 3 * t.batch_size * model.context) / speeds[key]
-            row["tokens_per_s"] = speeds[key]
+                speeds[key] = cache.get(cfg, threads)
+            speed = speeds[key].tokens_per_s
+            row["seconds"] = tokens / speed + eval_seconds(cfg, tokens, speed) + RUN_OVERHEAD_S
+            for d in branch_tokens(cfg):  # WSD branches: each cools down from its snapshot
+                cooled = d - cooldown_start(math.ceil(d / per_step), cfg.optim) * per_step
+                row["seconds"] += cooled / speed + eval_seconds(cfg, d, speed) + RUN_OVERHEAD_S
+            row.update(tokens_per_s=speed, probe=speeds[key], threads=threads)
         rows.append(row)
+    if cache is not None:
+        cache.save()
     for row in rows:
         row.update(device=device or "this machine", gpus=gpus, mfu=mfu, mfu_measured=bool(measured))
+        row.update(slots=slots, launcher=launcher)
     return rows
+
+
+def branch_tokens(cfg: Config) -> list[int]:
+    """The token budgets of a run's WSD cooldown branches (none unless optim.schedule=wsd)."""
+    if str(cfg.optim.schedule) != "wsd":
+        return []
+    return sorted({int(d) for d in cfg.data.branches if 0 < int(d) < cfg.data.tokens})
+
+
+def wall_seconds(rows: list[dict], slots: int, gpu: bool) -> float:
+    """The sweep's wall time: its runs handed in order to ``slots`` workers, each taking
+    the next run when it is free (joblib's and a job array's order), plus each worker
+    process's start on this machine."""
+    free = [0.0] * max(1, min(slots, len(rows)))
+    for r in rows:
+        i = free.index(min(free))
+        free[i] += r["seconds"] or 0.0
+    return max(free) + (0.0 if gpu else PROCESS_START_S)
 
 
 def format_plan(name: str, rows: list[dict]) -> str:
@@ -245,8 +421,8 @@ def format_plan(name: str, rows: list[dict]) -> str:
     where = "this machine" if gpu is None else f"{rows[0]['gpus']} × {gpu.name}"
     lines = [
         f"plan for sweep {name!r}: {len(rows)} runs",
-        f"{'N':>8} {'D':>8} {'D/N':>6} {'steps':>7} {'C':>8} {'mem/dev':>8} {'est. time':>10}"
-        + (f" {'GPU-h':>8}" if gpu else "")
+        f"{'N':>8} {'D':>8} {'D/N':>6} {'steps':>7} {'C':>8} {'mem/dev':>8} "
+        + (f"{'est. time':>10} {'GPU-h':>8}" if gpu else f"{'tok/s':>8} {'est. time':>10}")
         + "  run",
     ]
     total = hours = 0.0
@@ -255,10 +431,14 @@ def format_plan(name: str, rows: list[dict]) -> str:
         total += r["seconds"] or 0.0
         hours += r["gpu_hours"] or 0.0
         mem = "-" if r["memory"] is None else f"{format_si(r['memory'])}B"
+        if gpu:
+            last = f"{t:>10} " + (f"{r['gpu_hours']:>8.4g}" if r["gpu_hours"] is not None else "")
+        else:
+            speed = format_si(r["tokens_per_s"]) if r.get("tokens_per_s") else "-"
+            last = f"{speed:>8} {t:>10}"
         lines.append(
             f"{format_si(r['N']):>8} {format_si(r['D']):>8} {r['D_per_N']:>6.3g} "
-            f"{r['steps']:>7} {format_si(r['C']):>8} {mem:>8} {t:>10}"
-            + (f" {r['gpu_hours']:>8.4g}" if gpu and r["gpu_hours"] is not None else "")
+            f"{r['steps']:>7} {format_si(r['C']):>8} {mem:>8} {last}"
             + f"  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}"
         )
     conventions = (
@@ -266,6 +446,9 @@ def format_plan(name: str, rows: list[dict]) -> str:
         f"device: lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a GPU, fp32 "
         "on the CPU)"
     )
+    slots, launcher = (rows[0]["slots"], rows[0]["launcher"]) if rows else (1, "basic")
+    wall = wall_seconds(rows, slots, gpu is not None)
+    at_once = "one after another" if slots == 1 else f"{slots} at a time"
     if gpu:
         source = (
             "the lab's, measured (BENCHMARKS.md)"
@@ -273,15 +456,22 @@ def format_plan(name: str, rows: list[dict]) -> str:
             else "a default: the lab has no MFU measured on this GPU yet"
         )
         lines.append(
-            f"total: {hours:.4g} GPU-hours, about {_duration(total)} one run after another on "
-            f"{where}; times at MFU {rows[0]['mfu']:.2f} ({source}) of {gpu.peak / 1e12:.0f} "
-            f"TFLOP/s bf16 (FLOPs with the head's), memory against {gpu.memory / 1e9:.0f} GB; "
-            f"{conventions}"
+            f"total: {hours:.4g} GPU-hours, about {_duration(wall)} {at_once} on {where} "
+            f"({launcher} launcher); times at MFU {rows[0]['mfu']:.2f} ({source}) of "
+            f"{gpu.peak / 1e12:.0f} TFLOP/s bf16 (FLOPs with the head's), memory against "
+            f"{gpu.memory / 1e9:.0f} GB; {conventions}"
         )
     else:
+        probes = {id(r["probe"]): r["probe"] for r in rows if r.get("probe")}.values()
+        spread = max((p.spread for p in probes), default=0.0)
+        cached = sum(p.cached for p in probes)
+        steps = sorted({p.steps for p in probes})
         lines.append(
-            f"total: about {_duration(total)} run one after another (basic launcher); times "
-            f"from a {PROBE_STEPS}-step throughput probe; {conventions}"
+            f"total: about {_duration(wall)} wall, {at_once} ({launcher} launcher; "
+            f"{_duration(total)} of runs); each time is D / the median of a throughput "
+            f"probe ({len(probes)} probed, {cached} from the cache, {steps[0] if steps else 0}-"
+            f"{steps[-1] if steps else 0} timed steps, spread at most {spread:.0%}) plus its "
+            f"evaluations and set-up; --reprobe measures again; {conventions}"
         )
     return "\n".join(lines)
 

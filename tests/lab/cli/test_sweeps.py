@@ -320,3 +320,53 @@ def test_the_planner_times_a_gpu_at_the_lab_s_measured_mfu(tmp_path):
     assert measured_mfu("h200", (record,)) == 0.47
     assert measured_mfu("a100", (record,)) is None
     assert measured_mfu("h200", (tmp_path / "missing.md",)) is None
+
+
+def test_the_probe_is_warmed_repeated_to_a_small_spread_and_cached(tmp_path, monkeypatch):
+    import lab.cli.plan as planner
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    first = planner.plan("data_size", [])
+    probe = first[0]["probe"]
+    assert not probe.cached and planner.PROBE_MIN_STEPS <= probe.steps <= planner.PROBE_MAX_STEPS
+    assert probe.spread <= planner.PROBE_SPREAD or probe.steps == planner.PROBE_MAX_STEPS
+    assert all(r["tokens_per_s"] == probe.tokens_per_s for r in first)  # one model: one probe
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("measured again: the cache was not used")
+
+    monkeypatch.setattr(planner, "measure_tokens_per_second", must_not_measure)
+    again = planner.plan("data_size", [])
+    assert again[0]["probe"].cached
+    assert [r["seconds"] for r in again] == [r["seconds"] for r in first]  # the same twice
+    with pytest.raises(AssertionError, match="measured again"):
+        planner.plan("data_size", [], fresh=True)  # --reprobe
+
+
+def test_the_plan_honours_the_launcher_s_parallelism(tmp_path, monkeypatch):
+    import lab.cli.plan as planner
+    from lab.cli.commands import share_cores
+    from lab.config.composition import compose
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert planner.launcher_slots("data_size", []) == (1, "basic")
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert planner.launcher_slots("data_size", joblib) == (2, "joblib")
+    rows = [{"seconds": s} for s in (5.0, 3.0, 2.0, 2.0)]
+    # in order, each to the first free worker: [5] and [3, 2, 2]
+    assert planner.wall_seconds(rows, 2, gpu=True) == 7.0
+    assert planner.wall_seconds(rows, 1, gpu=True) == 12.0
+    together = planner.plan("data_size", joblib)
+    assert {r["threads"] for r in together} == {max(1, (os.cpu_count() or 1) // 2)}
+    text = planner.format_plan("data_size", together)
+    assert "2 at a time (joblib launcher" in text and "tok/s" in text.splitlines()[1]
+    # a joblib worker takes its share of the cores unless the config names its threads
+    cfg = compose(["model=nano"])
+    assert share_cores(cfg, 2).train.threads == max(1, (os.cpu_count() or 1) // 2)
+    assert share_cores(replace_threads(cfg, 3), 2).train.threads == 3
+
+
+def replace_threads(cfg, threads):
+    from dataclasses import replace
+
+    return replace(cfg, train=replace(cfg.train, threads=threads))

@@ -103,8 +103,9 @@ class Probe:
     range over the median) and how many were timed."""
 
     tokens_per_s: float
-    spread: float
+    spread: float  # over the last PROBE_MIN_STEPS timed steps, the ones that decided
     steps: int
+    stopped_by: str = "spread"  # spread | steps | seconds
     cached: bool = False
 
 
@@ -153,14 +154,20 @@ def measure_tokens_per_second(cfg: Config, threads: int = 0) -> Probe:
             while True:
                 times.append(timed(step, 1, device))
                 spread = _spread(times[-PROBE_MIN_STEPS:])
-                enough = len(times) >= PROBE_MIN_STEPS and spread <= PROBE_SPREAD
                 spent = time.perf_counter() - started
-                if enough or len(times) >= PROBE_MAX_STEPS or spent >= PROBE_MAX_SECONDS:
-                    break
+                if len(times) >= PROBE_MIN_STEPS and spread <= PROBE_SPREAD:
+                    stopped_by = "spread"
+                elif len(times) >= PROBE_MAX_STEPS:
+                    stopped_by = "steps"
+                elif spent >= PROBE_MAX_SECONDS and len(times) >= 2:
+                    stopped_by = "seconds"
+                else:
+                    continue
+                break
     finally:
         torch.set_num_threads(before)
     median = statistics.median(times)
-    return Probe(shape[0] * shape[1] / median, _spread(times), len(times))
+    return Probe(shape[0] * shape[1] / median, spread, len(times), stopped_by)
 
 
 def _spread(times: list[float]) -> float:
@@ -189,12 +196,14 @@ class ProbeCache:
         key = probe_key(cfg, threads)
         hit = None if self.fresh else self.entries.get(key)
         if isinstance(hit, dict) and {"tokens_per_s", "spread", "steps"} <= set(hit):
-            return Probe(hit["tokens_per_s"], hit["spread"], hit["steps"], cached=True)
+            stopped = hit.get("stopped_by", "spread")
+            return Probe(hit["tokens_per_s"], hit["spread"], hit["steps"], stopped, cached=True)
         probe = measure_tokens_per_second(cfg, threads)
         self.entries[key] = {
             "tokens_per_s": probe.tokens_per_s,
             "spread": probe.spread,
             "steps": probe.steps,
+            "stopped_by": probe.stopped_by,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         self.changed = True
@@ -466,11 +475,13 @@ def format_plan(name: str, rows: list[dict]) -> str:
         spread = max((p.spread for p in probes), default=0.0)
         cached = sum(p.cached for p in probes)
         steps = sorted({p.steps for p in probes})
+        capped = sum(p.stopped_by != "spread" for p in probes)
+        capped_note = f", {capped} stopped at a cap before reaching 5%" if capped else ""
         lines.append(
             f"total: about {_duration(wall)} wall, {at_once} ({launcher} launcher; "
             f"{_duration(total)} of runs); each time is D / the median of a throughput "
             f"probe ({len(probes)} probed, {cached} from the cache, {steps[0] if steps else 0}-"
-            f"{steps[-1] if steps else 0} timed steps, spread at most {spread:.0%}) plus its "
+            f"{steps[-1] if steps else 0} timed steps, spread at most {spread:.0%}{capped_note}) plus its "
             f"evaluations and set-up; --reprobe measures again; {conventions}"
         )
     return "\n".join(lines)

@@ -329,7 +329,12 @@ def test_the_probe_is_warmed_repeated_to_a_small_spread_and_cached(tmp_path, mon
     first = planner.plan("data_size", [])
     probe = first[0]["probe"]
     assert not probe.cached and planner.PROBE_MIN_STEPS <= probe.steps <= planner.PROBE_MAX_STEPS
-    assert probe.spread <= planner.PROBE_SPREAD or probe.steps == planner.PROBE_MAX_STEPS
+    # it stops at a small spread, or says it stopped at its step or time cap (a busy machine)
+    assert probe.stopped_by in ("spread", "steps", "seconds")
+    if probe.stopped_by == "spread":
+        assert probe.spread <= planner.PROBE_SPREAD
+    if probe.stopped_by == "steps":
+        assert probe.steps == planner.PROBE_MAX_STEPS
     assert all(r["tokens_per_s"] == probe.tokens_per_s for r in first)  # one model: one probe
 
     def must_not_measure(*args, **kwargs):

@@ -221,12 +221,12 @@ def share_cores(cfg: Config, n_jobs) -> Config:
     threads each slow one another by ten times or more. An explicit train.threads stays."""
     from dataclasses import replace
 
+    from lab.cli.plan import joblib_workers
+
     if cfg.train.threads:
         return cfg
-    cores = os.cpu_count() or 1
-    n = int(n_jobs or -1)
-    jobs = max(1, cores + 1 + n if n < 0 else n)
-    return replace(cfg, train=replace(cfg.train, threads=max(1, cores // jobs)))
+    threads = max(1, (os.cpu_count() or 1) // joblib_workers(n_jobs))
+    return replace(cfg, train=replace(cfg.train, threads=threads))
 
 
 def train_main() -> None:

@@ -219,6 +219,13 @@ class ProbeCache:
             pass
 
 
+def joblib_workers(n_jobs) -> int:
+    """The processes joblib's ``n_jobs`` means (joblib's convention: -1 every core, -2 all
+    but one, ...)."""
+    n, cores = int(n_jobs or -1), os.cpu_count() or 1
+    return max(1, cores + 1 + n if n < 0 else n)
+
+
 def launcher_slots(name: str, overrides: list[str]) -> tuple[int, str]:
     """How many of the sweep's runs its launcher runs at once, and the launcher's name:
     joblib's ``n_jobs`` (-1: every core), submitit's ``array_parallelism``, else 1."""
@@ -230,10 +237,8 @@ def launcher_slots(name: str, overrides: list[str]) -> tuple[int, str]:
     cfg = compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
     launcher = cfg.hydra.launcher
     target = str(launcher.get("_target_", ""))
-    cores = os.cpu_count() or 1
     if "joblib" in target:
-        n = int(launcher.get("n_jobs", -1) or -1)
-        return (max(1, cores + 1 + n) if n < 0 else n), "joblib"
+        return joblib_workers(launcher.get("n_jobs", -1)), "joblib"
     if "submitit" in target:
         return int(launcher.get("array_parallelism", 256) or 256), "submitit"
     return 1, "basic"

@@ -385,3 +385,38 @@ def test_the_model_group_lists_models_only(tmp_path):
     text = result.stdout + result.stderr
     options = text.split("Available options in 'model':")[1].split("Config search path")[0]
     assert options.split() == ["large", "medium", "micro", "mini", "nano", "small", "tiny"]
+
+
+def test_a_resumed_run_evaluates_the_same_windows_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The periodic evaluations' size comes from the config, not from the tokens a session
+    has seen when it first evaluates: a run resumed at step 12 logs the validation losses
+    of the run that was never stopped."""
+    import lab.training.trainer
+
+    cfg = small(
+        tokens=4 * 32 * 24, eval_every=4, eval_batches=32, final_eval_share=0.9, final_eval_se=0.0
+    )
+    whole = train(cfg, tmp_path / "whole")
+    real, calls = lab.training.trainer.Trainer.train_step, {"n": 0}
+
+    def dies_at_step_14(self, n, lr):
+        calls["n"] += 1
+        if calls["n"] == 14:
+            raise RuntimeError("killed")
+        return real(self, n, lr)
+
+    monkeypatch.setattr(lab.training.trainer.Trainer, "train_step", dies_at_step_14)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, tmp_path / "half")
+    monkeypatch.setattr(lab.training.trainer.Trainer, "train_step", real)
+    again = train(cfg, tmp_path / "half")
+    assert again["resumed_from_step"] == 12
+
+    def evals(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+
+    assert [s for s, _ in evals(tmp_path / "half")] == [s for s, _ in evals(tmp_path / "whole")]
+    for (_, a), (_, b) in zip(evals(tmp_path / "half"), evals(tmp_path / "whole")):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert again["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)

@@ -245,24 +245,20 @@ def launcher_slots(name: str, overrides: list[str]) -> tuple[int, str]:
 
 
 def eval_seconds(cfg: Config, tokens: int, tokens_per_s: float) -> float:
-    """The evaluations' time (``lab.training.loop``'s sizing, at its largest: no
-    standard-error stop): each periodic one at the windows the first gets, the final two in
-    their budget; a forward pass at a third of a training step's time a token."""
-    from lab.training.evaluation import MIN_FINAL_WINDOWS, window_budget
+    """The evaluations' time in a loop to ``tokens`` tokens of the run ``cfg`` (its D
+    resolved), at their budgets (``lab.training.evaluation.budgets``; the final ones'
+    standard-error stop, often earlier, is not foreseen); a forward pass at a third of a
+    training step's time a token."""
+    from lab.training.evaluation import budgets, windows_read
     from lab.training.schedule import StepPlan
 
     t, context = cfg.train, cfg.model.context
-    plan = StepPlan.of(replace(cfg, data=replace(cfg.data, tokens=tokens)))
-    share, periodic_cap = t.final_eval_share, t.eval_batches * t.batch_size
-    first = window_budget(share / 2, plan.eval_every * plan.tokens_per_step, context)
-    periodic = min(periodic_cap, max(MIN_FINAL_WINDOWS, first or periodic_cap))
-    n_evals = math.ceil(plan.total_steps / plan.eval_every)
-    final = window_budget(share, tokens, context)
-    val = min(cfg.data.eval_tokens // context, max(MIN_FINAL_WINDOWS, int(0.75 * final)))
-    if not final:
-        val = cfg.data.eval_tokens // context
-    train = min(periodic_cap, max(MIN_FINAL_WINDOWS, int(0.25 * final) or periodic_cap))
-    windows = n_evals * periodic + val + train
+    plan, most = StepPlan.of(cfg), budgets(cfg, tokens)
+    periodic_windows = t.eval_batches * t.batch_size
+    n_evals = math.ceil(math.ceil(tokens / plan.tokens_per_step) / plan.eval_every)
+    windows = n_evals * windows_read(most["val"], periodic_windows)
+    windows += windows_read(most["final"], max(periodic_windows, cfg.data.eval_tokens // context))
+    windows += windows_read(most["train"], periodic_windows)
     return windows * context / (3 * tokens_per_s)
 
 
@@ -359,6 +355,7 @@ def plan(
         n = counts["non_embedding"]
         skip = below_one_context(cfg)
         tokens = budget_tokens(model, cfg.data.budget) if cfg.data.budget else cfg.data.tokens
+        cfg = replace(cfg, data=replace(cfg.data, tokens=tokens))
         per_token = flops_per_token(model)
         flops = float(per_token["6N_attn_head"]) * tokens  # what the GPU computes
         t = cfg.train

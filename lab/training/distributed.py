@@ -33,6 +33,10 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on any rank (itself with one process)."""
+        return bool(flag) if self.world == 1 else self.all_sum(float(bool(flag)), device) > 0
+
     def all_sum(self, value: float, device: torch.device) -> float:
         """Sum a number over the ranks (itself with one process)."""
         if self.world == 1:

@@ -8,13 +8,14 @@ the periodic evaluations and the final train loss) and ``final`` (up to
 ``data.eval_tokens`` held-out tokens in non-overlapping windows where the split has room:
 the record's val_loss).
 
-Evaluations are sized to the run (``Stop``): windows are read in bit-reversed order, so
-every prefix spreads over the whole split, until the standard error of the loss is at most
-``train.final_eval_se`` of it or the windows read cost ``train.final_eval_share`` of the
-run's compute (``window_budget``), whichever comes first, never fewer than
-``MIN_FINAL_WINDOWS`` windows. The budget is in FLOPs, not seconds, so the same run measures
-the same windows on any machine. The first periodic evaluation sets the number of windows
-of all the later ones, so the curve compares like with like.
+Evaluations are sized to the run (``budgets``, ``Stop``): windows are read in bit-reversed
+order, so every prefix spreads over the whole split. The final ones stop when the standard
+error of the loss is at most ``train.final_eval_se`` of it or when the windows read cost
+``train.final_eval_share`` of the run's compute (``window_budget``), whichever comes first;
+each periodic one reads the windows that cost half that share of the tokens between two
+evaluations, the same number every time (the curve compares like with like, and a resumed
+run evaluates as an uninterrupted one); never fewer than ``MIN_FINAL_WINDOWS`` windows. The
+budgets are in FLOPs, not seconds, so the same run measures the same windows on any machine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from lab.config.schema import Config
 from lab.data.corpus import Corpus, eval_windows
+from lab.training.schedule import StepPlan
 
 EVAL_TOKENS_PER_CALL = 8192  # tokens per forward call of an evaluation (logits: ×vocab)
 MIN_FINAL_WINDOWS = 32  # a final evaluation reads at least this many windows
@@ -75,6 +77,28 @@ def window_budget(share: float, tokens: int, context: int) -> int:
     return max(1, int(share / (1 - share) * 3 * tokens / context))
 
 
+def budgets(cfg: Config, tokens: int) -> dict[str, int]:
+    """The most windows each evaluation reads (0: all it has) in a loop to ``tokens``
+    training tokens of the run ``cfg`` (its D resolved; a WSD branch's loop stops earlier):
+    ``val`` each periodic one (half ``train.final_eval_share`` of the tokens between two of
+    the run's evaluations), ``final`` and ``train`` the final ones (3/4 and 1/4 of the share
+    of the loop's tokens)."""
+    share, context = cfg.train.final_eval_share, cfg.model.context
+    plan = StepPlan.of(cfg)
+    whole = window_budget(share, tokens, context)
+    return {
+        "val": window_budget(share / 2, plan.eval_every * plan.tokens_per_step, context),
+        "final": max(1, int(0.75 * whole)) if whole else 0,
+        "train": max(1, int(0.25 * whole)) if whole else 0,
+    }
+
+
+def windows_read(budget: int, available: int, min_windows: int = MIN_FINAL_WINDOWS) -> int:
+    """How many of ``available`` windows an evaluation of ``budget`` windows (0: all) reads
+    at most: the budget, never under ``min_windows``, never over what there is."""
+    return min(available, max(min_windows, budget or available))
+
+
 class Evaluator:
     """The run's evaluation windows and the statistics of a model on them."""
 
@@ -88,28 +112,28 @@ class Evaluator:
             "train": _reordered(eval_windows(corpus.train, n_eval, context)),
             "final": _reordered(eval_windows(corpus.val, n_final, context)),
         }
-        self.periodic_windows = 0  # windows of each periodic evaluation, once sized
         bytes_of = getattr(corpus.tokenizer, "token_bytes", None)  # pre-tokenized ids: none
         self.token_bytes = torch.as_tensor(bytes_of()) if bytes_of else None
         self.seconds = 0.0  # time spent evaluating, this session
 
     @torch.no_grad()
-    def stats(
-        self, model: torch.nn.Module, which: str, stop: Stop | None = None, limit: int = 0
-    ) -> dict:
+    def stats(self, model: torch.nn.Module, which: str, stop: Stop | None = None) -> dict:
         """Loss over the ``which`` windows ("val", "train" or "final") with its standard
         error over the windows, and bits per byte with its standard error (of a ratio
         estimate: Σ nats / Σ bytes, linearised). With ``stop``, the windows are read until
         it says so; ``stopped_by`` says why ("standard error", "budget" or "all
-        windows"). ``limit``: the first that many windows at most (0: all)."""
+        windows")."""
         started = time.perf_counter()
         was_training = model.training
         model.eval()
         x_all, y_all = self.windows[which]
-        limit = min(limit or x_all.shape[0], (stop.max_windows if stop else 0) or x_all.shape[0])
-        if stop is not None:
-            limit = max(limit, min(stop.min_windows, x_all.shape[0]))
-        stopped_by = "budget" if limit < x_all.shape[0] else "all windows"
+        available = x_all.shape[0]
+        limit = (
+            available
+            if stop is None
+            else windows_read(stop.max_windows, available, stop.min_windows)
+        )
+        stopped_by = "budget" if limit < available else "all windows"
         x_all, y_all = x_all[:limit], y_all[:limit]
         # forward-only: as many windows per call as fill EVAL_TOKENS_PER_CALL tokens (at
         # least a training batch), since small models are bound by per-call overhead

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from lab.training.evaluation import Stop, window_budget
+from lab.training.evaluation import Stop, budgets
 from lab.training.record import process_seconds
 
 log = logging.getLogger("lab.train")
@@ -54,6 +54,7 @@ class Loop:
     def __init__(self, trainer, budget: int, lr_fn: Callable[[int], float], parts: list[Part]):
         self.trainer, self.budget, self.lr_fn, self.parts = trainer, budget, lr_fn, parts
         self.steps = math.ceil(budget / trainer.plan.tokens_per_step)
+        self.budgets = budgets(trainer.cfg, budget)  # windows of each evaluation, at most
         self.lr = self.loss = float("nan")
         self.stop: str | None = None  # set by a part to end the run early, with the reason
         self.interrupted: int | None = None  # the signal that stopped it (``Interruption``)
@@ -103,16 +104,10 @@ class Loop:
         return self.trainer.state.step == self.steps
 
     def evaluate(self) -> None:
-        """Validation loss now, into the state; then every part's ``after_eval``. The first
-        evaluation is sized (``sized_stop``, for the tokens trained so far); the later ones
-        read as many windows as it did."""
-        s, evaluator = self.trainer.state, self.trainer.evaluator
-        if not evaluator.periodic_windows:  # half the final evaluation's share
-            share = self.trainer.cfg.train.final_eval_share / 2
-            self.last_eval = self.trainer.evaluate("val", self.sized_stop(share, s.tokens))
-            evaluator.periodic_windows = self.last_eval["windows"]
-        else:
-            self.last_eval = self.trainer.evaluate("val", limit=evaluator.periodic_windows)
+        """Validation loss now, into the state; then every part's ``after_eval``. It reads
+        the same windows every time (``evaluation.budgets``)."""
+        s = self.trainer.state
+        self.last_eval = self.trainer.evaluate("val", Stop(max_windows=self.budgets["val"]))
         s.val_loss = self.last_eval["loss"]
         self.evaluated_at = s.step
         self._call("after_eval")
@@ -140,28 +135,24 @@ class Loop:
         else:
             log.error("run diverged: %s; the checkpoint of step %d is kept", self.error, kept)
 
-    def sized_stop(self, share: float, tokens: int, part: float = 1.0) -> Stop:
-        """An evaluation's rule: the standard-error target ``train.final_eval_se``, or
-        ``part`` of the windows that cost ``share`` of a run of ``tokens`` tokens."""
-        t, dist = self.trainer.cfg.train, self.trainer.dist
+    def final_stop(self, which: str) -> Stop:
+        """A final evaluation's rule: the standard-error target ``train.final_eval_se``, or
+        its budget (``evaluation.budgets``); every process stops at the same window."""
+        t = self.trainer
 
-        def agree(flag: bool) -> bool:  # every process stops at the same window
-            if dist.world == 1:
-                return flag
-            return dist.all_sum(1.0 if flag else 0.0, self.trainer.device) > 0
+        def agree(flag: bool) -> bool:
+            return t.dist.any(flag, t.device)
 
-        windows = window_budget(share, tokens, self.trainer.cfg.model.context)
-        return Stop(t.final_eval_se, max(1, int(part * windows)) if windows else 0, agree=agree)
+        return Stop(t.cfg.train.final_eval_se, self.budgets[which], agree=agree)
 
     def _result(self) -> dict:
         """How the run ended, with final validation and training losses when it ended well."""
         t, s = self.trainer, self.trainer.state
         train_loss, final, on_train = float("nan"), {}, {}
         if self.status == "ok" and not self.interrupted:  # sized by train.final_eval_*
-            share, d = t.cfg.train.final_eval_share, s.tokens  # 3/4 to validation, 1/4 train
-            final = t.evaluate("final", self.sized_stop(share, d, 0.75))
+            final = t.evaluate("final", self.final_stop("final"))
             s.val_loss = final["loss"]
-            on_train = t.evaluate("train", self.sized_stop(share, d, 0.25))
+            on_train = t.evaluate("train", self.final_stop("train"))
             train_loss = on_train["loss"]
         tps = s.tokens / s.elapsed if s.elapsed > 0 else None
         run_seconds = time.perf_counter() - self.session_start
@@ -343,8 +334,7 @@ class Interruption(Part):
         seen = self.watch.received
         dist = loop.trainer.dist
         if dist.world > 1:  # every process stops at the same step, or none does
-            anyone = dist.all_sum(1.0 if seen else 0.0, loop.trainer.device)
-            seen = (seen or signal.SIGTERM) if anyone else None
+            seen = (seen or signal.SIGTERM) if dist.any(bool(seen), loop.trainer.device) else None
         if seen:
             loop.interrupted = int(seen)
             loop.stop = f"interrupted by {signal.Signals(seen).name}"

@@ -133,10 +133,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def evaluate(self, which: str = "val", stop=None, limit: int = 0) -> dict:
+    def evaluate(self, which: str = "val", stop=None) -> dict:
         """The model's loss statistics on the ``which`` windows (``Evaluator.stats``),
-        read until ``stop`` says so (an ``evaluation.Stop``) or the first ``limit``."""
-        return self.evaluator.stats(self.model, which, stop, limit)
+        read until ``stop`` says so (an ``evaluation.Stop``; None: all of them)."""
+        return self.evaluator.stats(self.model, which, stop)
 
     @property
     def grad_norm(self) -> float:

@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.config.record import RECORD_NAME
+from lab.config.record import METRICS_NAME, RECORD_NAME
 from lab.config.schema import LOGGERS
 from lab.runs.files import open_append, read_jsonl, write_atomic
 
@@ -73,6 +73,14 @@ class RunInfo:
     out: Path
     config: dict
     summary: dict = field(default_factory=dict)  # N, D, C, ...
+    _kept: list[Path] | None = field(default=None, repr=False)
+
+    def kept(self) -> list[Path]:
+        """What trackers keep of the finished run (``artifacts``), made once for all of
+        them: the first sink to finish draws the curve, the others take the same files."""
+        if self._kept is None:
+            self._kept = artifacts(self.out)
+        return self._kept
 
 
 def json_safe(row: dict) -> dict:
@@ -121,9 +129,9 @@ def hyperparameters(run: RunInfo) -> dict[str, int | float | str | bool]:
 def loss_curve(out: Path) -> Path | None:
     """``<run>/loss.png``: the run's training and validation loss against tokens (from
     metrics.jsonl), for the trackers to keep; None when there are no rows to draw."""
-    if not (out / "metrics.jsonl").is_file():
+    if not (out / METRICS_NAME).is_file():
         return None
-    rows, _ = read_jsonl(out / "metrics.jsonl")
+    rows, _ = read_jsonl(out / METRICS_NAME)
     train = [(r["tokens"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
     val = [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if not train and not val:
@@ -220,7 +228,7 @@ class TensorBoardSink(Sink):
         for summary in hparams(params, final):
             self.writer.file_writer.add_summary(summary)
         self.writer.add_text("record", "```\n" + json.dumps(json_safe(record), indent=2) + "\n```")
-        curve = loss_curve(self.run.out)
+        curve = next((p for p in self.run.kept() if p.name == CURVE_NAME), None)
         if curve is not None:
             import matplotlib.image
 
@@ -259,7 +267,7 @@ class WandbSink(Sink):
 
         self.run.summary.update({k: v for k, v in json_safe(record).items() if k != "config"})
         self.run.summary.update(final_metrics(record))
-        kept = artifacts(self.info.out)
+        kept = self.info.kept()
         if kept:
             artifact = wandb.Artifact(f"run-{self.run.id}", type="run")
             for path in kept:
@@ -293,7 +301,7 @@ class MlflowSink(Sink):
 
     def finish(self, record: dict) -> None:
         self.mlflow.log_metrics(final_metrics(record))
-        for path in artifacts(self.info.out):
+        for path in self.info.kept():
             self.mlflow.log_artifact(str(path))
         self.mlflow.end_run(status="FINISHED" if record.get("status") == "ok" else "FAILED")
 

@@ -35,8 +35,8 @@ import torch
 
 import kernels
 from lab.cli.bench import timed
-from lab.cli.sweeps import expand_sweep
-from lab.config.composition import compose, compose_hydra, normalize_overrides
+from lab.cli.sweeps import expand_sweep, sweep_config
+from lab.config.composition import compose
 from lab.config.counting import below_one_context, budget_tokens, flops_per_token, param_counts
 from lab.config.memory import HEADROOM, estimate
 from lab.config.record import format_si
@@ -226,16 +226,11 @@ def joblib_workers(n_jobs) -> int:
     return max(1, cores + 1 + n if n < 0 else n)
 
 
-def launcher_slots(name: str, overrides: list[str]) -> tuple[int, str]:
-    """How many of the sweep's runs its launcher runs at once, and the launcher's name:
-    joblib's ``n_jobs`` (-1: every core), submitit's ``array_parallelism``, else 1."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    given = OverridesParser.create().parse_overrides(
-        [f"+sweeps={name}", *normalize_overrides(overrides)]
-    )
-    cfg = compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
-    launcher = cfg.hydra.launcher
+def launcher_slots(sweep) -> tuple[int, str]:
+    """How many of a sweep's runs its launcher runs at once, and the launcher's name, from
+    the sweep's composed config (``lab.cli.sweeps.sweep_config``): joblib's ``n_jobs`` (-1:
+    every core), submitit's ``array_parallelism``, else 1."""
+    launcher = sweep.hydra.launcher
     target = str(launcher.get("_target_", ""))
     if "joblib" in target:
         return joblib_workers(launcher.get("n_jobs", -1)), "joblib"
@@ -340,8 +335,9 @@ def plan(
     measured = measured_mfu(device) if gpu else None
     mfu = (measured or DEFAULT_MFU) if gpu else None
     rows, speeds, cache = [], {}, None
-    slots, launcher = launcher_slots(name, overrides or [])
-    jobs = expand_sweep(name, overrides)
+    sweep = sweep_config(name, overrides)
+    slots, launcher = launcher_slots(sweep)
+    jobs = expand_sweep(name, overrides, sweep)
     at_once = max(1, min(slots, len(jobs)))
     for job in jobs:
         cfg = compose(job)

@@ -19,14 +19,22 @@ from lab.config.composition import compose_hydra, normalize_overrides
 from lab.config.schema import SWEEPS_DIR
 
 
-def expand_sweep(name: str, overrides: list[str] | None = None) -> list[list[str]]:
-    """The overrides of every run in sweeps/NAME.yaml (with extra ``overrides``)."""
+def sweep_config(name: str, overrides: list[str] | None = None):
+    """sweeps/NAME.yaml composed with ``overrides``, Hydra's own config included (its
+    sweeper's params, its launcher), without the command line's own sweeps (a, b, c lists,
+    which ``expand_sweep`` expands)."""
     if not (SWEEPS_DIR / f"{name}.yaml").exists():
         raise ValueError(f"unknown sweep {name!r}")
     overrides = [f"+sweeps={name}", *normalize_overrides(overrides or [])]
     given = OverridesParser.create().parse_overrides(overrides)
-    # composed without the command line's own sweeps (a, b, c lists), which expand below
-    cfg = compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
+    return compose_hydra([o.input_line for o in given if not o.is_sweep_override()], True)
+
+
+def expand_sweep(name: str, overrides: list[str] | None = None, cfg=None) -> list[list[str]]:
+    """The overrides of every run in sweeps/NAME.yaml (with extra ``overrides``); ``cfg``:
+    its ``sweep_config``, when the caller has it already."""
+    cfg = sweep_config(name, overrides) if cfg is None else cfg
+    overrides = [f"+sweeps={name}", *normalize_overrides(overrides or [])]
     params = cfg.hydra.sweeper.params or {}
     swept = [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(overrides + swept)

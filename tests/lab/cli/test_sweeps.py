@@ -354,9 +354,11 @@ def test_the_plan_honours_the_launcher_s_parallelism(tmp_path, monkeypatch):
     from lab.config.composition import compose
 
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
-    assert planner.launcher_slots("data_size", []) == (1, "basic")
+    from lab.cli.sweeps import sweep_config
+
+    assert planner.launcher_slots(sweep_config("data_size", [])) == (1, "basic")
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    assert planner.launcher_slots("data_size", joblib) == (2, "joblib")
+    assert planner.launcher_slots(sweep_config("data_size", joblib)) == (2, "joblib")
     rows = [{"seconds": s} for s in (5.0, 3.0, 2.0, 2.0)]
     # in order, each to the first free worker: [5] and [3, 2, 2]
     assert planner.wall_seconds(rows, 2, gpu=True) == 7.0

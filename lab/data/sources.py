@@ -190,17 +190,16 @@ class TextSource:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
-        if self.text_field not in pf.schema_arrow.names:
+        self._require_column(pf.schema_arrow.names, path)
+        batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=[self.text_field])
+        yield from _numbered_rows(name, (batch.column(0).to_pylist() for batch in batches))
+
+    def _require_column(self, columns: list[str], path: Path) -> None:
+        if self.text_field not in columns:
             raise ValueError(
                 f"data.text_field: {self.text_field!r} is not a column of {path} "
-                f"(columns: {pf.schema_arrow.names})"
+                f"(columns: {columns})"
             )
-        row = 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[self.text_field]):
-            for text in batch.column(0).to_pylist():
-                row += 1
-                if isinstance(text, str) and text.strip():
-                    yield f"{name}#R{row}", text.encode("utf-8")
 
     def _dataset_folder(self, path: Path) -> Iterator[tuple[str, bytes]]:
         """A saved Dataset's rows, or a DatasetDict's, split by split (``train`` first);
@@ -218,17 +217,21 @@ class TextSource:
             yield from self._rows(loaded[split], split, path)
 
     def _rows(self, dataset, name: str, path: Path) -> Iterator[tuple[str, bytes]]:
-        if self.text_field not in dataset.column_names:
-            raise ValueError(
-                f"data.text_field: {self.text_field!r} is not a column of {path} "
-                f"(columns: {dataset.column_names})"
-            )
-        row = 0
-        for batch in dataset.select_columns([self.text_field]).iter(batch_size=BATCH_ROWS):
-            for text in batch[self.text_field]:
-                row += 1
-                if isinstance(text, str) and text.strip():
-                    yield f"{name}#R{row}", text.encode("utf-8")
+        """A ``datasets.Dataset``'s rows, its text in ``data.text_field``."""
+        self._require_column(dataset.column_names, path)
+        batches = dataset.select_columns([self.text_field]).iter(batch_size=BATCH_ROWS)
+        yield from _numbered_rows(name, (batch[self.text_field] for batch in batches))
+
+
+def _numbered_rows(name: str, batches) -> Iterator[tuple[str, bytes]]:
+    """(``name#R<row>``, UTF-8 bytes) for each non-blank text of batches of a column's
+    values, rows numbered from 1 over all batches (a Parquet file's, a dataset's)."""
+    row = 0
+    for texts in batches:
+        for text in texts:
+            row += 1
+            if isinstance(text, str) and text.strip():
+                yield f"{name}#R{row}", text.encode("utf-8")
 
 
 def _cut(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:

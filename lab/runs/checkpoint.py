@@ -78,12 +78,17 @@ def _one_process_is_fine():
         yield
 
 
+def is_sharded(module) -> bool:
+    """Whether ``module`` is an FSDP2 module (its parameters are DTensor shards)."""
+    return hasattr(module, "set_requires_gradient_sync") and hasattr(module, "reshard")
+
+
 def _resharded(model):
     """``model`` with every FSDP2 module's parameters back in their shards: after a forward
     without a backward (an evaluation) the root's stay gathered, and the state_dict API
     needs the shards."""
     for m in model.modules():
-        if hasattr(m, "reshard") and hasattr(m, "set_requires_gradient_sync"):
+        if is_sharded(m):
             m.reshard()
     return model
 

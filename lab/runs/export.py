@@ -39,12 +39,8 @@ def _save_tokenizer(tokenizer, model_cfg: ModelConfig, out: Path) -> None:
 
     if isinstance(tokenizer, ByteTokenizer):
         spec = byte_tokenizer_json(model_cfg.vocab_size)
-    elif hasattr(tokenizer, "tok"):  # a Hugging Face tokenizers model (data.tokenizer=bpe)
+    else:  # a tokenizers model (a run of ids alone: refuse_mismatched_tokenizer said no)
         spec = json.loads(tokenizer.tok.to_str())
-    else:
-        raise ValueError(
-            "this model was trained on pre-tokenized ids: there is no tokenizer to export"
-        )
     write_text_atomic(out / "tokenizer.json", json.dumps(spec))
     eos = "<|endoftext|>"
     write_text_atomic(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lab.runs.checkpoint import is_sharded
+
 
 @dataclass
 class Dist:
@@ -85,11 +87,6 @@ def wrap(
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def is_sharded(net: torch.nn.Module) -> bool:
-    """Whether ``net`` is an FSDP2 module (its parameters are DTensor shards)."""
-    return hasattr(net, "set_requires_gradient_sync")
 
 
 def gradient_sync(net: torch.nn.Module, sync: bool):

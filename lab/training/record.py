@@ -5,6 +5,7 @@ it ends ("ok", "failed" or "diverged"), and what the trackers are told of it."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -174,8 +175,6 @@ def header(record: dict, trainer) -> list[str]:
 
 def process_seconds() -> float | None:
     """Seconds since this process started (Linux's /proc), None where that is unknown."""
-    import os
-
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])

@@ -308,12 +308,19 @@ def what_fits(cfg: Config, gpus: int, capacity: float, bf16: bool) -> str:
         need = memory_per_device(cfg, gpus, bf16, **settings)
         if need is not None and need <= capacity:
             return f"fits with {text}"
+    # the fewest GPUs under FSDP, at the largest micro-batch that fits there (recomputing
+    # blocks only where no micro-batch fits without)
     for k in (2, 4, 8, 16, 32, 64, 128, 256, 512):
         if k <= gpus or t.batch_size % k:
             continue
-        settings = {"grad_accum": 1, "checkpointing": "block", "parallel": "fsdp"}
-        if (memory_per_device(cfg, k, bf16, **settings) or math.inf) <= capacity:
-            return f"needs train.parallel=fsdp on {k} GPUs (--gpus {k})"
+        accums = [a for a in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t.batch_size % (k * a) == 0]
+        for c in ("none", "block"):
+            for a in accums:
+                settings = {"grad_accum": a, "checkpointing": c, "parallel": "fsdp"}
+                if (memory_per_device(cfg, k, bf16, **settings) or math.inf) <= capacity:
+                    text = f"train.parallel=fsdp train.grad_accum={a}"
+                    text += " train.activation_checkpointing=block" if c == "block" else ""
+                    return f"needs {k} GPUs (--gpus {k}) with {text}"
     return "does not fit on this device at any setting the planner tries"
 
 
@@ -428,7 +435,7 @@ def format_plan(name: str, rows: list[dict]) -> str:
     where = "this machine" if gpu is None else f"{rows[0]['gpus']} × {gpu.name}"
     lines = [
         f"plan for sweep {name!r}: {len(rows)} runs",
-        f"{'N':>8} {'D':>8} {'D/N':>6} {'steps':>7} {'C':>8} {'mem/dev':>8} "
+        f"{'N':>8} {'N total':>8} {'D':>8} {'D/N':>6} {'steps':>7} {'C':>8} {'mem/dev':>8} "
         + (f"{'est. time':>10} {'GPU-h':>8}" if gpu else f"{'tok/s':>8} {'est. time':>10}")
         + "  run",
     ]
@@ -444,12 +451,12 @@ def format_plan(name: str, rows: list[dict]) -> str:
             speed = format_si(r["tokens_per_s"]) if r.get("tokens_per_s") else "-"
             last = f"{speed:>8} {t:>10}"
         lines.append(
-            f"{format_si(r['N']):>8} {format_si(r['D']):>8} {r['D_per_N']:>6.3g} "
+            f"{format_si(r['N']):>8} {format_si(r['N_total']):>8} {format_si(r['D']):>8} {r['D_per_N']:>6.3g} "
             f"{r['steps']:>7} {format_si(r['C']):>8} {mem:>8} {last}"
             + f"  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}"
         )
     conventions = (
-        "N non-embedding, C = 6ND + attention FLOPs (the analysis's default); memory per "
+        "N non-embedding (N total with the embeddings, as Chinchilla's D = 20 N counts it), C = 6ND + attention FLOPs (the analysis's default); memory per "
         f"device: lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a GPU, fp32 "
         "on the CPU)"
     )

@@ -269,7 +269,18 @@ def test_a_gpu_plan_from_a_cpu_machine_gives_memory_time_and_gpu_hours(tmp_path)
         "train.activation_checkpointing=none",
         cwd=tmp_path,
     )
-    assert "needs train.parallel=fsdp on" in r.stdout, r.stdout
+    row = next(line for line in r.stdout.splitlines() if "+gpu_runs=7b_x20" in line)
+    gpus, fix = row.split("(needs ")[1].rstrip(")").split(" GPUs (--gpus ")
+    fix = fix.split(") with ")[1].split()
+    assert "train.parallel=fsdp" in fix
+    # the fewest GPUs: its 107 GB of weights and AdamW state cannot fit one 80 GB A100, half
+    # of them with recomputed blocks fit two; and what it names fits there
+    assert gpus == "2" and "train.activation_checkpointing=block" in fix
+    r = lab(
+        "lab-sweep", "gpu_target", "--plan", "--device=a100", f"--gpus={gpus}", *fix, cwd=tmp_path
+    )
+    row = next(line for line in r.stdout.splitlines() if "+gpu_runs=7b_x20" in line)
+    assert "(" not in row, row
     r = lab("lab-sweep", "gpu_ladder", "--plan", "--device", "tpu", cwd=tmp_path)
     assert r.returncode == 2 and "--device must be one of" in r.stderr
 

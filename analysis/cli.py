@@ -526,13 +526,26 @@ def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
         raise ValueError(f"design needs a law of N and D; {args.law!r} is of {law.variables}")
     sizes = _sizes(args, ladder, df.attrs.get("conventions", {}))
     like_name, like = _like(args, ladder)  # a bad --like is one line before any fit
+    if args.max_tokens is not None and args.max_tokens < 0:
+        raise ValueError(f"--max-tokens must be positive (0: no bound), got {args.max_tokens:g}")
+    if args.max_tokens is None:
+        most = design.max_tokens(df)
+        bound = (
+            f"{design.EPOCHS} epochs of the runs' {most / design.EPOCHS:.3g} unique tokens"
+            if most
+            else "none: the runs record no corpus size (--max-tokens D sets one)"
+        )
+    else:
+        most = args.max_tokens or None
+        bound = "--max-tokens" if most else "none (--max-tokens 0)"
     fit = fit_runs(df, law, resamples=args.bootstrap, seed=args.seed)
     k = flops_per_param_token(df)
-    proposal = design.propose(fit, df, (n_t, d_t), args.budget, sizes, k)
+    proposal = design.propose(fit, df, (n_t, d_t), args.budget, sizes, k, most)
     if not proposal["runs"]:
         raise ValueError("no run within the budget shrinks the target's interval")
+    proposal["max_tokens"] = most
     proposed = pd.DataFrame(proposal["runs"])
-    uniform = design.uniform_grid(sizes, len(proposed), proposal["compute"], k)
+    uniform = design.uniform_grid(sizes, len(proposed), proposal["compute"], k, most)
     proposal["expected_sd_uniform"] = design.expected_sd(fit, df, (n_t, d_t), uniform)
     result = {
         "target": {"n_params": n_t, "tokens": d_t},
@@ -557,7 +570,8 @@ def cmd_design(args: argparse.Namespace, ladder: dict | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         f"design for the loss at N = {n_t:.3g}, D = {d_t:.3g} within C = {args.budget:.3g} "
-        f"FLOPs ({law.name}, {len(df)} runs so far):",
+        f"FLOPs ({law.name}, {len(df)} runs so far); at most "
+        + (f"{most:.3g} tokens a run ({bound}):" if most else f"any tokens a run ({bound}):"),
         f"  {'model':>8} {'N':>9} {'D':>9} {'D/N':>6} {'C':>9}",
     ]
     for r in proposal["runs"]:
@@ -905,6 +919,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes",
         help="the model sizes the new runs may have: the lab's model names or numbers, "
         "comma-separated (default: every model in conf/model)",
+    )
+    de.add_argument(
+        "--max-tokens",
+        type=float,
+        default=None,
+        metavar="D",
+        help="no new run takes more tokens than D (default: 4 epochs of the largest corpus "
+        "the runs record, their unique_tokens; 0: no bound)",
     )
     de.add_argument("--sweep", default="design", help="the sweep file to write: sweeps/NAME.yaml")
     de.add_argument(

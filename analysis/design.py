@@ -17,7 +17,11 @@ kept: never worse by the criterion than the uniform grid.
 
 Candidates are the given model sizes, each at token budgets from 2.5 to 640 tokens per
 parameter (up to the span of Gadre et al. 2024's over-training), and the uniform grid's runs;
-a candidate may be chosen twice (a second seed). ``simulate`` checks a
+a candidate may be chosen twice (a second seed). No run takes more tokens than
+``max_tokens``: the corpus's unique tokens × ``EPOCHS`` when the runs record them (repeated
+data is worth almost as much as fresh for up to about 4 epochs: Muennighoff et al. 2023,
+"Scaling Data-Constrained Language Models"; past that the law, which assumes fresh tokens,
+no longer describes the run). ``simulate`` checks a
 design: synthetic runs drawn from the fit (its law plus its scatter) at the proposed runs and
 at a uniform grid of the same compute, refitted, and the target's prediction interval
 compared.
@@ -34,6 +38,7 @@ from analysis.fitting import log_bootstrap, residuals
 
 TOKENS_PER_PARAM = np.geomspace(2.5, 640, 9)
 MAX_RUNS = 12
+EPOCHS = 4  # the most passes over the corpus a candidate run may make (module docstring)
 MARK = "# Written by lab-analyze design"  # the files a design may overwrite start so
 STEP = 1e-4  # relative step of the numerical gradients
 
@@ -85,33 +90,59 @@ def _variance(info: np.ndarray, g: np.ndarray) -> float:
     return float(np.mean(np.einsum("bi,bi->b", g, np.linalg.solve(info, g[..., None])[..., 0])))
 
 
-def candidates(sizes: dict[str, float], budget: float, k: float) -> pd.DataFrame:
-    """Every size at each tokens-per-parameter ratio whose run fits in ``budget``."""
+def max_tokens(df: pd.DataFrame) -> float | None:
+    """The most tokens a proposed run may take: ``EPOCHS`` passes over the largest corpus
+    the runs record (``unique_tokens``); None when they record none."""
+    if "unique_tokens" not in df:
+        return None
+    unique = pd.to_numeric(df["unique_tokens"], errors="coerce").max()
+    return float(EPOCHS * unique) if np.isfinite(unique) and unique > 0 else None
+
+
+def candidates(
+    sizes: dict[str, float], budget: float, k: float, most_tokens: float | None = None
+) -> pd.DataFrame:
+    """Every size at each tokens-per-parameter ratio whose run fits in ``budget`` (and
+    takes at most ``most_tokens``)."""
     rows = [
         {"label": name, "n_params": n, "tokens": float(round(r * n)), "compute": k * n * r * n}
         for name, n in sizes.items()
         for r in TOKENS_PER_PARAM
-        if k * n * r * n <= budget
+        if k * n * r * n <= budget and (most_tokens is None or r * n <= most_tokens)
     ]
     return pd.DataFrame(rows, columns=["label", "n_params", "tokens", "compute"])
 
 
 def propose(
-    fit, df: pd.DataFrame, target: tuple[float, float], budget: float, sizes: dict, k: float
+    fit,
+    df: pd.DataFrame,
+    target: tuple[float, float],
+    budget: float,
+    sizes: dict,
+    k: float,
+    most_tokens: float | None = None,
 ) -> dict:
     """The design (module docstring) for a fit with bootstrap refits: its runs, their
-    compute, and the target's expected log-prediction sd before and after."""
+    compute, and the target's expected log-prediction sd before and after. No run takes
+    more than ``most_tokens`` (None: no bound)."""
     law = fit.law
     sigma, draws = _sigma(fit, df), _draws(fit)
-    grid = candidates(sizes, budget, k)
+    grid = candidates(sizes, budget, k, most_tokens)
     if grid.empty:
         smallest = min(sizes.values())
+        least = TOKENS_PER_PARAM[0] * smallest
+        if most_tokens is not None and least > most_tokens:
+            raise ValueError(
+                f"no candidate run takes at most {most_tokens:.3g} tokens (the smallest size, "
+                f"N = {smallest:.3g}, at {TOKENS_PER_PARAM[0]:.1f} tokens per parameter takes "
+                f"{least:.3g}): raise --max-tokens or give smaller --sizes"
+            )
         raise ValueError(
             f"--budget {budget:.3g}: no candidate run fits in it (the smallest size, "
             f"N = {smallest:.3g}, at {TOKENS_PER_PARAM[0]:.0f} tokens per parameter costs "
-            f"{k * smallest * TOKENS_PER_PARAM[0] * smallest:.3g} FLOPs)"
+            f"{k * smallest * least:.3g} FLOPs)"
         )
-    uniform = uniform_grid(sizes, MAX_RUNS, budget, k)
+    uniform = uniform_grid(sizes, MAX_RUNS, budget, k, most_tokens)
     uniform = uniform[uniform["tokens"] >= TOKENS_PER_PARAM[0] * uniform["n_params"] * 0.999]
     cand = pd.concat([grid, uniform]).drop_duplicates(["n_params", "tokens"]).reset_index(drop=True)
     cost = cand["compute"].to_numpy()
@@ -184,24 +215,52 @@ def expected_sd(fit, df: pd.DataFrame, target, extra: pd.DataFrame | None = None
     return float(np.sqrt(_variance(info, g)))
 
 
-def uniform_grid(sizes: dict[str, float], count: int, compute: float, k: float) -> pd.DataFrame:
+def uniform_grid(
+    sizes: dict[str, float],
+    count: int,
+    compute: float,
+    k: float,
+    most_tokens: float | None = None,
+) -> pd.DataFrame:
     """``count`` runs at sizes spread evenly in log N over ``sizes`` (the nearest given
     size to each even point), all at one tokens-per-parameter ratio, the one that spends
     ``compute`` (a grid as a ladder is usually laid out: same D/N, sizes evenly apart); the
-    largest sizes are left out while that ratio would be below 2.5."""
+    largest sizes are left out while that ratio would be below 2.5. Runs the ratio would
+    take past ``most_tokens`` take that many, and the ratio rises so that the grid still
+    spends ``compute`` where it can."""
     names = sorted(sizes, key=sizes.get)
     while True:  # the largest sizes left out until every run gets 2.5 tokens per parameter
         logs = np.log([sizes[n] for n in names])
         even = np.linspace(logs[0], logs[-1], count)
         picks = [names[int(np.argmin(np.abs(logs - x)))] for x in even]
         n = np.array([sizes[m] for m in picks])
-        ratio = compute / (k * np.sum(n**2))
+        ratio = _ratio_spending(n, compute, k, most_tokens)
         if ratio >= TOKENS_PER_PARAM[0] or len(names) == 1:
             break
         names = names[:-1]
+    tokens = ratio * n if most_tokens is None else np.minimum(ratio * n, most_tokens)
     return pd.DataFrame(
-        {"label": picks, "n_params": n, "tokens": ratio * n, "compute": k * ratio * n**2}
+        {"label": picks, "n_params": n, "tokens": tokens, "compute": k * n * tokens}
     )
+
+
+def _ratio_spending(n: np.ndarray, compute: float, k: float, most_tokens: float | None) -> float:
+    """The tokens-per-parameter ratio r at which runs of sizes ``n`` with min(r·n,
+    ``most_tokens``) tokens spend ``compute`` (the largest useful r when they cannot)."""
+    ratio = compute / (k * np.sum(n**2))
+    if most_tokens is None or ratio * n.max() <= most_tokens:
+        return float(ratio)
+    lo, hi = ratio, most_tokens / n.min()  # past hi every run is at the bound
+
+    def spent(r):
+        return float(np.sum(k * n * np.minimum(r * n, most_tokens)))
+
+    if spent(hi) <= compute:
+        return float(hi)
+    for _ in range(100):  # bisection: spent() rises with r
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if spent(mid) < compute else (lo, mid)
+    return float(hi)
 
 
 def simulate(

@@ -54,6 +54,29 @@ def test_design_beats_a_uniform_grid_and_writes_a_sweep_the_lab_composes(tmp_pat
     assert (sweeps / "mine.yaml").read_text().endswith("context: 32\n")
 
 
+def test_no_proposed_run_takes_more_tokens_than_the_corpus_allows(tmp_path, capsys):
+    """By default at most 4 epochs of the corpus the runs record (4e7 unique tokens here),
+    or --max-tokens; the uniform grid it is compared with keeps the same bound and still
+    spends the design's compute."""
+    sweep = synthetic_sweep(tmp_path / "runs")
+    ladder = {"sizes": model_sizes, "sweeps_dir": lambda: tmp_path / "sweeps"}
+    argv = ["design", str(sweep), *TARGET, "--budget", "3e14", "--sizes", SIZES]
+    argv += ["--simulate", "0", "--bootstrap", "40", "--out", str(tmp_path / "o")]
+    for extra, most in (([], 1.6e8), (["--max-tokens", "5e6"], 5e6)):
+        assert analyze_main([*argv, *extra], ladder=ladder) == 0
+        result = json.loads((tmp_path / "o" / "design.json").read_text())
+        assert result["max_tokens"] == pytest.approx(most)
+        assert max(r["tokens"] for r in result["runs"]) <= most
+        grid = result["uniform_grid"]
+        assert max(r["tokens"] for r in grid) <= most * (1 + 1e-9)
+        assert sum(r["compute"] for r in grid) == pytest.approx(result["compute"], rel=1e-6)
+        assert f"at most {most:.3g} tokens a run" in capsys.readouterr().out
+    # unbounded, it asks for more than 5e6 tokens: the bound above binds
+    assert analyze_main([*argv, "--max-tokens", "0"], ladder=ladder) == 0
+    result = json.loads((tmp_path / "o" / "design.json").read_text())
+    assert result["max_tokens"] is None and max(r["tokens"] for r in result["runs"]) > 5e6
+
+
 @pytest.mark.slow  # 6 synthetic ladders x 3 designs, each refitted with bootstrap: ~40 s
 def test_in_simulation_the_design_shrinks_the_law_interval_more_than_a_uniform_grid(tmp_path):
     sweep = synthetic_sweep(tmp_path / "runs")
@@ -72,6 +95,8 @@ def test_in_simulation_the_design_shrinks_the_law_interval_more_than_a_uniform_g
         (["--budget", "1e3", "--sizes", SIZES], "no candidate run fits"),
         (["--budget", "3e14", "--sizes", "nano,huge"], "'huge': neither a number nor a model"),
         (["--budget", "-1"], "must be positive"),
+        (["--budget", "3e14", "--max-tokens", "1000"], "no candidate run takes at most 1e+03"),
+        (["--budget", "3e14", "--max-tokens", "-5"], "--max-tokens must be positive"),
     ],
 )
 def test_bad_design_inputs_are_one_line(tmp_path, capsys, extra, message):

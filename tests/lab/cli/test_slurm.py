@@ -131,12 +131,13 @@ def test_a_sweep_runs_through_submitit_slurm(tmp_path):
 @pytest.mark.parametrize("wsd", [False, True], ids=["plain", "wsd-in-a-branch"])
 def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
     args = [*TINY_RUN, "data.tokens=400000"]
-    if wsd:
-        args += ["optim.schedule=wsd", "optim.warmup_fraction=0.02", "data.branches=[200000]"]
+    if wsd:  # a branch cooling down over 150,000 tokens (~2 s): the requeue lands inside it
+        args += ["optim.schedule=wsd", "optim.warmup_fraction=0.02", "data.branches=[300000]"]
+        args.append("optim.cooldown_fraction=0.5")
     _uninterrupted(args, tmp_path)
     run = tmp_path / "run"
     job = _sbatch([*args, f"hydra.run.dir={run}"], tmp_path)
-    mark = run / ("branch_D=200000/metrics.jsonl" if wsd else "checkpoint.pt")
+    mark = run / ("branch_D=300000/metrics.jsonl" if wsd else "checkpoint.pt")
     _wait(lambda: mark.exists() and mark.stat().st_size > 0, 300, f"{mark.name} of job {job}")
     subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM, then pending again
     _wait(lambda: _state(job) == "PENDING", 120, f"job {job} to be requeued")
@@ -145,7 +146,7 @@ def test_a_requeued_run_ends_as_an_uninterrupted_one(tmp_path, wsd):
     _wait(lambda: _state(job) in ("COMPLETED", "GONE"), 600, f"job {job} to complete")
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert "SIGTERM at step" in log, log[-2000:]  # it checkpointed on the signal
-    for sub in [".", *(["branch_D=200000"] if wsd else [])]:
+    for sub in [".", *(["branch_D=300000"] if wsd else [])]:
         a = json.loads((tmp_path / "whole" / sub / "result.json").read_text())
         b = json.loads((run / sub / "result.json").read_text())
         assert (b["status"], b["val_loss"], b["train_loss"]) == (

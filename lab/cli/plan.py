@@ -278,6 +278,15 @@ def memory_per_device(cfg: Config, gpus: int, bf16: bool, **settings) -> float |
     return mem.planned
 
 
+def _overrides(settings: dict) -> str:
+    """The command-line overrides of a setting ``what_fits`` tries."""
+    text = "train.parallel=fsdp " if settings.get("parallel") == "fsdp" else ""
+    text += f"train.grad_accum={settings['grad_accum']}"
+    if settings.get("checkpointing") == "block":
+        text += " train.activation_checkpointing=block"
+    return text
+
+
 def what_fits(cfg: Config, gpus: int, capacity: float, bf16: bool) -> str:
     """The first setting, in order of what it costs, under which ``cfg`` fits ``capacity``
     bytes per device: more gradient accumulation (smaller micro-batches; the same
@@ -286,28 +295,18 @@ def what_fits(cfg: Config, gpus: int, capacity: float, bf16: bool) -> str:
     t = cfg.train
     accums = [a for a in (2, 4, 8, 16, 32, 64, 128, 256) if a > t.grad_accum]
     accums = [a for a in accums if t.batch_size % (gpus * a) == 0] or [t.grad_accum]
-    steps = [({"grad_accum": a}, f"train.grad_accum={a}") for a in accums]
-    steps += [
-        (
-            {"grad_accum": a, "checkpointing": "block"},
-            f"train.grad_accum={a} train.activation_checkpointing=block",
-        )
-        for a in [t.grad_accum, *accums]
-    ]
+    steps = [{"grad_accum": a} for a in accums]
+    steps += [{"grad_accum": a, "checkpointing": "block"} for a in [t.grad_accum, *accums]]
     if gpus > 1:
         steps += [
-            (
-                {"grad_accum": a, "checkpointing": c, "parallel": "fsdp"},
-                f"train.parallel=fsdp train.grad_accum={a}"
-                + (" train.activation_checkpointing=block" if c == "block" else ""),
-            )
+            {"grad_accum": a, "checkpointing": c, "parallel": "fsdp"}
             for c in ("none", "block")
             for a in [t.grad_accum, *accums]
         ]
-    for settings, text in steps:
+    for settings in steps:
         need = memory_per_device(cfg, gpus, bf16, **settings)
         if need is not None and need <= capacity:
-            return f"fits with {text}"
+            return f"fits with {_overrides(settings)}"
     # the fewest GPUs under FSDP, at the largest micro-batch that fits there (recomputing
     # blocks only where no micro-batch fits without)
     for k in (2, 4, 8, 16, 32, 64, 128, 256, 512):
@@ -318,9 +317,7 @@ def what_fits(cfg: Config, gpus: int, capacity: float, bf16: bool) -> str:
             for a in accums:
                 settings = {"grad_accum": a, "checkpointing": c, "parallel": "fsdp"}
                 if (memory_per_device(cfg, k, bf16, **settings) or math.inf) <= capacity:
-                    text = f"train.parallel=fsdp train.grad_accum={a}"
-                    text += " train.activation_checkpointing=block" if c == "block" else ""
-                    return f"needs {k} GPUs (--gpus {k}) with {text}"
+                    return f"needs {k} GPUs (--gpus {k}) with {_overrides(settings)}"
     return "does not fit on this device at any setting the planner tries"
 
 
@@ -451,13 +448,14 @@ def format_plan(name: str, rows: list[dict]) -> str:
             speed = format_si(r["tokens_per_s"]) if r.get("tokens_per_s") else "-"
             last = f"{speed:>8} {t:>10}"
         lines.append(
-            f"{format_si(r['N']):>8} {format_si(r['N_total']):>8} {format_si(r['D']):>8} {r['D_per_N']:>6.3g} "
-            f"{r['steps']:>7} {format_si(r['C']):>8} {mem:>8} {last}"
+            f"{format_si(r['N']):>8} {format_si(r['N_total']):>8} {format_si(r['D']):>8} "
+            f"{r['D_per_N']:>6.3g} {r['steps']:>7} {format_si(r['C']):>8} {mem:>8} {last}"
             + f"  {r['run']}{'  (' + r['note'] + ')' if r['note'] else ''}"
         )
     conventions = (
-        "N non-embedding (N total with the embeddings, as Chinchilla's D = 20 N counts it), C = 6ND + attention FLOPs (the analysis's default); memory per "
-        f"device: lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a GPU, fp32 "
+        "N non-embedding (N total with the embeddings, as Chinchilla's D = 20 N counts it), "
+        "C = 6ND + attention FLOPs (the analysis's default); memory per device: "
+        f"lab.config.memory's estimate × {HEADROOM} (bf16 autocast on a GPU, fp32 "
         "on the CPU)"
     )
     slots, launcher = (rows[0]["slots"], rows[0]["launcher"]) if rows else (1, "basic")

@@ -214,7 +214,8 @@ def rolling_backtest(df: pd.DataFrame, column: str, level: float, resamples: int
 
     if "n_params" not in df:
         return None
-    cuts = backtest_cuts(df, SimpleNamespace(variables=("n_params",), n_params=N_PARAMS + 1))
+    law = SimpleNamespace(variables=("n_params",), n_params=N_PARAMS + 1, min_sizes=2)
+    cuts = backtest_cuts(df, law)
     if not cuts:
         return None
     folds, e, sigma, boot_var, d = [], [], [], [], []

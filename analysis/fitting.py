@@ -104,13 +104,14 @@ def fit_law(
     law: str | Law = "chinchilla",
     delta: float = HUBER_DELTA,
     starts: np.ndarray | None = None,
-    screen: bool = True,
+    screen: bool | None = None,
     fixed: dict[str, float] | None = None,
 ) -> Fit:
     """Fit ``law`` to the runs in ``df`` (columns named by the law's variables and
     ``loss``) from its grid of starts (or ``starts``), keeping the best. With ``screen``,
     every start takes a few L-BFGS steps and only the most promising are run to
-    convergence (see ``SCREEN_ITERATIONS``).
+    convergence (see ``SCREEN_ITERATIONS``); by default (None) only where starts × runs
+    exceed ``SCREEN_ABOVE``.
 
     ``fixed``: parameters held at these values while the others are fitted (e.g.
     Muennighoff et al.'s two-stage fit of R_D*, R_N* on a base law held fixed).
@@ -132,7 +133,9 @@ def fit_law(
         fg = objective(law, log_x, log_loss, weights, delta)
         return lbfgs_batched(fg, x0, max_iter=max_iter)
 
-    screened = screen and n_starts > POLISH_STARTS and n_starts * log_loss.size > SCREEN_ABOVE
+    if screen is None:
+        screen = n_starts * log_loss.size > SCREEN_ABOVE
+    screened = screen and n_starts > POLISH_STARTS
     if screened:
         res = run(starts, SCREEN_ITERATIONS)
         order = np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:POLISH_STARTS]
@@ -150,7 +153,7 @@ def fit_law(
             "starts": int(n_starts),
             "delta": delta,
             **({"polished": res.x} if screened else {}),
-            # the best converged solutions, for warm refits of subsets (rolling backtest)
+            # the best converged solutions: the next backtest fold starts from them (fold_fit)
             "best": res.x[np.argsort(np.where(np.isfinite(res.fun), res.fun, np.inf))[:16]],
         },
     )

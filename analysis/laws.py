@@ -68,6 +68,10 @@ class Law:
     # θ's entries by name, in order, and which of them θ holds as logs
     theta_names: tuple[str, ...] = ()
     logged: frozenset = frozenset()
+    # distinct values of the first variable (model sizes) that determine the law's
+    # dependence on it: E + A/N^alpha takes three; a rolling-backtest fold fitted on fewer
+    # extrapolates by how its optimizer settled, not by the law
+    min_sizes = 3
 
     def theta_of(self, params: dict[str, float]) -> np.ndarray:
         """θ for the given parameter values (the inverse of ``params``)."""
@@ -339,6 +343,7 @@ class TiedPowerLaw(Law):
     param_names: tuple[str, ...] = ("E", "A", "B", "alpha")
     theta_names: tuple[str, ...] = ("E", "A", "B", "alpha")
     logged: frozenset = frozenset({"E", "A", "B"})
+    min_sizes = 2  # alpha is set by the runs' D as well; E and A then by two sizes
 
     def log_pred(self, theta, log_x):
         e, a, b, alpha = (theta[:, i, None] for i in range(4))
@@ -560,6 +565,10 @@ class Fixed(Law):
     @property
     def optional(self):
         return self.base.optional
+
+    @property
+    def min_sizes(self):
+        return self.base.min_sizes
 
     @property
     def fit_space(self):

@@ -119,9 +119,10 @@ def analyze(
         "source": df.attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    fold_fits = []  # the rolling backtest's fold fits; its last is the backtest's
     try:
         result["rolling_backtest"] = rolling_backtest(
-            df, fit.law, resamples=min(resamples, 100), level=level, warm=fit
+            df, fit.law, resamples=min(resamples, 100), level=level, fits=fold_fits
         )
     except ValueError as e:
         result["rolling_backtest"] = None
@@ -154,7 +155,7 @@ def analyze(
             else f"the runs' loss curves read at {points['budget'].nunique()} budgets"
         )
     try:
-        result["backtest"] = backtest(df, fit.law, warm=fit)
+        result["backtest"] = backtest(df, fit.law, fit=fold_fits[-1] if fold_fits else None)
     except ValueError as e:
         result["backtest"] = None
         notes.append(f"backtest not possible: {e}")

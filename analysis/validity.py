@@ -9,26 +9,36 @@ import pandas as pd
 from analysis.fitting import fit_law, prediction_interval, residuals
 from analysis.laws import Law
 
-WARM_STARTS = 8  # refits of a subset start from the full fit and its best few starts
+WARM_STARTS = 8  # a fold's fit starts from the previous fold's best few solutions
 
 
-def backtest(df: pd.DataFrame, law: Law, warm=None) -> dict:
+def fold_fit(train: pd.DataFrame, law: Law, previous=None):
+    """A backtest fold's fit from what that fold knows: the law's whole grid of starts for
+    the first (smallest) fold, then the best solutions of the previous fold, whose runs are
+    a subset of this one's. Never the fit of all the runs: where a fold's data leave the
+    law poorly determined, a refit started at that optimum stays near it, so the held-out
+    runs would shape the fit that predicts them and the backtest would look better than
+    the law extrapolates. Raises ValueError when too few runs remain."""
+    if previous is None:  # screened: a fold's grid fit costs about what the full fit does
+        return fit_law(train, law, screen=True)
+    return fit_law(train, law, starts=previous.extra["best"][:WARM_STARTS])
+
+
+def backtest(df: pd.DataFrame, law: Law, fit=None) -> dict:
     """Fit on all runs but the largest and predict the held-out ones.
 
     "Largest" is the largest value of the law's first variable (N for the L(N, D) laws):
-    every run at the largest model size is held out. ``warm``, a fit of all the runs,
-    starts the refit from that fit's converged starts (its optimum among them) instead of
-    the whole grid. Returns the per-run relative errors (predicted / observed − 1) and
-    their mean absolute value. Raises ValueError when too few runs remain to fit."""
+    every run at the largest model size is held out. ``fit``: the law already fitted to
+    exactly those runs (the rolling backtest's last fold), reused; else they are fitted
+    here from the law's grid. Returns the per-run relative errors (predicted / observed −
+    1) and their mean absolute value. Raises ValueError when too few runs remain to fit."""
     var = law.variables[0]
     held = df[var] == df[var].max()
     train, test = df[~held], df[held]
     if df[var].nunique() < 2:
         raise ValueError(f"backtest needs at least 2 distinct values of {var}")
-    starts = None
-    if warm is not None and "polished" in warm.extra:
-        starts = np.vstack([warm.theta[None, :], warm.extra["polished"][:WARM_STARTS]])
-    fit = fit_law(train, law, starts=starts)  # raises ValueError when too few runs remain
+    if fit is None or fit.n_points != len(train):
+        fit = fold_fit(train, law)  # raises ValueError when too few runs remain
     pred = fit.predict(**{v: test[v].to_numpy() for v in law.variables})
     rel = pred / test["loss"].to_numpy() - 1.0
     return {
@@ -66,14 +76,18 @@ def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
 MAX_FOLDS = 6  # rolling-backtest folds, spread over the ladder
 
 
-def backtest_cuts(df: pd.DataFrame, law: Law, max_folds: int = MAX_FOLDS) -> list[float]:
+def backtest_cuts(
+    df: pd.DataFrame, law: Law, max_folds: int = MAX_FOLDS, min_sizes: int | None = None
+) -> list[float]:
     """Where the rolling backtest cuts the ladder: sizes (of the law's first variable) with
-    at least one smaller size below them and enough runs up to them to fit the law (its
-    parameters + 1); at most ``max_folds``, spread evenly, the last always among them."""
+    at least ``min_sizes`` sizes up to them (default: the law's ``min_sizes``, those that
+    determine it) and enough runs up to them to fit the law (its parameters + 1), a larger
+    size above; at most ``max_folds``, spread evenly, the last always among them."""
     var = law.variables[0]
+    first = (law.min_sizes if min_sizes is None else min_sizes) - 1
     sizes = np.sort(df[var].unique())
     counts = np.array([(df[var] <= s).sum() for s in sizes])
-    cuts = [i for i in range(1, len(sizes) - 1) if counts[i] >= law.n_params + 1]
+    cuts = [i for i in range(max(first, 1), len(sizes) - 1) if counts[i] >= law.n_params + 1]
     if len(cuts) > max_folds:
         pick = np.unique(np.round(np.linspace(0, len(cuts) - 1, max_folds)).astype(int))
         cuts = [cuts[j] for j in pick]
@@ -81,7 +95,7 @@ def backtest_cuts(df: pd.DataFrame, law: Law, max_folds: int = MAX_FOLDS) -> lis
 
 
 def rolling_backtest(
-    df: pd.DataFrame, law: Law, resamples: int = 100, level: float = 0.95, warm=None
+    df: pd.DataFrame, law: Law, resamples: int = 100, level: float = 0.95, fits=None
 ) -> dict:
     """Fit on the runs up to each cut (``backtest_cuts``) and predict every larger run.
 
@@ -92,8 +106,10 @@ def rolling_backtest(
     (``predictions``: error, interval, inside or not), their coverage and median width
     (``coverage``, ``median_width``, ``checked``), the same for the uncalibrated bootstrap
     interval, the calibration of the whole ladder (``calibration``: κ, the scores, q) and
-    how far the backtests reached (``reach``, × the fitted size). Raises ValueError when no
-    cut leaves enough runs to fit."""
+    how far the backtests reached (``reach``, × the fitted size). Each fold is fitted from
+    what it knows (``fold_fit``); ``fits``, a list, receives each fold's fit (the last is
+    that of every run below the largest size, which ``backtest`` reuses). Raises
+    ValueError when no cut leaves enough runs to fit."""
     from analysis.bootstrap import bootstrap_fit
     from analysis.calibration import (
         DISTANCE_VARIABLES,
@@ -110,13 +126,12 @@ def rolling_backtest(
     if not cuts:
         raise ValueError(f"too few runs below the largest {var} for a rolling backtest")
     axes = [v for v in DISTANCE_VARIABLES if v in df]
-    rows = []
+    rows, fit = [], None
     for i, cut in enumerate(cuts):
         train, test = df[df[var] <= cut], df[df[var] > cut]
-        starts = None
-        if warm is not None and "best" in warm.extra:
-            starts = np.vstack([warm.theta[None, :], warm.extra["best"][:WARM_STARTS]])
-        fit = fit_law(train, law, starts=starts)
+        fit = fold_fit(train, law, previous=fit)
+        if fits is not None:
+            fits.append(fit)
         # quick refits (warm, at most 200 iterations): the interval is mostly the runs' scatter
         samples = bootstrap_fit(train, fit, resamples, seed=i, max_iter=200) if resamples else []
         points = {v: test[v].to_numpy() for v in law.variables}

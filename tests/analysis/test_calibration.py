@@ -10,7 +10,6 @@ import pytest
 
 from analysis.calibration import Calibration, conformal_quantile, distance, fit_kappa
 from analysis.choice import choose
-from analysis.fitting import fit_law
 from analysis.laws import LAWS
 from analysis.validity import rolling_backtest
 
@@ -58,14 +57,15 @@ def ladder(bend: float, seed: int = 1) -> pd.DataFrame:
 def test_calibrated_intervals_hold_out_of_sample_where_the_bootstrap_does_not(bend):
     df = ladder(bend)
     law = LAWS["chinchilla"]
-    rb = rolling_backtest(df, law, resamples=100, warm=fit_law(df, law))
-    assert rb["checked"] == 30 and rb["folds"] == 6
+    rb = rolling_backtest(df, law, resamples=100)
+    # every fold holds 3 sizes or more (E + A/N^alpha takes three): 5 of the 8 sizes cut
+    assert rb["checked"] == 25 and rb["folds"] == 5
     assert rb["coverage"] >= 0.85
     if bend == 0:  # the law holds: narrower than the bootstrap's
         assert rb["median_width"] < rb["bootstrap_median_width"]
         assert rb["calibration"]["kappa"] < 1e-3
     else:  # the law bends: the bootstrap misses, the calibration widens with distance
-        assert rb["bootstrap_coverage"] < 0.8
+        assert rb["bootstrap_coverage"] < min(0.85, rb["coverage"] - 0.1)
         assert rb["calibration"]["kappa"] > 5e-3
         assert rb["median_width"] > rb["bootstrap_median_width"]
 

@@ -45,12 +45,15 @@ def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
         assert a["low"] == pytest.approx(b["low"], rel=1e-9)
     far, inside = direct["predictions"]
     assert direct["choice"]["candidates"] and direct["choice"] == again["choice"]
-    # the runs as given: the true loss 60x out inside the calibrated interval
+    # the runs as given: the true loss 60x out within 2%, the interval there wider than at
+    # the runs (one draw of the runs says little about coverage: test_calibration checks it)
     plain = ["predict", str(runs), "--law", "chinchilla", "--bootstrap", "200", "--choose", "none"]
     assert analyze_main([*plain, *at, "--out", str(tmp_path / "p")]) == 0
-    far_plain = json.loads((tmp_path / "p" / "predict.json").read_text())["predictions"][0]
+    far_plain, near_plain = json.loads((tmp_path / "p" / "predict.json").read_text())["predictions"]
     truth = LAWS["chinchilla"].predict(TRUE, n_params=6e9, tokens=6e11)
-    assert far_plain["low"] < truth < far_plain["high"]
+    assert far_plain["predicted"] == pytest.approx(truth, rel=0.02)
+    width = [(p["high"] - p["low"]) / p["predicted"] for p in (far_plain, near_plain)]
+    assert width[0] > width[1]
     assert far["x_largest_n_params"] == pytest.approx(60.0)
     assert direct["interval"] == "calibrated" and direct["calibration"]["calibrated"]
     assert far["beyond_backtests"] and not inside["beyond_backtests"]

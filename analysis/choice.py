@@ -6,14 +6,14 @@ when the target is much larger) and, for L(N, D), free or tied exponents (Gadre 
 2024 tie them). Every candidate is fitted at the same backtest cuts and scored on the same
 held-out runs (those every candidate keeps): the mean absolute log error of predicting
 every run above each cut. A candidate takes part only where it can be fitted at two cuts
-or more: one fold's predictions share one fit, so their errors move together, and a single
-fold cannot tell a better setting from a lucky one. The given setting stays unless a
-candidate's score is lower by more than ``MARGIN`` of it and by more than one standard
-error of the paired difference (the same runs predicted both ways), that error taken over
-the folds' mean differences, the fold being the unit whose errors are independent
-(cluster-robust, Cameron & Miller 2015, "A Practitioner's Guide to Cluster-Robust
-Inference"); with two folds this asks that the candidate do better in both. Every
-candidate's score is reported.
+or more, each holding the sizes that determine its law (``Law.min_sizes``: three for
+E + A/N^α, two with the exponent tied): one fold's predictions share one fit, so their
+errors move together, and a single fold cannot tell a better setting from a lucky one.
+When the given setting cannot be checked so (free exponents on a four-size ladder), the
+first candidate that can takes its place: the ladder has tested it and not the other. That
+setting stays unless a candidate's score is lower by more than ``MARGIN`` of it and by
+more than one standard error of the paired difference (the same runs predicted both
+ways), so noise does not choose; every candidate's score is reported.
 """
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ def choose(df: pd.DataFrame, law: str, laws: tuple[str, ...] | None = None) -> d
     cuts = backtest_cuts(df, base, min_sizes=2)  # where a tied candidate can be scored
     fits = [[_fits_at(df, cut, var, law_, mask) for cut in cuts] for law_, _, mask in cands]
     dropped = [f"{c[0].name}, {c[1]}" for c, ok in zip(cands, fits) if sum(ok) < MIN_FOLDS]
-    keep = [i for i, ok in enumerate(fits) if i == 0 or sum(ok) >= MIN_FOLDS]
+    keep = [i for i, ok in enumerate(fits) if sum(ok) >= MIN_FOLDS]
+    if not keep:
+        raise ValueError(
+            f"no candidate can be fitted at {MIN_FOLDS} backtest cuts, each with the sizes "
+            "that determine its law"
+        )
     cands, fits = [cands[i] for i in keep], [fits[i] for i in keep]
     folds = [cut for j, cut in enumerate(cuts) if all(ok[j] for ok in fits)]
     common = np.logical_and.reduce([m for _, _, m in cands])
@@ -117,9 +122,9 @@ def choose(df: pd.DataFrame, law: str, laws: tuple[str, ...] | None = None) -> d
 
 def _fits_at(df: pd.DataFrame, cut: float, var: str, law, mask: np.ndarray) -> bool:
     """Whether a candidate's runs up to ``cut`` can fit its law: more runs than parameters,
-    at two sizes or more."""
+    at the sizes that determine it (``Law.min_sizes``)."""
     below = (df[var] <= cut).to_numpy() & mask
-    return below.sum() >= law.n_params + 1 and df.loc[below, var].nunique() >= 2
+    return below.sum() >= law.n_params + 1 and df.loc[below, var].nunique() >= law.min_sizes
 
 
 def describe(choice: dict) -> str:

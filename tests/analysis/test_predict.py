@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
 
 
 def test_predict_from_runs_and_from_the_saved_fit_agree(runs, tmp_path, capsys):
-    at = ["--at", "6e9", "6e11", "1e8", "1e10"]  # 60x the largest N (the backtests reach 40x)
+    at = ["--at", "6e9", "6e11", "1e8", "1e10"]  # 60x the largest N (the backtests reach 15.8x)
     common = ["--law", "chinchilla", "--bootstrap", "200", "--choose", "backtest"]
     assert analyze_main(["predict", str(runs), *common, *at, "--out", str(tmp_path / "a")]) == 0
     direct = json.loads((tmp_path / "a" / "predict.json").read_text())

@@ -8,7 +8,7 @@ Scaling Law Estimation", measure how these errors behave). Here every backtest p
 
     s = sqrt(σ² + v_boot + (κ·d)²)
 
-(σ: the fitted runs' scatter about the law; v_boot: the bootstrap refits' variance of the
+(σ: the fitted runs' scatter about the law near the point's D/N, ``local_sigma``; v_boot: the bootstrap refits' variance of the
 log prediction; d: how far the point lies beyond the fitted runs, in log N and log D), with
 κ, the extrapolation error per unit of log distance, fitted by Gaussian maximum likelihood
 on those errors. The interval is log prediction ± q·s, with q the split-conformal quantile of
@@ -119,6 +119,43 @@ def residual_sigma(resid, n_params: int) -> float:
     return float(np.sqrt(np.sum((r - np.median(r)) ** 2) / max(1, r.size - n_params)))
 
 
+def log_ratio(points) -> np.ndarray | None:
+    """log(D/N) at each point (a table or a dict of arrays), or None where N or D is not
+    among them."""
+    if "n_params" not in points or "tokens" not in points:
+        return None
+    n = np.atleast_1d(np.asarray(points["n_params"], dtype=float))
+    return np.log(np.atleast_1d(np.asarray(points["tokens"], dtype=float)) / n)
+
+
+def local_sigma(resid, n_params: int, where=None, at=None) -> np.ndarray | float:
+    """The runs' scatter about the law near each point along log(D/N).
+
+    How well a law of N and D fits its runs depends on how long they were trained: the
+    least-trained runs (a few tokens per parameter) sit far from its asymptotic form, the
+    rest close to it (Gadre et al. 2024's ladders: residuals of 4-15% at D/N = 5, about 1%
+    from D/N = 10 on). One scatter for all would widen every target's interval by the worst
+    runs' misfit. So σ at a point is the kernel-weighted RMS of the centred log residuals,
+    weighted by a Gaussian in log(D/N) with Silverman's rule-of-thumb bandwidth, corrected
+    for the parameters fitted as ``residual_sigma`` is: the spread function of locally
+    weighted split-conformal inference (Lei et al. 2018, section 5.2), under which the
+    conformal interval keeps its coverage whatever the spread function. Without ``where``
+    and ``at`` (each run's and each point's log D/N), or where the runs share one D/N, the
+    one scatter of ``residual_sigma``."""
+    r = np.asarray(resid, dtype=float)
+    if where is None or at is None or r.size < 2:
+        return residual_sigma(r, n_params)
+    x, at = np.asarray(where, dtype=float), np.atleast_1d(np.asarray(at, dtype=float))
+    spread = min(np.std(x, ddof=1), (np.percentile(x, 75) - np.percentile(x, 25)) / 1.349)
+    if not spread > 1e-6:  # one D/N: nothing to vary along
+        return np.full(at.size, residual_sigma(r, n_params))
+    h = 0.9 * spread * r.size ** (-0.2)  # Silverman (1986), eq. 3.31
+    w = np.exp(-0.5 * ((at[:, None] - x[None, :]) / h) ** 2)
+    sq = (r - np.median(r)) ** 2
+    dof = r.size / max(1, r.size - n_params)
+    return np.sqrt((w @ sq) / w.sum(axis=1) * dof)
+
+
 def boot_variance(law, samples: list[dict], points: dict) -> np.ndarray:
     """The bootstrap refits' variance of the log prediction at each point (0 without refits)."""
     if not samples:
@@ -130,14 +167,22 @@ def boot_variance(law, samples: list[dict], points: dict) -> np.ndarray:
 
 
 def calibrated_interval(
-    law, params: dict, samples: list[dict], resid, points: dict, largest: dict, cal, level
+    law,
+    params: dict,
+    samples: list[dict],
+    resid,
+    points: dict,
+    largest: dict,
+    cal,
+    level,
+    resid_ratio=None,
 ) -> dict:
     """The calibrated interval at ``points`` for a fit with these pieces (its parameters,
-    bootstrap refits, log residuals and largest fitted values). Returns predicted, low,
-    high and distance (arrays)."""
+    bootstrap refits, log residuals, their runs' log D/N and the largest fitted values).
+    Returns predicted, low, high and distance (arrays)."""
     points = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in points.items()}
     log_pred = np.log(np.asarray(law.predict(params, **points), dtype=float))
-    sigma = residual_sigma(resid, law.n_params)
+    sigma = local_sigma(resid, law.n_params, resid_ratio, log_ratio(points))
     d = distance(points, largest)
     low, high = cal.interval(log_pred, sigma, boot_variance(law, samples, points), d, level)
     return {"predicted": np.exp(log_pred), "low": low, "high": high, "distance": d}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.laws import resolve_law
-from analysis.validity import backtest_cuts, fold_fit
+from analysis.validity import backtest_cuts, distinct_sizes, fold_fit
 
 LEAST_TRAINED = 10.0  # tokens per parameter below which a run counts as least-trained
 MARGIN = 0.05  # a candidate replaces the given setting only when it scores 5% lower ...
@@ -40,13 +40,15 @@ def run_sets(df: pd.DataFrame, law) -> list[tuple[str, np.ndarray]]:
     if {"n_params", "tokens"} <= set(df):
         trained = (df["tokens"] / df["n_params"] >= LEAST_TRAINED).to_numpy()
         sets.append((f"without the least-trained (D/N < {LEAST_TRAINED:g})", trained))
-    sizes = np.sort(df[var].unique())
-    if len(sizes) >= 4:
-        sets.append(("without the smallest size", (df[var] > sizes[0]).to_numpy()))
+    tops = distinct_sizes(df[var])
+    if len(tops) >= 4:
+        sets.append(("without the smallest size", (df[var] > tops[0]).to_numpy()))
     return sets[:1] + [
         (name, mask)
         for name, mask in sets[1:]
-        if not mask.all() and df.loc[mask, var].nunique() >= 3 and mask.sum() >= 2 * law.n_params
+        if not mask.all()
+        and distinct_sizes(df.loc[mask, var]).size >= 3
+        and mask.sum() >= 2 * law.n_params
     ]
 
 
@@ -124,7 +126,9 @@ def _fits_at(df: pd.DataFrame, cut: float, var: str, law, mask: np.ndarray) -> b
     """Whether a candidate's runs up to ``cut`` can fit its law: more runs than parameters,
     at the sizes that determine it (``Law.min_sizes``)."""
     below = (df[var] <= cut).to_numpy() & mask
-    return below.sum() >= law.n_params + 1 and df.loc[below, var].nunique() >= law.min_sizes
+    return (
+        below.sum() >= law.n_params + 1 and distinct_sizes(df.loc[below, var]).size >= law.min_sizes
+    )
 
 
 def describe(choice: dict) -> str:

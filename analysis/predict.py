@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.approaches import chinchilla_optimum
-from analysis.calibration import Calibration, calibrated_interval, largest
+from analysis.calibration import Calibration, calibrated_interval, largest, log_ratio
 from analysis.fitting import residuals, simulate_interval
 from analysis.laws import LAWS, Fixed, Law
 from analysis.study import Study
 
-SAVED_VERSION = 2
+SAVED_VERSION = 3
 
 
 def saved(study: Study) -> dict:
@@ -40,6 +40,7 @@ def saved(study: Study) -> dict:
         "fixed": fixed,
         "samples": fit.samples,
         "residuals": residuals(df, fit).tolist(),
+        "residual_log_ratio": None if (lr := log_ratio(df)) is None else lr.tolist(),
         "flops_per_param_token": study.result["flops_per_param_token"],
         "largest": largest(df),
         "backtest_reach": reach,
@@ -122,7 +123,9 @@ def predict(saved_fit: dict, target: pd.DataFrame, level: float = 0.95, seed: in
     pieces = (law, saved_fit["params"], saved_fit["samples"], saved_fit["residuals"], points)
     if saved_fit.get("calibration"):
         cal = Calibration.from_json(saved_fit["calibration"])
-        pi = calibrated_interval(*pieces, top, cal, level)
+        pi = calibrated_interval(
+            *pieces, top, cal, level, resid_ratio=saved_fit.get("residual_log_ratio")
+        )
     else:
         pi = simulate_interval(*pieces, level, seed)
     reach, var = saved_fit.get("backtest_reach"), saved_fit.get("backtest_variable")

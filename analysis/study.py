@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis import approaches
 from analysis.bootstrap import bootstrap_fit, interval, summarize
-from analysis.calibration import Calibration, calibrated_interval, largest
+from analysis.calibration import Calibration, calibrated_interval, largest, log_ratio
 from analysis.fitting import Fit, choose_law, fit_law, prediction_interval, residuals
 from analysis.isoflop import every_method
 from analysis.laws import Fixed
@@ -184,8 +184,9 @@ def interval_at(fit: Fit, df: pd.DataFrame, result: dict, points: dict) -> dict:
     rb = result.get("rolling_backtest")
     if rb:
         cal = Calibration.from_json(rb["calibration"])
+        resid, ratio = residuals(df, fit), log_ratio(df)
         return calibrated_interval(
-            fit.law, fit.params, fit.samples, residuals(df, fit), points, largest(df), cal, level
+            fit.law, fit.params, fit.samples, resid, points, largest(df), cal, level, ratio
         )
     return prediction_interval(fit, fit.samples, df, points, level)
 

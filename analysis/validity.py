@@ -10,6 +10,28 @@ from analysis.fitting import fit_law, prediction_interval, residuals
 from analysis.laws import Law
 
 WARM_STARTS = 8  # a fold's fit starts from the previous fold's best few solutions
+# Sizes within this relative distance of their neighbour are one size: tables that store N
+# as a float computed per run (Epoch AI's extraction of the Chinchilla runs) give the same
+# model as 73.8200M and 73.8203M, and a cut between the two would "predict" a model it fitted.
+SIZE_TOLERANCE = 1e-3
+
+
+def sizes(values) -> np.ndarray:
+    """Each value's size: the largest value of its group, values chained within
+    ``SIZE_TOLERANCE`` (relative) of their neighbour forming one group."""
+    x = np.asarray(values, dtype=float)
+    u = np.unique(x)
+    if u.size == 0:
+        return x
+    starts = np.r_[True, u[1:] > u[:-1] * (1 + SIZE_TOLERANCE)]
+    group = np.cumsum(starts) - 1
+    tops = u[np.r_[np.flatnonzero(starts)[1:] - 1, u.size - 1]]
+    return tops[group[np.searchsorted(u, x)]]
+
+
+def distinct_sizes(values) -> np.ndarray:
+    """The sorted distinct sizes among ``values`` (``sizes``)."""
+    return np.unique(sizes(values))
 
 
 def fold_fit(train: pd.DataFrame, law: Law, previous=None):
@@ -33,9 +55,10 @@ def backtest(df: pd.DataFrame, law: Law, fit=None) -> dict:
     here from the law's grid. Returns the per-run relative errors (predicted / observed −
     1) and their mean absolute value. Raises ValueError when too few runs remain to fit."""
     var = law.variables[0]
-    held = df[var] == df[var].max()
+    size = sizes(df[var])
+    held = size == size.max()
     train, test = df[~held], df[held]
-    if df[var].nunique() < 2:
+    if distinct_sizes(df[var]).size < 2:
         raise ValueError(f"backtest needs at least 2 distinct values of {var}")
     if fit is None or fit.n_points != len(train):
         fit = fold_fit(train, law)  # raises ValueError when too few runs remain
@@ -64,12 +87,13 @@ def design_warnings(df: pd.DataFrame, law: Law) -> list[str]:
                 "told apart, so the law's N and D terms are not identified; vary D at fixed N"
             )
         for var in ("n_params", "tokens"):
-            if df[var].nunique() < 3:
+            count = distinct_sizes(df[var]).size
+            if count < 3:
                 notes.append(
-                    f"only {df[var].nunique()} distinct values of {var}: its exponent rests on too few points"
+                    f"only {count} distinct values of {var}: its exponent rests on too few points"
                 )
-    elif df[law.variables[0]].nunique() < law.n_params:
-        notes.append(f"only {df[law.variables[0]].nunique()} distinct values of {law.variables[0]}")
+    elif (count := distinct_sizes(df[law.variables[0]]).size) < law.n_params:
+        notes.append(f"only {count} distinct values of {law.variables[0]}")
     return notes
 
 
@@ -85,13 +109,13 @@ def backtest_cuts(
     size above; at most ``max_folds``, spread evenly, the last always among them."""
     var = law.variables[0]
     first = (law.min_sizes if min_sizes is None else min_sizes) - 1
-    sizes = np.sort(df[var].unique())
-    counts = np.array([(df[var] <= s).sum() for s in sizes])
-    cuts = [i for i in range(max(first, 1), len(sizes) - 1) if counts[i] >= law.n_params + 1]
+    tops = distinct_sizes(df[var])  # a cut at a size's largest value keeps it whole
+    counts = np.array([(df[var] <= s).sum() for s in tops])
+    cuts = [i for i in range(max(first, 1), len(tops) - 1) if counts[i] >= law.n_params + 1]
     if len(cuts) > max_folds:
         pick = np.unique(np.round(np.linspace(0, len(cuts) - 1, max_folds)).astype(int))
         cuts = [cuts[j] for j in pick]
-    return [float(sizes[i]) for i in cuts]
+    return [float(tops[i]) for i in cuts]
 
 
 def rolling_backtest(
@@ -117,7 +141,8 @@ def rolling_backtest(
         calibrate,
         cross_validated,
         largest,
-        residual_sigma,
+        local_sigma,
+        log_ratio,
     )
     from analysis.calibration import distance as distance_of
 
@@ -136,7 +161,10 @@ def rolling_backtest(
         samples = bootstrap_fit(train, fit, resamples, seed=i, max_iter=200) if resamples else []
         points = {v: test[v].to_numpy() for v in law.variables}
         pi = prediction_interval(fit, samples, train, points, level, seed=i)
-        sigma = residual_sigma(residuals(train, fit), law.n_params)
+        sigma = np.broadcast_to(
+            local_sigma(residuals(train, fit), law.n_params, log_ratio(train), log_ratio(test)),
+            len(test),
+        )
         boot_var = boot_variance(law, samples, points)
         d = distance_of({v: test[v].to_numpy() for v in axes}, largest(train))
         # "the next size": the runs up to the next cut (all above the last cut)
@@ -154,7 +182,7 @@ def rolling_backtest(
                     "bootstrap_low": float(pi["low"][j]),
                     "bootstrap_high": float(pi["high"][j]),
                     "relative_error": float(pi["predicted"][j] / observed[j] - 1),
-                    "sigma": sigma,
+                    "sigma": float(sigma[j]),
                     "boot_var": float(boot_var[j]),
                     "distance": float(d[j]),
                 }

@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml scripts/install.sh | $(PY)
 
 install: $(STAMP)
 
-## demo: a small scaling sweep (4 sizes x 3 token budgets) on the embedded corpus, then fit and plot
+## demo: a small scaling sweep (4 sizes, 15 token budgets) on the embedded corpus, then fit, plot
+## and predict the loss at 10x and 100x its largest compute
 demo: install
 	$(VENV)/bin/lab-sweep demo hydra.sweep.dir=$(DEMO_DIR)
 	$(VENV)/bin/lab-analyze report $(DEMO_DIR) --out $(DEMO_DIR)/analysis
+	$(VENV)/bin/lab-analyze predict $(DEMO_DIR) --compute 5e13 5e14 --out $(DEMO_DIR)/analysis
 
 ## test: the whole CPU test suite (Triton kernels under TRITON_INTERPRET=1), one pytest
 ## worker per core (pytest-xdist; idle workers take queued tests from busy ones)

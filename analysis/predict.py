@@ -74,7 +74,7 @@ def targets(
 ) -> pd.DataFrame:
     """The targets as a frame of n_params, tokens (and compute): pairs from ``at``, rows of a
     CSV ``table`` (columns n_params, tokens; unique_tokens optional), or budgets ``compute``
-    at the compute-optimal allocation of a ``chinchilla`` fit. Raises ValueError for odd
+    at the compute-optimal allocation of a ``chinchilla`` or ``chinchilla_tied`` fit. Raises ValueError for odd
     pairs, missing columns or non-positive values."""
     given = sum(x is not None for x in (at, table, compute))
     if given != 1:
@@ -94,12 +94,14 @@ def targets(
             )
     else:
         law = saved_fit["law"] if saved_fit else None
-        if law != "chinchilla":
+        if law not in ("chinchilla", "chinchilla_tied"):
             raise ValueError(
                 f"--compute needs the compute-optimal allocation of L(N, D) = E + A/N^alpha + "
-                f"B/D^beta (--law chinchilla); this fit is {law!r}: give --at N D instead"
+                f"B/D^beta (--law chinchilla or chinchilla_tied); this fit is {law!r}: give "
+                "--at N D instead"
             )
         params = {**saved_fit.get("fixed", {}), **saved_fit["params"]}
+        params.setdefault("beta", params["alpha"])  # tied: one exponent for N and D
         opt = chinchilla_optimum(params, compute, k=k)
         df = pd.DataFrame({"n_params": opt["N_opt"], "tokens": opt["D_opt"]})
         df["compute"] = np.asarray(compute, dtype=float)

@@ -74,6 +74,17 @@ def test_predict_at_compute_budgets_and_bad_targets(runs, tmp_path, capsys):
     result = json.loads((out / "predict.json").read_text())
     low, high = result["predictions"]
     assert low["compute"] == 1e19 and high["predicted"] < low["predicted"]
+    # tied exponents (what the choice by backtest often picks): N* and D* both grow as C^0.5
+    tied = tmp_path / "t"
+    args = ["fit", str(runs), "--law", "chinchilla_tied", "--bootstrap", "50", "--out", str(tied)]
+    assert analyze_main(args) == 0
+    assert (
+        analyze_main(["predict", "--from", str(tied / "fit.json"), "--compute", "1e19", "1e21"])
+        == 0
+    )
+    small, big = json.loads((tied / "predict.json").read_text())["predictions"]
+    assert big["n_params"] / small["n_params"] == pytest.approx(10.0)
+    assert big["tokens"] / small["tokens"] == pytest.approx(10.0)
     assert analyze_main(["predict", "--from", fit_json, "--at", "1e8"]) == 2
     assert "pairs N D" in capsys.readouterr().err
     assert analyze_main(["predict", "--from", fit_json]) == 2

@@ -8,8 +8,8 @@ Scaling Law Estimation", measure how these errors behave). Here every backtest p
 
     s = sqrt(σ² + v_boot + (κ·d)²)
 
-(σ: the fitted runs' scatter about the law near the point's D/N, ``local_sigma``; v_boot: the bootstrap refits' variance of the
-log prediction; d: how far the point lies beyond the fitted runs, in log N and log D), with
+(σ: the fitted runs' scatter about the law near the point's D/N, ``local_sigma``; v_boot:
+the bootstrap refits' variance of the log prediction; d: how far the point lies beyond the fitted runs, in log N and log D), with
 κ, the extrapolation error per unit of log distance, fitted by Gaussian maximum likelihood
 on those errors. The interval is log prediction ± q·s, with q the split-conformal quantile of
 |e|/s over the backtests (Lei et al. 2018, "Distribution-free predictive inference for
@@ -148,7 +148,7 @@ def local_sigma(resid, n_params: int, where=None, at=None) -> np.ndarray | float
     x, at = np.asarray(where, dtype=float), np.atleast_1d(np.asarray(at, dtype=float))
     spread = min(np.std(x, ddof=1), (np.percentile(x, 75) - np.percentile(x, 25)) / 1.349)
     if not spread > 1e-6:  # one D/N: nothing to vary along
-        return np.full(at.size, residual_sigma(r, n_params))
+        return residual_sigma(r, n_params)
     h = 0.9 * spread * r.size ** (-0.2)  # Silverman (1986), eq. 3.31
     w = np.exp(-0.5 * ((at[:, None] - x[None, :]) / h) ** 2)
     sq = (r - np.median(r)) ** 2

@@ -33,6 +33,7 @@ def saved(study: Study) -> dict:
     fixed = dict(getattr(fit.law, "values", {}))
     rb = study.result.get("rolling_backtest")
     reach = rb["reach"] if rb else None
+    ratio = log_ratio(df)  # each run's log D/N: where its residual sits (local_sigma)
     return {
         "version": SAVED_VERSION,
         "law": fit.law.name,
@@ -40,7 +41,7 @@ def saved(study: Study) -> dict:
         "fixed": fixed,
         "samples": fit.samples,
         "residuals": residuals(df, fit).tolist(),
-        "residual_log_ratio": None if (lr := log_ratio(df)) is None else lr.tolist(),
+        "residual_log_ratio": None if ratio is None else ratio.tolist(),
         "flops_per_param_token": study.result["flops_per_param_token"],
         "largest": largest(df),
         "backtest_reach": reach,
@@ -74,8 +75,8 @@ def targets(
 ) -> pd.DataFrame:
     """The targets as a frame of n_params, tokens (and compute): pairs from ``at``, rows of a
     CSV ``table`` (columns n_params, tokens; unique_tokens optional), or budgets ``compute``
-    at the compute-optimal allocation of a ``chinchilla`` or ``chinchilla_tied`` fit. Raises ValueError for odd
-    pairs, missing columns or non-positive values."""
+    at the compute-optimal allocation of a ``chinchilla`` or ``chinchilla_tied`` fit. Raises
+    ValueError for odd pairs, missing columns or non-positive values."""
     given = sum(x is not None for x in (at, table, compute))
     if given != 1:
         raise ValueError("give exactly one of --at N D [N D ...], --targets FILE, --compute C")

@@ -2,14 +2,21 @@
 (N, D) that most shrink the prediction interval of the loss at a target run.
 
 The criterion is the variance of the target's log prediction after the new runs, by the
-linearised least-squares information of the law (a c-optimal design: Atkinson, Donev &
-Tobias 2007, "Optimum Experimental Designs, with SAS", ch. 10):
+linearised fit of the law (a c-optimal design: Atkinson, Donev & Tobias 2007, "Optimum
+Experimental Designs, with SAS", ch. 10), as the sandwich variance of the estimator the
+law is fitted with (an M-estimator: Huber & Ronchetti 2009, "Robust Statistics", ch. 7):
 
-    Var = gᵀ (Σ_i J_i J_iᵀ / σ²)⁻¹ g,
+    Var = gᵀ A⁻¹ B A⁻¹ g,   A = Σ_i a_i J_i J_iᵀ,   B = Σ_i b_i J_i J_iᵀ,
 
-J_i the gradient of a run's log loss in the law's parameters, g the target's, σ the runs'
-log scatter. The gradients depend on the parameters, which are uncertain, so the variance
-is averaged over the bootstrap refits (a pseudo-Bayesian design). Runs are added greedily,
+J_i the gradient of a run's log loss in the law's parameters, g the target's. For Huber's
+loss with threshold δ on the log residual e_i ~ N(0, σ_i²), a_i = P(|e_i| < δ) and
+b_i = E[ψ_δ(e_i)²]; for least squares on the loss, a_i = L_i², b_i = L_i⁴ σ_i². σ_i is the
+runs' log scatter about the law near that run's D/N (``analysis.calibration.local_sigma``:
+the least-trained runs sit farther from the law than the rest), so a run where the law fits
+poorly adds less. With one σ and least squares this is σ² gᵀ (Σ J_i J_iᵀ)⁻¹ g; Huber's loss
+with δ far below the scatter (as fitted here) is near least absolute deviations, π/2 times
+that. The gradients depend on the parameters, which are uncertain, so the variance is
+averaged over the bootstrap refits (a pseudo-Bayesian design). Runs are added greedily,
 each the candidate that still fits in the budget and removes the most expected variance per
 FLOP, or in all; each of these two designs, and a uniform grid of the budget, is then
 improved by exchanging runs (Fedorov 1972, "Theory of Optimal Experiments"), and the best
@@ -22,7 +29,8 @@ a candidate may be chosen twice (a second seed). No run takes more tokens than
 data is worth almost as much as fresh for up to about 4 epochs: Muennighoff et al. 2023,
 "Scaling Data-Constrained Language Models"; past that the law, which assumes fresh tokens,
 no longer describes the run). ``simulate`` checks a
-design: synthetic runs drawn from the fit (its law plus its scatter) at the proposed runs and
+design: synthetic runs drawn from the fit (its law plus its scatter near each run's D/N) at
+the proposed runs and
 at a uniform grid of the same compute, refitted, and the target's prediction interval
 compared.
 """
@@ -32,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.calibration import residual_sigma
+from analysis.calibration import local_sigma, log_ratio, residual_sigma
 from analysis.fitting import fit as fit_runs
 from analysis.fitting import log_bootstrap, residuals
 
@@ -64,30 +72,60 @@ def gradients(law, params: dict, n, d) -> np.ndarray:
 BOOT_DRAWS = 40  # bootstrap refits the criterion averages over, beside the fit itself
 
 
-def _sigma(fit, df: pd.DataFrame) -> float:
-    """The runs' log scatter about the fit (floored: a perfect fit carries no information)."""
-    return max(residual_sigma(residuals(df, fit), fit.law.n_params), 1e-4)
+SIGMA_FLOOR = 1e-4  # a perfect fit still leaves some scatter
+
+
+def scatter(fit, df: pd.DataFrame, floor: float = SIGMA_FLOOR):
+    """σ at runs (n, d): the fitted runs' log scatter about the law near each D/N
+    (``local_sigma``), at least ``floor``. Returns a function of (n, d) arrays."""
+    resid, where = residuals(df, fit), log_ratio(df)
+
+    def at(n, d) -> np.ndarray:
+        n, d = np.atleast_1d(np.asarray(n, float)), np.atleast_1d(np.asarray(d, float))
+        s = local_sigma(resid, fit.law.n_params, where, np.log(d / n))
+        return np.maximum(np.broadcast_to(np.asarray(s, float), n.shape), floor)
+
+    return at
 
 
 def _draws(fit) -> list[dict]:
     return [fit.params, *fit.samples[:BOOT_DRAWS]]
 
 
-def _information(fit, draws: list[dict], n, d, sigma: float) -> np.ndarray:
-    """The linearised information of runs (n, d) under each draw of the parameters, with a
-    small ridge so a design that cannot identify the law still has a variance: (draws,
-    parameters, parameters)."""
-    out = []
+def _terms(fit, p: dict, n, d, sigma: np.ndarray):
+    """Each run's gradient J and its weights a and b in A and B (module docstring) under
+    the parameters ``p``."""
+    from scipy.special import erf
+
+    j = gradients(fit.law, p, n, d)
+    if fit.law.fit_space == "squares":  # ∂L/∂θ = L·J; the loss's scatter is L·σ
+        sq = np.asarray(fit.law.predict(p, n_params=n, tokens=d), dtype=float) ** 2
+        return j, sq, sq**2 * sigma**2
+    delta = fit.extra["delta"]
+    c = delta / sigma
+    inside = erf(c / np.sqrt(2.0))  # P(|e| < δ)
+    density = np.exp(-0.5 * c**2) / np.sqrt(2 * np.pi)
+    return j, inside, sigma**2 * (inside - 2 * c * density) + delta**2 * (1 - inside)
+
+
+def _information(fit, draws: list[dict], n, d, sigma: np.ndarray) -> np.ndarray:
+    """A and B of the module docstring for runs (n, d) with scatter ``sigma`` under each
+    draw of the parameters, with a small ridge on A so a design that cannot identify the law
+    still has a variance: (2, draws, parameters, parameters)."""
+    n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
+    a, b = [], []
     for p in draws:
-        j = gradients(fit.law, p, n, d)
-        info = j.T @ j / sigma**2
-        out.append(info + np.eye(len(p)) * 1e-9 * max(np.trace(info), 1.0))
-    return np.array(out)
+        j, wa, wb = _terms(fit, p, n, d, sigma)
+        info = (j * wa[:, None]).T @ j
+        a.append(info + np.eye(len(p)) * 1e-9 * max(np.trace(info), 1e-300))
+        b.append((j * wb[:, None]).T @ j)
+    return np.array([a, b])
 
 
 def _variance(info: np.ndarray, g: np.ndarray) -> float:
-    """The target's log-prediction variance gᵀ I⁻¹ g, averaged over the draws."""
-    return float(np.mean(np.einsum("bi,bi->b", g, np.linalg.solve(info, g[..., None])[..., 0])))
+    """The target's log-prediction variance gᵀ A⁻¹ B A⁻¹ g, averaged over the draws."""
+    x = np.linalg.solve(info[0], g[..., None])[..., 0]
+    return float(np.mean(np.einsum("bi,bij,bj->b", x, info[1], x)))
 
 
 def max_tokens(df: pd.DataFrame) -> float | None:
@@ -126,7 +164,7 @@ def propose(
     compute, and the target's expected log-prediction sd before and after. No run takes
     more than ``most_tokens`` (None: no bound)."""
     law = fit.law
-    sigma, draws = _sigma(fit, df), _draws(fit)
+    sigma_at, draws = scatter(fit, df), _draws(fit)
     grid = candidates(sizes, budget, k, most_tokens)
     if grid.empty:
         smallest = min(sizes.values())
@@ -146,13 +184,19 @@ def propose(
     uniform = uniform[uniform["tokens"] >= TOKENS_PER_PARAM[0] * uniform["n_params"] * 0.999]
     cand = pd.concat([grid, uniform]).drop_duplicates(["n_params", "tokens"]).reset_index(drop=True)
     cost = cand["compute"].to_numpy()
-    base = _information(fit, draws, df["n_params"], df["tokens"], sigma)
-    jc = [gradients(law, p, cand["n_params"], cand["tokens"]) for p in draws]
-    outer = np.array([np.einsum("ci,cj->cij", j, j) / sigma**2 for j in jc])
+    cand["sigma"] = sigma_at(cand["n_params"], cand["tokens"])
+    base = _information(fit, draws, df["n_params"], df["tokens"], sigma_at(*_nd(df)))
+    terms = [_terms(fit, p, *_nd(cand), cand["sigma"].to_numpy()) for p in draws]
+    outer = np.array(
+        [
+            [np.einsum("ci,cj->cij", j * wa[:, None], j) for j, wa, _ in terms],
+            [np.einsum("ci,cj->cij", j * wb[:, None], j) for j, _, wb in terms],
+        ]
+    )
     g = np.array([gradients(law, p, *target)[0] for p in draws])
 
     def variance(chosen: list[int]) -> float:
-        return _variance(base + outer[:, chosen].sum(axis=1) if chosen else base, g)
+        return _variance(base + outer[:, :, chosen].sum(axis=2) if chosen else base, g)
 
     def greedy(per_flop: bool) -> list[int]:
         chosen, left = [], budget
@@ -199,7 +243,7 @@ def propose(
         "runs": runs.to_dict("records"),
         "compute": float(runs["compute"].sum()),
         "budget": budget,
-        "sigma": sigma,
+        "sigma": residual_sigma(residuals(df, fit), law.n_params),
         "expected_sd_before": float(np.sqrt(variance([]))),
         "expected_sd_after": float(np.sqrt(variance(chosen))),
     }
@@ -210,9 +254,13 @@ def expected_sd(fit, df: pd.DataFrame, target, extra: pd.DataFrame | None = None
     ``extra`` ones, averaged over the bootstrap refits (the criterion ``propose`` lowers)."""
     runs = df if extra is None else pd.concat([df[["n_params", "tokens"]], extra])
     draws = _draws(fit)
-    info = _information(fit, draws, runs["n_params"], runs["tokens"], _sigma(fit, df))
+    info = _information(fit, draws, *_nd(runs), scatter(fit, df)(*_nd(runs)))
     g = np.array([gradients(fit.law, p, *target)[0] for p in draws])
     return float(np.sqrt(_variance(info, g)))
+
+
+def _nd(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return runs["n_params"].to_numpy(dtype=float), runs["tokens"].to_numpy(dtype=float)
 
 
 def uniform_grid(
@@ -276,12 +324,12 @@ def simulate(
 ) -> dict:
     """For each design (a frame of n_params, tokens), and for the runs as they are, over
     ``reps`` synthetic ladders drawn from the fit (every run's loss the law's times its log
-    scatter): the median relative width of the target's prediction interval (a new run's
+    scatter near its D/N): the median relative width of the target's prediction interval (a new run's
     loss: the law's uncertainty and the runs' scatter, which no design shrinks) and of the
     law's own interval there (the bootstrap refits' predictions), the median error of the
     refit's prediction against the law's loss, and how often the interval held it."""
     law = fit.law
-    sigma = residual_sigma(residuals(df, fit), law.n_params)  # the scatter as fitted, unfloored
+    sigma_at = scatter(fit, df, floor=0.0)  # the scatter as fitted, unfloored
     at = {"n_params": np.array([target[0]]), "tokens": np.array([target[1]])}
     truth = float(law.predict(fit.params, **at)[0])
     rng = np.random.default_rng(seed)
@@ -296,7 +344,8 @@ def simulate(
             mean = law.predict(
                 fit.params, n_params=runs["n_params"].to_numpy(), tokens=runs["tokens"].to_numpy()
             )
-            sim = runs.assign(loss=mean * np.exp(rng.normal(0, sigma, len(runs))))
+            noise = rng.normal(0.0, sigma_at(*_nd(runs)))
+            sim = runs.assign(loss=mean * np.exp(noise))
             sim["compute"] = k * sim["n_params"] * sim["tokens"]
             refit = fit_runs(sim, law, resamples=resamples, seed=seed + r)
             p = refit.predict_interval(*target, level=level)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import synthetic_sweep
 
@@ -75,6 +77,66 @@ def test_no_proposed_run_takes_more_tokens_than_the_corpus_allows(tmp_path, caps
     assert analyze_main([*argv, "--max-tokens", "0"], ladder=ladder) == 0
     result = json.loads((tmp_path / "o" / "design.json").read_text())
     assert result["max_tokens"] is None and max(r["tokens"] for r in result["runs"]) > 5e6
+
+
+def test_the_huber_weights_are_the_expectations_of_its_psi():
+    """a = E[ψ'(e)] = P(|e| < δ) and b = E[ψ(e)²] for e ~ N(0, σ²), ψ Huber's clip at δ."""
+    from dataclasses import replace
+
+    from analysis.design import _terms
+
+    fit = _ladder_fit()
+    rng = np.random.default_rng(1)
+    for delta, sigma in ((1e-3, 0.01), (0.02, 0.01), (0.01, 0.01)):
+        e = rng.normal(0.0, sigma, 400_000)
+        _, a, b = _terms(
+            replace(fit, extra={**fit.extra, "delta": delta}),
+            fit.params,
+            np.array([1e5]),
+            np.array([1e7]),
+            np.array([sigma]),
+        )
+        assert a[0] == pytest.approx(np.mean(np.abs(e) < delta), abs=3e-3)
+        assert b[0] == pytest.approx(np.mean(np.clip(e, -delta, delta) ** 2), rel=1e-2)
+
+
+def test_the_criterion_is_the_sandwich_variance_of_the_fitted_estimator():
+    """With one scatter σ, Huber's δ far above it is least squares, σ² gᵀ(Σ J Jᵀ)⁻¹ g; far
+    below it is least absolute deviations, π/2 times that; a run with more scatter adds
+    less, so the variance lies between one σ everywhere and the larger σ everywhere."""
+    from dataclasses import replace
+
+    from analysis.design import _information, _variance, gradients
+
+    fit = _ladder_fit()
+    n, d = fit.data["n_params"].to_numpy(), fit.data["tokens"].to_numpy()
+    j = gradients(fit.law, fit.params, n, d)
+    g = gradients(fit.law, fit.params, np.array([3e6]), np.array([1e8]))
+    sigma = 0.01
+    ols = sigma**2 * float(g[0] @ np.linalg.solve(j.T @ j, g[0]))
+
+    def variance(delta, s):
+        f = replace(fit, extra={**fit.extra, "delta": delta})
+        return _variance(_information(f, [fit.params], n, d, s), g)
+
+    one = np.full(len(n), sigma)
+    assert variance(1.0, one) == pytest.approx(ols, rel=1e-3)
+    assert variance(1e-6, one) == pytest.approx(np.pi / 2 * ols, rel=1e-3)
+    mixed = np.where(d / n < 30, 4 * sigma, sigma)  # the least-trained runs scatter more
+    assert variance(1.0, one) < variance(1.0, mixed) < variance(1.0, 4 * one)
+
+
+def _ladder_fit():
+    """Chinchilla's law fitted (no bootstrap) to 16 noiseless runs of the sweep's law."""
+    from conftest import SWEEP_LAW
+
+    from analysis.fitting import fit
+
+    n, d = np.meshgrid([30e3, 100e3, 300e3, 1e6], [1e6, 3e6, 1e7, 3e7])
+    n, d = n.ravel(), d.ravel()
+    law = SWEEP_LAW
+    loss = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+    return fit(pd.DataFrame({"n_params": n, "tokens": d, "loss": loss}), "chinchilla", resamples=0)
 
 
 @pytest.mark.slow  # 6 synthetic ladders x 3 designs, each refitted with bootstrap: ~40 s

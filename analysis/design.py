@@ -250,7 +250,7 @@ def propose(
 
 
 def expected_sd(fit, df: pd.DataFrame, target, extra: pd.DataFrame | None = None) -> float:
-    """The target's log-prediction sd by the linearised information of ``df``'s runs and
+    """The target's log-prediction sd by the sandwich variance of ``df``'s runs and
     ``extra`` ones, averaged over the bootstrap refits (the criterion ``propose`` lowers)."""
     runs = df if extra is None else pd.concat([df[["n_params", "tokens"]], extra])
     draws = _draws(fit)

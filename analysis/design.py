@@ -28,11 +28,9 @@ a candidate may be chosen twice (a second seed). No run takes more tokens than
 ``max_tokens``: the corpus's unique tokens × ``EPOCHS`` when the runs record them (repeated
 data is worth almost as much as fresh for up to about 4 epochs: Muennighoff et al. 2023,
 "Scaling Data-Constrained Language Models"; past that the law, which assumes fresh tokens,
-no longer describes the run). ``simulate`` checks a
-design: synthetic runs drawn from the fit (its law plus its scatter near each run's D/N) at
-the proposed runs and
-at a uniform grid of the same compute, refitted, and the target's prediction interval
-compared.
+no longer describes the run). ``simulate`` checks a design: synthetic runs drawn from the
+fit (its law plus its scatter near each run's D/N) at the proposed runs and at a uniform
+grid of the same compute, refitted, and the target's prediction interval compared.
 """
 
 from __future__ import annotations
@@ -185,7 +183,7 @@ def propose(
     cand = pd.concat([grid, uniform]).drop_duplicates(["n_params", "tokens"]).reset_index(drop=True)
     cost = cand["compute"].to_numpy()
     cand["sigma"] = sigma_at(cand["n_params"], cand["tokens"])
-    base = _information(fit, draws, df["n_params"], df["tokens"], sigma_at(*_nd(df)))
+    base = _information(fit, draws, *_nd(df), sigma_at(*_nd(df)))
     terms = [_terms(fit, p, *_nd(cand), cand["sigma"].to_numpy()) for p in draws]
     outer = np.array(
         [
@@ -324,10 +322,11 @@ def simulate(
 ) -> dict:
     """For each design (a frame of n_params, tokens), and for the runs as they are, over
     ``reps`` synthetic ladders drawn from the fit (every run's loss the law's times its log
-    scatter near its D/N): the median relative width of the target's prediction interval (a new run's
-    loss: the law's uncertainty and the runs' scatter, which no design shrinks) and of the
-    law's own interval there (the bootstrap refits' predictions), the median error of the
-    refit's prediction against the law's loss, and how often the interval held it."""
+    scatter near its D/N): the median relative width of the target's prediction interval
+    (a new run's loss: the law's uncertainty and the runs' scatter, which no design shrinks)
+    and of the law's own interval there (the bootstrap refits' predictions), the median
+    error of the refit's prediction against the law's loss, and how often the interval held
+    it."""
     law = fit.law
     sigma_at = scatter(fit, df, floor=0.0)  # the scatter as fitted, unfloored
     at = {"n_params": np.array([target[0]]), "tokens": np.array([target[1]])}

@@ -81,8 +81,6 @@ def test_no_proposed_run_takes_more_tokens_than_the_corpus_allows(tmp_path, caps
 
 def test_the_huber_weights_are_the_expectations_of_its_psi():
     """a = E[ψ'(e)] = P(|e| < δ) and b = E[ψ(e)²] for e ~ N(0, σ²), ψ Huber's clip at δ."""
-    from dataclasses import replace
-
     from analysis.design import _terms
 
     fit = _ladder_fit()
@@ -90,7 +88,7 @@ def test_the_huber_weights_are_the_expectations_of_its_psi():
     for delta, sigma in ((1e-3, 0.01), (0.02, 0.01), (0.01, 0.01)):
         e = rng.normal(0.0, sigma, 400_000)
         _, a, b = _terms(
-            replace(fit, extra={**fit.extra, "delta": delta}),
+            _with_delta(fit, delta),
             fit.params,
             np.array([1e5]),
             np.array([1e7]),
@@ -104,8 +102,6 @@ def test_the_criterion_is_the_sandwich_variance_of_the_fitted_estimator():
     """With one scatter σ, Huber's δ far above it is least squares, σ² gᵀ(Σ J Jᵀ)⁻¹ g; far
     below it is least absolute deviations, π/2 times that; a run with more scatter adds
     less, so the variance lies between one σ everywhere and the larger σ everywhere."""
-    from dataclasses import replace
-
     from analysis.design import _information, _variance, gradients
 
     fit = _ladder_fit()
@@ -116,8 +112,7 @@ def test_the_criterion_is_the_sandwich_variance_of_the_fitted_estimator():
     ols = sigma**2 * float(g[0] @ np.linalg.solve(j.T @ j, g[0]))
 
     def variance(delta, s):
-        f = replace(fit, extra={**fit.extra, "delta": delta})
-        return _variance(_information(f, [fit.params], n, d, s), g)
+        return _variance(_information(_with_delta(fit, delta), [fit.params], n, d, s), g)
 
     one = np.full(len(n), sigma)
     assert variance(1.0, one) == pytest.approx(ols, rel=1e-3)
@@ -126,16 +121,23 @@ def test_the_criterion_is_the_sandwich_variance_of_the_fitted_estimator():
     assert variance(1.0, one) < variance(1.0, mixed) < variance(1.0, 4 * one)
 
 
+def _with_delta(fit, delta: float):
+    """The fit as if its Huber threshold were ``delta``."""
+    from dataclasses import replace
+
+    return replace(fit, extra={**fit.extra, "delta": delta})
+
+
 def _ladder_fit():
     """Chinchilla's law fitted (no bootstrap) to 16 noiseless runs of the sweep's law."""
     from conftest import SWEEP_LAW
 
     from analysis.fitting import fit
+    from analysis.laws import resolve_law
 
     n, d = np.meshgrid([30e3, 100e3, 300e3, 1e6], [1e6, 3e6, 1e7, 3e7])
     n, d = n.ravel(), d.ravel()
-    law = SWEEP_LAW
-    loss = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+    loss = resolve_law("chinchilla").predict(SWEEP_LAW, n_params=n, tokens=d)
     return fit(pd.DataFrame({"n_params": n, "tokens": d, "loss": loss}), "chinchilla", resamples=0)
 
 
